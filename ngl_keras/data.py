@@ -1,0 +1,195 @@
+"""The seven datasets of the paper's evaluation and the tf.data input pipeline.
+
+The dataset registry below holds the facts (tfds name, classes, which splits exist); the
+settings (split fractions for train-only datasets, augmentation, epochs) are config data in
+`configs/datasets/`. Fashion-MNIST is read from the Debian package's IDX files when they are
+installed, so the default run needs no download.
+"""
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path(os.environ.get("NGL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    tfds_name: str
+    classes: int
+    splits: tuple      # the splits tfds has
+    channels: int
+    fixed_size: int    # image side, 0 for variable-size images
+    sizes: dict        # examples per tfds split
+
+
+DATASETS = {d.name: d for d in (
+    DatasetInfo("malaria", "malaria", 2, ("train",), 3, 0, {"train": 27558}),
+    DatasetInfo("patch_camelyon", "patch_camelyon", 2, ("train", "validation", "test"), 3, 96,
+                {"train": 262144, "validation": 32768, "test": 32768}),
+    DatasetInfo("colorectal_histology", "colorectal_histology", 8, ("train",), 3, 150, {"train": 5000}),
+    DatasetInfo("cifar10", "cifar10", 10, ("train", "test"), 3, 32, {"train": 50000, "test": 10000}),
+    DatasetInfo("fashion_mnist", "fashion_mnist", 10, ("train", "test"), 1, 28,
+                {"train": 60000, "test": 10000}),
+    DatasetInfo("cifar100", "cifar100", 100, ("train", "test"), 3, 32, {"train": 50000, "test": 10000}),
+    DatasetInfo("caltech101", "caltech101", 102, ("train", "test"), 3, 0, {"train": 3060, "test": 6084}),
+)}
+
+
+def info(name):
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}.")
+    return DATASETS[name]
+
+
+# Reading.
+
+def _read_idx(path):
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    magic = int.from_bytes(data[:4], "big")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(magic & 0xFF)]
+    offset = 4 + 4 * len(dims)
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def fashion_mnist_idx(directory=FASHION_MNIST_DIR):
+    """{"train": (images, labels), "test": (...)} from the IDX files, or None if absent."""
+    files = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+    directory = Path(directory)
+    if not all((directory / f).exists() for pair in files.values() for f in pair):
+        return None
+    return {split: (_read_idx(directory / images)[..., None], _read_idx(directory / labels).astype("int64"))
+            for split, (images, labels) in files.items()}
+
+
+def _slice_fraction(count, spec):
+    """Rows of a tfds-style split slice 'train[a%:b%]' over `count` examples."""
+    inside = spec[spec.index("[") + 1: spec.index("]")]
+    start, _, stop = inside.partition(":")
+
+    def position(text, default):
+        if not text:
+            return default
+        return int(round(count * float(text.rstrip("%")) / 100.0)) if text.endswith("%") else int(text)
+
+    return position(start, 0), position(stop, count)
+
+
+def split_base(spec):
+    return spec.split("[", 1)[0]
+
+
+def load_split(name, spec, data_dir=None, limit=None):
+    """(images, labels) or a tf.data.Dataset of (image, label) for a split such as 'train[:90%]'.
+
+    Fashion-MNIST from the IDX files comes back as numpy arrays; other datasets as a
+    tf.data.Dataset streamed by tfds (nothing is downloaded: a dataset that is not prepared in
+    `data_dir` raises a one-line error).
+    """
+    dataset = info(name)
+    if split_base(spec) not in dataset.splits:
+        raise ValueError(f"dataset {name!r} has no split {split_base(spec)!r}; it has "
+                         f"{', '.join(dataset.splits)}.")
+    if name == "fashion_mnist":
+        arrays = fashion_mnist_idx()
+        if arrays is not None:
+            images, labels = arrays[split_base(spec)]
+            start, stop = _slice_fraction(len(labels), spec) if "[" in spec else (0, len(labels))
+            stop = stop if limit is None else min(stop, start + limit)
+            return images[start:stop], labels[start:stop]
+    return _load_tfds(dataset, spec, data_dir, limit)
+
+
+def _load_tfds(dataset, spec, data_dir, limit):
+    import tensorflow_datasets as tfds
+
+    try:
+        ds = tfds.load(dataset.tfds_name, split=spec, data_dir=data_dir, as_supervised=True,
+                       download=False, shuffle_files=False)
+    except Exception as error:  # tfds raises several types for a missing, unprepared dataset
+        where = data_dir or "~/tensorflow_datasets"
+        raise ValueError(
+            f"dataset {dataset.name!r} (tfds {dataset.tfds_name!r}) is not available offline in "
+            f"{where}: prepare it there with tfds on a machine with internet, or pass --data-dir "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    return ds.take(limit) if limit is not None else ds
+
+
+def check_labels(labels, classes, where):
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"{where}: labels must lie in [0, {classes}); found {labels.min()}..{labels.max()}.")
+
+
+# The input pipeline.
+
+@dataclass(frozen=True)
+class Augmentation:
+    """ImageDataGenerator-style augmentation (the published example's settings by default)."""
+
+    horizontal_flip: bool = True
+    width_shift: float = 0.1
+    height_shift: float = 0.1
+    zoom: float = 0.2
+
+    def layers(self, seed):
+        import keras
+
+        out = []
+        if self.horizontal_flip:
+            out.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        if self.width_shift or self.height_shift:
+            out.append(keras.layers.RandomTranslation(self.height_shift, self.width_shift,
+                                                      fill_mode="nearest", seed=seed))
+        if self.zoom:
+            out.append(keras.layers.RandomZoom((-self.zoom, self.zoom), (-self.zoom, self.zoom),
+                                               fill_mode="nearest", seed=seed))
+        return out
+
+
+def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_size,
+                   augmentation=None, shuffle_seed=None, cache=True):
+    """A batched tf.data pipeline of (preprocessed float images, one-hot labels).
+
+    Raw uint8 examples are cached (variable-size images first resized, so that they batch),
+    shuffled when `shuffle_seed` is given, batched, and then resized, given `channels`,
+    augmented (training only) and preprocessed a whole batch at a time, in parallel with
+    training (prefetch).
+    """
+    import tensorflow as tf
+
+    if isinstance(source, tuple):
+        images, labels = source
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        fixed = True
+    else:
+        ds = source
+        shape = ds.element_spec[0].shape
+        fixed = shape[0] is not None and shape[1] is not None
+    if not fixed:
+        ds = ds.map(lambda x, y: (tf.cast(tf.image.resize(x, (image_size, image_size)), tf.uint8), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    transforms = augmentation.layers(shuffle_seed) if augmentation is not None else []
+
+    def transform(x, y):
+        x = tf.cast(x, tf.float32)
+        if x.shape[1] != image_size or x.shape[2] != image_size:
+            x = tf.image.resize(x, (image_size, image_size))
+        if x.shape[-1] == 1 and channels == 3:
+            x = tf.image.grayscale_to_rgb(x)
+        for layer in transforms:
+            x = layer(x, training=True)
+        return preprocess(x), tf.one_hot(tf.cast(y, tf.int32), classes)
+
+    return ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

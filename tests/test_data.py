@@ -1,0 +1,122 @@
+"""Dataset registry, loaders (tfds under mock_data, Fashion-MNIST IDX files) and the pipeline."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ngl_keras import config, data, models
+from tests.paths import CONFIGS
+
+MOCK_EXAMPLES = 20
+
+
+def _images_and_labels(source):
+    if isinstance(source, tuple):
+        return list(source[0]), np.asarray(source[1])
+    images, labels = [], []
+    for image, label in tfds.as_numpy(source):
+        images.append(image)
+        labels.append(label)
+    return images, np.asarray(labels)
+
+
+@pytest.mark.parametrize("name", sorted(data.DATASETS))
+def test_every_dataset_loads_through_the_real_code_under_mock_data(name):
+    dataset = data.info(name)
+    settings = config.dataset_settings(name, CONFIGS)
+    splits = settings["splits"]
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
+        loaded = {part: _images_and_labels(data.load_split(name, spec)) for part, spec in splits.items()}
+        if name == "fashion_mnist":  # the real IDX files win over tfds when installed
+            loaded = {part: _images_and_labels(data._load_tfds(dataset, spec, None, None))
+                      for part, spec in splits.items()}
+    for part, (images, labels) in loaded.items():
+        assert len(images) > 0, part
+        assert labels.min() >= 0 and labels.max() < dataset.classes
+        for image in images[:3]:
+            assert image.dtype == np.uint8 and image.shape[-1] == dataset.channels
+            if dataset.fixed_size:
+                assert image.shape[:2] == (dataset.fixed_size, dataset.fixed_size)
+
+
+@pytest.mark.parametrize("name", sorted(data.DATASETS))
+def test_configured_splits_never_overlap(name):
+    """The configured split slices, made absolute by tfds's own split arithmetic on the real
+    split sizes, are disjoint."""
+    dataset = data.info(name)
+    splits = config.dataset_settings(name, CONFIGS)["splits"]
+    ranges = {}
+    for part, spec in splits.items():
+        (instruction,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+            {split: SimpleNamespace(num_examples=n) for split, n in dataset.sizes.items()})
+        ranges[part] = (instruction.splitname, instruction.from_, instruction.to)
+        assert instruction.to > instruction.from_
+    parts = list(ranges)
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            (split_a, start_a, stop_a), (split_b, start_b, stop_b) = ranges[a], ranges[b]
+            assert split_a != split_b or stop_a <= start_b or stop_b <= start_a, (a, b)
+    # Our own slicing of the IDX arrays agrees with tfds's.
+    if name == "fashion_mnist":
+        assert data._slice_fraction(60000, splits["train"]) == ranges["train"][1:]
+        assert data._slice_fraction(60000, splits["validation"]) == ranges["validation"][1:]
+
+
+def test_split_slices_are_deterministic_and_disjoint():
+    assert data._slice_fraction(60000, "train[:90%]") == (0, 54000)
+    assert data._slice_fraction(60000, "train[90%:]") == (54000, 60000)
+    assert data._slice_fraction(27558, "train[70%:80%]") == (19291, 22046)
+
+
+@pytest.mark.realdata
+def test_real_fashion_mnist_from_the_debian_package():
+    arrays = data.fashion_mnist_idx()
+    assert arrays is not None, "apt-get install dataset-fashion-mnist"
+    (train_x, train_y), (test_x, test_y) = arrays["train"], arrays["test"]
+    assert train_x.shape == (60000, 28, 28, 1) and test_x.shape == (10000, 28, 28, 1)
+    assert np.bincount(train_y).tolist() == [6000] * 10
+    assert np.bincount(test_y).tolist() == [1000] * 10
+    train, validation = data.load_split("fashion_mnist", "train[:90%]"), data.load_split(
+        "fashion_mnist", "train[90%:]")
+    assert len(train[1]) == 54000 and len(validation[1]) == 6000
+    np.testing.assert_array_equal(validation[0][0], train_x[54000])
+    assert len(data.load_split("fashion_mnist", "train[:90%]", limit=100)[1]) == 100
+
+
+def test_pipeline_resizes_adds_channels_preprocesses_and_one_hots():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, 10)
+    ds = data.input_pipeline((images, labels), classes=10, image_size=40, channels=3,
+                             preprocess=models.info("inceptionv3").preprocess, batch_size=4)
+    x, y = next(iter(ds))
+    assert x.shape == (4, 40, 40, 3) and y.shape == (4, 10)
+    np.testing.assert_array_equal(np.argmax(y, -1), labels[:4])
+    expected = tf.image.resize(images[:4].astype("float32"), (40, 40)).numpy() / 127.5 - 1.0
+    np.testing.assert_allclose(x[..., 0], expected[..., 0], atol=1e-4)
+    np.testing.assert_allclose(x[..., 2], expected[..., 0], atol=1e-4)
+
+
+def test_augmentation_only_on_training_and_reproducible_per_seed():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(8) % 3
+    common = dict(classes=3, image_size=32, channels=3, preprocess=models.scale_to_unit, batch_size=8)
+    plain = next(iter(data.input_pipeline((images, labels), **common)))[0].numpy()
+    np.testing.assert_allclose(plain, images / 255.0, atol=1e-6)
+    augmented = [next(iter(data.input_pipeline((images, labels), augmentation=data.Augmentation(),
+                                               shuffle_seed=3, **common))) for _ in range(2)]
+    assert not np.allclose(augmented[0][0].numpy(), plain[np.argsort(np.argmax(augmented[0][1], -1), kind="stable")])
+    np.testing.assert_allclose(augmented[0][0].numpy(), augmented[1][0].numpy())
+
+
+def test_unknown_dataset_and_missing_split_and_offline_dataset_are_named():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'; known datasets: caltech101"):
+        data.info("mnist")
+    with pytest.raises(ValueError, match="dataset 'malaria' has no split 'test'; it has train"):
+        data.load_split("malaria", "test")
+    with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline in /nonexistent"):
+        data.load_split("cifar10", "train", data_dir="/nonexistent")
