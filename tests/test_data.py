@@ -52,8 +52,10 @@ def test_configured_splits_never_overlap(name):
     for part, spec in splits.items():
         (instruction,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
             {split: SimpleNamespace(num_examples=n) for split, n in dataset.sizes.items()})
-        ranges[part] = (instruction.splitname, instruction.from_, instruction.to)
-        assert instruction.to > instruction.from_
+        start = instruction.from_ or 0
+        stop = dataset.sizes[instruction.splitname] if instruction.to is None else instruction.to
+        ranges[part] = (instruction.splitname, start, stop)
+        assert stop > start
     parts = list(ranges)
     for i, a in enumerate(parts):
         for b in parts[i + 1:]:

@@ -56,13 +56,13 @@ class Limits:
     mutation_max_height: int = 3
 
     def __post_init__(self):
-        if self.min_height < 0 or self.init_max_height < self.min_height:
-            raise ValueError(f"heights must satisfy 0 <= min_height <= init_max_height; got "
-                             f"min_height={self.min_height}, init_max_height={self.init_max_height}.")
         # The smallest tree of height h has h + 1 nodes (a chain of unary operators).
         if self.min_height + 1 > self.max_size:
             raise ValueError(f"min_height {self.min_height} needs at least {self.min_height + 1} "
                              f"nodes, above max_size {self.max_size}.")
+        if self.min_height < 0 or self.init_max_height < self.min_height:
+            raise ValueError(f"heights must satisfy 0 <= min_height <= init_max_height; got "
+                             f"min_height={self.min_height}, init_max_height={self.init_max_height}.")
 
 
 def height(tree):

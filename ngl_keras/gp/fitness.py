@@ -1,0 +1,131 @@
+"""Fitness of a loss candidate: the paper's five experiments, and a cheap probe fitness.
+
+Every fitness maps a formula to a list of floats, lower is better (compared
+lexicographically). Training reuses `ngl_keras.training` (the same data, model and training
+code as train_small.py); a diverged or failed training gets the worst fitness.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ngl_keras.gp.evolution import WORST
+
+
+def experiment5_key(improvements):
+    """Paper, experiment 5: (wins against CE, % improvement) as a key to minimise.
+
+    More wins is better; with equal wins ≥ 1, the higher mean improvement over the won
+    datasets is better; a candidate that beats CE somewhere beats one that loses everywhere;
+    between two that lose everywhere, the smaller mean loss of accuracy is better.
+    """
+    wins = [v for v in improvements if v > 0]
+    score = float(np.mean(wins)) if wins else float(np.mean(improvements))
+    return [-float(len(wins)), -score]
+
+
+class TrainingFitness:
+    """Train a candidate as experiment `settings` says; see configs/search/exp*.yaml.
+
+    Experiments 1-4: mean validation error over `runs` trainings on one dataset.
+    Experiment 5 (`compare_with_ce`): one training per dataset against CE's validation
+    accuracy, CE trained once per dataset and cached in `search_dir/ce_baseline.json`.
+    """
+
+    def __init__(self, settings, configs_dir, search_dir, data_dir=None, seed=0):
+        from ngl_keras import training
+
+        self.settings, self.search_dir, self.seed = settings, Path(search_dir), seed
+        self.datasets = training.Datasets(data_dir)
+        self.grid = {"datasets": settings["datasets"], "models": [settings["model"]],
+                     "runs": settings["runs"], "seed": seed, "weights": settings.get("weights"),
+                     "settings": settings.get("settings", {})}
+        overrides = {"epochs": settings.get("epochs"), "limit_train": settings.get("limit_train")}
+        self.overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.configs_dir = configs_dir
+        training.plan({**self.grid, "losses": ["ce"]}, configs_dir, self.overrides)  # check names now
+
+    def _accuracies(self, loss):
+        """Validation accuracy of each run of `loss` (None for a diverged run)."""
+        from ngl_keras import training
+
+        runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides)
+        out = []
+        for run in runs:
+            record = training.train_run(run, self.datasets, self.search_dir / "scratch", _strategy(),
+                                        verbose=0, evaluate_test=False)
+            history = record["history"].get("val_accuracy") or [float("nan")]
+            ok = record["status"] == "ok" and np.isfinite(history[-1])
+            out.append((run.dataset, history[-1] if ok else None))
+        return out
+
+    def ce_baseline(self):
+        path = self.search_dir / "ce_baseline.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        baseline = {}
+        for dataset, accuracy in self._accuracies("ce"):
+            baseline.setdefault(dataset, []).append(accuracy)
+        baseline = {d: float(np.mean(v)) for d, v in baseline.items()}
+        _atomic_write(path, json.dumps(baseline))
+        return baseline
+
+    def __call__(self, formula):
+        try:
+            results = self._accuracies(formula)
+        except Exception as error:  # no candidate, however broken, stops the search
+            print(f"candidate {formula!r} failed: {type(error).__name__}: {error}")
+            results = [(d, None) for d in self.settings["datasets"]]
+        if self.settings.get("compare_with_ce"):
+            if any(acc is None for _, acc in results):
+                return [0.0, WORST]
+            baseline = self.ce_baseline()
+            improvements = [100.0 * (acc - baseline[d]) / baseline[d] for d, acc in results]
+            return experiment5_key(improvements)
+        if any(acc is None for _, acc in results):
+            return [WORST]
+        return [float(np.mean([1.0 - acc for _, acc in results]))]
+
+
+def _strategy():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
+def _atomic_write(path, text):
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ProbeFitness:
+    """Cheap and deterministic: 1 − the mean true-class probability reached by gradient
+    descent on the logits of the screening probe batch. For tests, benchmarks of the
+    orchestration, and smoke runs; it says little about real training."""
+
+    def __init__(self, screen, steps=40):
+        self.screen, self.steps = screen, steps
+
+    def __call__(self, formula):
+        import tensorflow as tf
+
+        from ngl_keras.losses import expression
+
+        loss = self.screen._per_sample(expression.parse(formula))
+        y = self.screen.y
+        z = tf.Variable(tf.zeros_like(self.screen.p))
+        for _ in range(self.steps):
+            with tf.GradientTape() as tape:
+                value = tf.reduce_mean(loss(y, tf.nn.softmax(z)))
+            grad = tape.gradient(value, z)
+            if grad is None or not np.all(np.isfinite(grad.numpy())):
+                return [WORST]
+            z.assign_sub(float(self.screen.settings.probe_classes) * grad)
+        probability = float(tf.reduce_mean(tf.reduce_sum(tf.nn.softmax(z) * y, -1)))
+        return [1.0 - probability] if np.isfinite(probability) else [WORST]
