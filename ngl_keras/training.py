@@ -158,7 +158,12 @@ def make_strategy(name):
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(_replica_devices())
+        devices = _replica_devices()
+        if devices[0].upper().find("GPU") >= 0:
+            return tf.distribute.MirroredStrategy(devices)
+        # Logical CPU devices: reduce on one device; collective ops there keep instance keys
+        # across strategies of one process and clash when a second strategy is made.
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("strategy 'multiworker' needs TF_CONFIG describing the cluster.")

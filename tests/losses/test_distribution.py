@@ -31,7 +31,7 @@ def _fit(loss_factory, strategy, weights):
 def _two_replicas():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "conftest splits the CPU into two logical devices"
-    return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 @pytest.mark.parametrize("factory", [ngl_keras.NGL, ngl_keras.SymmetricCrossEntropy,
