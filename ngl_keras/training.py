@@ -5,7 +5,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import numpy as np
 
 from ngl_keras import config as config_module
 from ngl_keras import data as data_module
+from ngl_keras.files import append_json_line
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
 
@@ -128,10 +128,7 @@ def read_records(path):
 
 
 def append_record(path, record):
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_json_line(path, record)
 
 
 def versions():

@@ -6,7 +6,6 @@ float constants), so a tree becomes a loss only through `ExpressionLoss`. Every 
 takes an explicit `random.Random`; nothing reads global random state.
 """
 
-import random
 from dataclasses import dataclass
 
 from ngl_keras.losses import expression

@@ -6,11 +6,11 @@ code as train_small.py); a diverged or failed training gets the worst fitness.
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ngl_keras.files import atomic_write
 from ngl_keras.gp.evolution import WORST
 
 
@@ -69,7 +69,7 @@ class TrainingFitness:
         for dataset, accuracy in self._accuracies("ce"):
             baseline.setdefault(dataset, []).append(accuracy)
         baseline = {d: float(np.mean(v)) for d, v in baseline.items()}
-        _atomic_write(path, json.dumps(baseline))
+        atomic_write(path, json.dumps(baseline))
         return baseline
 
     def __call__(self, formula):
@@ -93,15 +93,6 @@ def _strategy():
     import tensorflow as tf
 
     return tf.distribute.get_strategy()
-
-
-def _atomic_write(path, text):
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class ProbeFitness:

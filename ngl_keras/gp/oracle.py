@@ -10,17 +10,8 @@ import keras_tuner
 from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
+from ngl_keras.files import append_json_line, atomic_write
 from ngl_keras.gp.evolution import WORST
-
-
-def atomic_write(path, text):
-    """Write via a temporary file and rename, so a killed process never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class GPOracle(keras_tuner.Oracle):
@@ -89,13 +80,10 @@ class GPTuner(base_tuner.BaseTuner):
         values = trial.hyperparameters.values
         started = time.time()
         fitness = self.fitness(values["formula"])
-        with open(os.path.join(self.search_dir, "evaluations.jsonl"), "a") as handle:
-            handle.write(json.dumps({"trial": trial.trial_id, "candidate": values["candidate"],
-                                     "formula": values["formula"], "fitness": fitness,
-                                     "tuner": self.tuner_id, "seconds": round(time.time() - started, 3)})
-                         + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
+                         {"trial": trial.trial_id, "candidate": values["candidate"],
+                          "formula": values["formula"], "fitness": fitness, "tuner": self.tuner_id,
+                          "seconds": round(time.time() - started, 3)})
         return {f"fitness_{i}": float(v) for i, v in enumerate(fitness)}
 
     def search(self, *args, **kwargs):

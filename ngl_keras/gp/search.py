@@ -3,13 +3,13 @@ fitness and evolution, run them under keras-tuner, and write the generation log,
 fame, the best loss and a plot to the search directory."""
 
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 
 from ngl_keras import config as config_module
 from ngl_keras.gp import engine, evolution, fitness as fitness_module, screening
-from ngl_keras.gp.oracle import GPOracle, GPTuner, atomic_write
+from ngl_keras.files import append_json_line, atomic_write
+from ngl_keras.gp.oracle import GPOracle, GPTuner
 from ngl_keras.losses import expression
 
 GP = {"operators": [str], "constant_range": [float], "constant_probability": float,
@@ -95,10 +95,7 @@ class SearchDirectory:
             if path.exists() else set()
         if summary["generation"] in done:  # re-done after a crash between log and checkpoint
             return
-        with open(path, "a") as handle:
-            handle.write(json.dumps(summary) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_json_line(path, summary)
 
     def generations(self):
         path = self.path / "generations.jsonl"

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, BatchLoss, LossFunction, check_positive, class_sums, one_hot_targets, probabilities,
+    PACKAGE, BatchLoss, LossFunction, class_sums, one_hot_targets, probabilities,
 )
 
 NEWTON_STEPS = 3
