@@ -131,26 +131,56 @@ def check_labels(labels, classes, where):
 
 @dataclass(frozen=True)
 class Augmentation:
-    """ImageDataGenerator-style augmentation (the published example's settings by default)."""
+    """ImageDataGenerator-style augmentation (the published example's settings by default).
+
+    The same transforms as Keras's RandomFlip("horizontal"), RandomTranslation and RandomZoom
+    with fill_mode "nearest", and as ImageDataGenerator(horizontal_flip, width_shift_range,
+    height_shift_range, zoom_range), composed into one projective transform per image, so a
+    batch is resampled once instead of once per layer.
+    """
 
     horizontal_flip: bool = True
     width_shift: float = 0.1
     height_shift: float = 0.1
     zoom: float = 0.2
 
-    def layers(self, seed):
-        import keras
+    def __post_init__(self):
+        for name in ("width_shift", "height_shift", "zoom"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"augmentation {name} must lie in [0, 1); got {getattr(self, name)!r}.")
 
-        out = []
-        if self.horizontal_flip:
-            out.append(keras.layers.RandomFlip("horizontal", seed=seed))
-        if self.width_shift or self.height_shift:
-            out.append(keras.layers.RandomTranslation(self.height_shift, self.width_shift,
-                                                      fill_mode="nearest", seed=seed))
-        if self.zoom:
-            out.append(keras.layers.RandomZoom((-self.zoom, self.zoom), (-self.zoom, self.zoom),
-                                               fill_mode="nearest", seed=seed))
-        return out
+    def random_parameters(self, batch, seed):
+        """(flip, shift_x, shift_y, zoom_x, zoom_y) per image, from a stateless seed."""
+        import tensorflow as tf
+
+        u = tf.random.stateless_uniform((batch, 5), tf.stack([seed, tf.constant(0, tf.int64)]))
+        flip = (u[:, 0] < 0.5) if self.horizontal_flip else tf.zeros((batch,), tf.bool)
+        return (flip, (2.0 * u[:, 1] - 1.0) * self.width_shift, (2.0 * u[:, 2] - 1.0) * self.height_shift,
+                1.0 + (2.0 * u[:, 3] - 1.0) * self.zoom, 1.0 + (2.0 * u[:, 4] - 1.0) * self.zoom)
+
+    def __call__(self, images, seed):
+        import tensorflow as tf
+
+        return affine_transform(images, *self.random_parameters(tf.shape(images)[0], seed))
+
+
+def affine_transform(images, flip, shift_x, shift_y, zoom_x, zoom_y):
+    """Flip (bool per image), shift (fraction of width/height) and zoom (coordinate scale,
+    < 1 zooms in) each image of a batch in one bilinear resampling, nearest-pixel fill."""
+    import tensorflow as tf
+
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    sign = tf.where(flip, -1.0, 1.0)
+    origin = tf.where(flip, width - 1.0, 0.0)
+    zero = tf.zeros_like(zoom_x)
+    # Output pixel (x, y) reads input (a0·x + a2, b1·y + b2).
+    transforms = tf.stack([zoom_x * sign, zero, zoom_x * (origin - cx) + cx + shift_x * width,
+                           zero, zoom_y, cy - zoom_y * cy + shift_y * height, zero, zero], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
 
 
 def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_size,
@@ -180,16 +210,21 @@ def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_s
     if shuffle_seed is not None:
         ds = ds.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    transforms = augmentation.layers(shuffle_seed) if augmentation is not None else []
+    if augmentation is not None:
+        # One stateless seed per batch: reproducible for a given seed, new in every epoch.
+        seeds = tf.data.Dataset.random(seed=shuffle_seed or 0, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (xy[0], xy[1], s))
+    else:
+        ds = ds.map(lambda x, y: (x, y, tf.constant(0, tf.int64)))
 
-    def transform(x, y):
+    def transform(x, y, seed):
         x = tf.cast(x, tf.float32)
         if x.shape[1] != image_size or x.shape[2] != image_size:
             x = tf.image.resize(x, (image_size, image_size))
         if x.shape[-1] == 1 and channels == 3:
             x = tf.image.grayscale_to_rgb(x)
-        for layer in transforms:
-            x = layer(x, training=True)
+        if augmentation is not None:
+            x = augmentation(x, seed)
         return preprocess(x), tf.one_hot(tf.cast(y, tf.int32), classes)
 
     return ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -122,3 +122,24 @@ def test_unknown_dataset_and_missing_split_and_offline_dataset_are_named():
         data.load_split("malaria", "test")
     with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline in /nonexistent"):
         data.load_split("cifar10", "train", data_dir="/nonexistent")
+
+
+def test_fused_transform_matches_flip_shift_and_zoom_done_separately():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, (3, 16, 20, 3)).astype("float32")
+    true, false = np.array([True] * 3), np.array([False] * 3)
+    ones, zeros = np.ones(3, "float32"), np.zeros(3, "float32")
+    np.testing.assert_allclose(data.affine_transform(x, false, zeros, zeros, ones, ones), x, atol=1e-4)
+    np.testing.assert_allclose(data.affine_transform(x, true, zeros, zeros, ones, ones), x[:, :, ::-1], atol=1e-4)
+    # A shift of 0.1 x 20 = 2 pixels: output column c reads input column c + 2, edges repeated.
+    shifted = data.affine_transform(x, false, np.full(3, 0.1, "float32"), zeros, ones, ones).numpy()
+    np.testing.assert_allclose(shifted[:, :, :18], x[:, :, 2:], atol=1e-4)
+    np.testing.assert_allclose(shifted[:, :, 18:], np.repeat(x[:, :, 19:20], 2, axis=2), atol=1e-4)
+    # Zoom: Keras's RandomZoom with the same factor gives the same image (coordinate scale 0.8).
+    import keras
+
+    layer = keras.layers.RandomZoom((-0.2, -0.2), (-0.2, -0.2), fill_mode="nearest", interpolation="bilinear")
+    zoomed = data.affine_transform(x, false, zeros, zeros, np.full(3, 0.8, "float32"), np.full(3, 0.8, "float32"))
+    np.testing.assert_allclose(zoomed.numpy(), np.asarray(layer(x, training=True)), atol=1e-3)
+    with pytest.raises(ValueError, match="augmentation zoom must lie in"):
+        data.Augmentation(zoom=1.5)
