@@ -210,15 +210,17 @@ class Datasets:
             self.split(run.dataset, splits["train"], settings.get("limit_train")),
             augmentation=data_module.Augmentation(**settings["augmentation"]),
             shuffle_seed=run.seed, **common)
-        validation = data_module.input_pipeline(
-            self.split(run.dataset, splits["validation"], settings.get("limit_validation")), **common)
+        validation = data_module.input_pipeline(self.split(run.dataset, splits["validation"]), **common)
         test = data_module.input_pipeline(self.split(run.dataset, splits["test"]), **common)
         return train, validation, test
 
 
 def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compile="auto",
-              verbose=2, evaluate_test=True):
-    """Train and test one run; return its record (status "ok" or "diverged")."""
+              verbose=2, evaluate_test=True, logs=True):
+    """Train and test one run; return its record (status "ok" or "diverged").
+
+    `logs` writes the per-run CSV and TensorBoard logs to `run_dir`.
+    """
     import keras
 
     keras.backend.clear_session()
@@ -242,10 +244,11 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor=reduce["monitor"], factor=reduce["factor"],
                                           patience=reduce["patience"], min_lr=reduce["min_lr"]),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if logs:
+        callbacks += [keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+                      keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False)]
     history = model.fit(train, validation_data=validation, epochs=run.settings["epochs"],
                         callbacks=callbacks, shuffle=False, verbose=verbose).history
     finite = all(math.isfinite(v) for v in history.get("loss", [])) and history.get("loss")

@@ -82,16 +82,16 @@ def is_valid(tree, pset, limits):
 def generate(pset, rng, max_height, full, min_height=0):
     """A random tree no higher than `max_height`: 'full' grows every branch to it, 'grow'
     stops at random; every branch reaches `min_height` in both."""
-    unary_or_more = [op for op in pset.operators]
+    # 'grow' picks a leaf with the terminals' share of all primitives, as in Koza's method.
+    leaf_share = len(pset.variables) / (len(pset.variables) + len(pset.operators))
     tree = []
 
     def grow(depth):
-        stop = depth >= max_height or (not full and depth >= min_height
-                                       and rng.random() < len(pset.variables) / (len(pset.variables) + len(unary_or_more)))
+        stop = depth >= max_height or (not full and depth >= min_height and rng.random() < leaf_share)
         if stop:
             tree.append(pset.leaf(rng))
             return
-        op = rng.choice(unary_or_more)
+        op = rng.choice(pset.operators)
         tree.append(op)
         for _ in range(expression.OPERATORS[op].arity):
             grow(depth + 1)

@@ -147,6 +147,7 @@ class Evolution:
             "trained": self.counters["trained"],
             "wall_time_s": round(time.time() - self.started, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         }
         self.history.append(summary)
         self.counters = self._new_counters()
@@ -159,7 +160,7 @@ class Evolution:
             self.on_generation(summary)
 
     def hall_of_fame(self, k):
-        """The k best distinct individuals found (population first, then the archive)."""
+        """The k best distinct individuals of the current population (sorted best first)."""
         seen, out = set(), []
         for ind in self.population:
             if ind["text"] not in seen:

@@ -32,34 +32,46 @@ class TrainingFitness:
     Experiments 1-4: mean validation error over `runs` trainings on one dataset.
     Experiment 5 (`compare_with_ce`): one training per dataset against CE's validation
     accuracy, CE trained once per dataset and cached in `search_dir/ce_baseline.json`.
+
+    Trainings run in a child process that is replaced after `recycle_every` candidates
+    (settings key, default 10): TensorFlow keeps some memory of every model trained in a
+    process (about 17 MB per small_cnn training here, even after `clear_session`), and a new
+    process returns it, so a long search stays flat in memory. 0 trains in this process.
     """
 
     def __init__(self, settings, configs_dir, search_dir, data_dir=None, seed=0):
         from ngl_keras import training
 
-        self.settings, self.search_dir, self.seed = settings, Path(search_dir), seed
-        self.datasets = training.Datasets(data_dir)
-        self.grid = {"datasets": settings["datasets"], "models": [settings["model"]],
-                     "runs": settings["runs"], "seed": seed, "weights": settings.get("weights"),
-                     "settings": settings.get("settings", {})}
-        overrides = {"epochs": settings.get("epochs"), "limit_train": settings.get("limit_train")}
-        self.overrides = {k: v for k, v in overrides.items() if v is not None}
-        self.configs_dir = configs_dir
-        training.plan({**self.grid, "losses": ["ce"]}, configs_dir, self.overrides)  # check names now
+        self.settings, self.search_dir = settings, Path(search_dir)
+        self.recycle_every = settings.get("recycle_every", 10)
+        if not isinstance(self.recycle_every, int) or self.recycle_every < 0:
+            raise ValueError(f"fitness recycle_every must be an integer >= 0; got {self.recycle_every!r}.")
+        self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed)
+        self._pool = None
+        trainer = _Trainer(*self._args)
+        training.plan({**trainer.grid, "losses": ["ce"]}, configs_dir, trainer.overrides)  # names now
 
     def _accuracies(self, loss):
-        """Validation accuracy of each run of `loss` (None for a diverged run)."""
-        from ngl_keras import training
+        if self.recycle_every == 0:
+            return _accuracies_in_process(*self._args, loss)
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides)
-        out = []
-        for run in runs:
-            record = training.train_run(run, self.datasets, self.search_dir / "scratch", _strategy(),
-                                        verbose=0, evaluate_test=False)
-            history = record["history"].get("val_accuracy") or [float("nan")]
-            ok = record["status"] == "ok" and np.isfinite(history[-1])
-            out.append((run.dataset, history[-1] if ok else None))
-        return out
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             max_tasks_per_child=self.recycle_every)
+        try:
+            return self._pool.submit(_accuracies_in_process, *self._args, loss).result()
+        except Exception:
+            self._pool.shutdown(cancel_futures=True)  # a crashed child: start a new one next time
+            self._pool = None
+            raise
+
+    def close(self):
+        """Stop the training process (also done at exit)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def ce_baseline(self):
         path = self.search_dir / "ce_baseline.json"
@@ -89,10 +101,46 @@ class TrainingFitness:
         return [float(np.mean([1.0 - acc for _, acc in results]))]
 
 
-def _strategy():
-    import tensorflow as tf
+class _Trainer:
+    """Trains losses for a fitness: the experiment's grid, its data loaded once per process."""
 
-    return tf.distribute.get_strategy()
+    def __init__(self, settings, configs_dir, search_dir, data_dir, seed):
+        from ngl_keras import training
+
+        self.search_dir, self.configs_dir = Path(search_dir), configs_dir
+        self.datasets = training.Datasets(data_dir)
+        self.grid = {"datasets": settings["datasets"], "models": [settings["model"]],
+                     "runs": settings["runs"], "seed": seed, "weights": settings.get("weights"),
+                     "settings": settings.get("settings", {})}
+        overrides = {"epochs": settings.get("epochs"), "limit_train": settings.get("limit_train")}
+        self.overrides = {k: v for k, v in overrides.items() if v is not None}
+
+    def accuracies(self, loss):
+        """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
+        import tensorflow as tf
+
+        from ngl_keras import training
+
+        runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides)
+        out = []
+        for run in runs:
+            record = training.train_run(run, self.datasets, self.search_dir / "scratch",
+                                        tf.distribute.get_strategy(), verbose=0,
+                                        evaluate_test=False, logs=False)
+            history = record["history"].get("val_accuracy") or [float("nan")]
+            ok = record["status"] == "ok" and np.isfinite(history[-1])
+            out.append((run.dataset, history[-1] if ok else None))
+        return out
+
+
+_TRAINERS = {}
+
+
+def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, loss):
+    key = json.dumps([settings, configs_dir, search_dir, data_dir, seed], sort_keys=True)
+    if key not in _TRAINERS:
+        _TRAINERS[key] = _Trainer(settings, configs_dir, search_dir, data_dir, seed)
+    return _TRAINERS[key].accuracies(loss)
 
 
 class ProbeFitness:

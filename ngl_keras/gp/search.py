@@ -21,7 +21,7 @@ SCREENING = {"allowed_range": [float], "probe_batch": int, "probe_classes": int,
              "improvement_steps": int, "max_attempts": int}
 FITNESS = {"kind": str, "datasets": [str], "model": str, "runs": int, "epochs": (int, type(None)),
            "limit_train": (int, type(None)), "weights": (str, type(None)), "compare_with_ce": bool,
-           "settings": dict, "probe_steps": int}
+           "settings": dict, "probe_steps": int, "recycle_every": int}
 SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
           "hall_of_fame": int, "gp": GP, "screening": SCREENING, "fitness": FITNESS}
 EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
@@ -193,10 +193,13 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
     except (json.JSONDecodeError, KeyError, RuntimeError) as error:
         raise ValueError(f"search directory {search_dir} is corrupt: its keras-tuner state cannot be "
                          f"read ({type(error).__name__}).") from None
-    if evo.finished:
-        log("the search in this directory is complete.")
-    else:
-        tuner.search()
+    try:
+        if evo.finished:
+            log("the search in this directory is complete.")
+        else:
+            tuner.search()
+    finally:
+        getattr(fitness, "close", lambda: None)()
     if worker:
         return None
     directory.write_results(evo, cfg)
