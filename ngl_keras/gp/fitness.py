@@ -152,19 +152,7 @@ class ProbeFitness:
         self.screen, self.steps = screen, steps
 
     def __call__(self, formula):
-        import tensorflow as tf
-
         from ngl_keras.losses import expression
 
-        loss = self.screen._per_sample(expression.parse(formula))
-        y = self.screen.y
-        z = tf.Variable(tf.zeros_like(self.screen.p))
-        for _ in range(self.steps):
-            with tf.GradientTape() as tape:
-                value = tf.reduce_mean(loss(y, tf.nn.softmax(z)))
-            grad = tape.gradient(value, z)
-            if grad is None or not np.all(np.isfinite(grad.numpy())):
-                return [WORST]
-            z.assign_sub(float(self.screen.settings.probe_classes) * grad)
-        probability = float(tf.reduce_mean(tf.reduce_sum(tf.nn.softmax(z) * y, -1)))
-        return [1.0 - probability] if np.isfinite(probability) else [WORST]
+        probability = self.screen.descend(self.screen.per_sample(expression.parse(formula)), self.steps)
+        return [WORST] if probability is None or not np.isfinite(probability) else [1.0 - probability]

@@ -49,7 +49,7 @@ class LossScreen:
         self.y = tf.constant(np.eye(c)[self.labels], tf.float32)
         self.p = tf.constant(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), tf.float32)
 
-    def _per_sample(self, tree):
+    def per_sample(self, tree):
         from ngl_keras.losses import expression
 
         loss = expression.ExpressionLoss(expression.to_text(tree), epsilon=self.epsilon, reduction=None)
@@ -58,7 +58,7 @@ class LossScreen:
     def __call__(self, tree):
         import tensorflow as tf
 
-        loss = self._per_sample(tree)
+        loss = self.per_sample(tree)
         with np.errstate(all="ignore"):
             p = tf.Variable(self.p)
             with tf.GradientTape() as tape:
@@ -82,16 +82,21 @@ class LossScreen:
 
     def _improves(self, loss):
         """Gradient descent on logits from uniform predictions raises the true-class probability."""
+        probability = self.descend(loss, self.settings.improvement_steps)
+        return probability is not None and probability > 1.0 / self.settings.probe_classes + 1e-3
+
+    def descend(self, loss, steps):
+        """Mean true-class probability of the probe batch after `steps` of gradient descent on
+        logits that start uniform, minimising `loss(y, p)`; None if a gradient is not finite."""
         import tensorflow as tf
 
         s = self.settings
         z = tf.Variable(tf.zeros_like(self.p))
-        for _ in range(s.improvement_steps):
+        for _ in range(steps):
             with tf.GradientTape() as tape:
                 value = tf.reduce_mean(loss(self.y, tf.nn.softmax(z)))
             grad = tape.gradient(value, z)
             if grad is None or not np.all(np.isfinite(grad.numpy())):
-                return False
+                return None
             z.assign_sub(s.improvement_rate * s.probe_classes * grad)
-        true_probability = float(tf.reduce_mean(tf.reduce_sum(tf.nn.softmax(z) * self.y, -1)))
-        return true_probability > 1.0 / s.probe_classes + 1e-3
+        return float(tf.reduce_mean(tf.reduce_sum(tf.nn.softmax(z) * self.y, -1)))
