@@ -1,11 +1,8 @@
 """The evaluation grid: records, resume, divergence, the table, strategies, config errors."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import yaml
 
 import train_small
 from ngl_keras import config, report, training
-from tests.paths import CONFIGS, ROOT
+from tests.paths import CONFIGS, ROOT, kill_when_lines
 
 TINY = {"epochs": 1, "limit_train": 256}
 
@@ -155,15 +152,8 @@ def test_sigkill_mid_grid_then_rerun_keeps_every_run_exactly_once(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "train_small.py"), "--config", str(_grid(tmp_path, runs=2)),
                "--out", str(out), "--epochs", "1", "--limit-train", "256", "--strategy", "none", "--quiet"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
     path = out / "runs.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < 1):
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    finished = len(path.read_text().splitlines())
+    finished = len(kill_when_lines(command, path, 1, 240))
     assert 1 <= finished < 4
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=600)

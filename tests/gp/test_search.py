@@ -3,7 +3,6 @@ SIGKILL, a chief with two workers, and bad input."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import yaml
 import search_gp
 from ngl_keras.gp import fitness, screening, search
 from ngl_keras.losses import expression as ex
-from tests.paths import CONFIGS, ROOT
+from tests.paths import CONFIGS, ROOT, kill_when_lines
 
 SCREEN = screening.LossScreen()
 
@@ -90,15 +89,8 @@ def test_smoke_search_writes_every_output(tmp_path):
 def test_sigkill_mid_search_resumes_without_retraining_finished_candidates(tmp_path):
     out = tmp_path / "s"
     args = ["--config", str(_smoke_config(tmp_path, generations=3)), "--out", str(out)]
-    process = subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     evaluations = out / "evaluations.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not evaluations.exists() or len(evaluations.read_text().splitlines()) < 12):
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    before = [json.loads(x) for x in evaluations.read_text().splitlines() if x.endswith("}")]
+    before = kill_when_lines([sys.executable, str(ROOT / "search_gp.py")] + args, evaluations, 12, 120)
     assert 12 <= len(before) < 32
     done = _run(args, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
