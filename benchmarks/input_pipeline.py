@@ -6,7 +6,7 @@ and the share of a real training step spent waiting for input.
 
 Both augment the same 32x32x3 uint8 images (horizontal flip, width/height shift 0.1, zoom 0.2,
 rescale to [0, 1]) in batches of 128 (ours: tf.data with the three transforms fused into one
-projective resampling per batch); ImageDataGenerator comes from the `tf-keras` package
+separable bilinear resampling per batch, compiled by XLA); ImageDataGenerator comes from the `tf-keras` package
 (benchmark only; needs scipy). Each side is warmed up, then timed over whole epochs.
 Input wait: one epoch of small_cnn on real Fashion-MNIST (the Debian package) through the
 pipeline, against the same number of steps on one batch already in memory.

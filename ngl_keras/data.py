@@ -135,7 +135,7 @@ class Augmentation:
 
     The same transforms as Keras's RandomFlip("horizontal"), RandomTranslation and RandomZoom
     with fill_mode "nearest", and as ImageDataGenerator(horizontal_flip, width_shift_range,
-    height_shift_range, zoom_range), composed into one projective transform per image, so a
+    height_shift_range, zoom_range), composed into one axis-aligned resampling per image, so a
     batch is resampled once instead of once per layer.
     """
 
@@ -166,21 +166,62 @@ class Augmentation:
 
 def affine_transform(images, flip, shift_x, shift_y, zoom_x, zoom_y):
     """Flip (bool per image), shift (fraction of width/height) and zoom (coordinate scale,
-    < 1 zooms in) each image of a batch in one bilinear resampling, nearest-pixel fill."""
+    < 1 zooms in) each image of a batch in one bilinear resampling, nearest-pixel fill.
+
+    Output pixel (x, y) reads input (ax·x + bx, ay·y + by), the coordinate clamped to the image
+    (nearest fill), bilinearly: the same image as ImageProjectiveTransformV3 with that matrix.
+    The transform is axis-aligned, so the resampling is done as two 1-D interpolations (rows,
+    then columns: two gathers and a lerp each), compiled by XLA into one pass; about 3x faster
+    than the general projective kernel on a CPU (benchmarks/input_pipeline.py).
+    """
     import tensorflow as tf
 
-    height = tf.cast(tf.shape(images)[1], tf.float32)
-    width = tf.cast(tf.shape(images)[2], tf.float32)
-    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
     sign = tf.where(flip, -1.0, 1.0)
-    origin = tf.where(flip, width - 1.0, 0.0)
-    zero = tf.zeros_like(zoom_x)
-    # Output pixel (x, y) reads input (a0·x + a2, b1·y + b2).
-    transforms = tf.stack([zoom_x * sign, zero, zoom_x * (origin - cx) + cx + shift_x * width,
-                           zero, zoom_y, cy - zoom_y * cy + shift_y * height, zero, zero], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+    origin = tf.where(flip, tf.cast(width, tf.float32) - 1.0, 0.0)
+    return _separable_resample(tf.cast(images, tf.float32), zoom_x * sign,
+                               _offset(zoom_x, width, shift_x) + zoom_x * origin,
+                               zoom_y, _offset(zoom_y, height, shift_y))
+
+
+def _offset(zoom, size, shift):
+    """b of the source coordinate a·x + b that zooms about the centre and shifts by shift·size."""
+    import tensorflow as tf
+
+    size = tf.cast(size, tf.float32)
+    centre = (size - 1.0) / 2.0
+    return centre - zoom * centre + shift * size
+
+
+def _resample_impl(images, ax, bx, ay, by):
+    import tensorflow as tf
+
+    def taps(a, b, n):
+        x = tf.range(n, dtype=tf.float32)
+        s = tf.clip_by_value(a[:, None] * x[None, :] + b[:, None], 0.0, tf.cast(n - 1, tf.float32))
+        low = tf.floor(s)
+        index = tf.cast(low, tf.int32)
+        return index, tf.minimum(index + 1, n - 1), s - low
+
+    y0, y1, wy = taps(ay, by, tf.shape(images)[1])
+    x0, x1, wx = taps(ax, bx, tf.shape(images)[2])
+    top = tf.gather(images, y0, axis=1, batch_dims=1)
+    rows = top + wy[:, :, None, None] * (tf.gather(images, y1, axis=1, batch_dims=1) - top)
+    left = tf.gather(rows, x0, axis=2, batch_dims=1)
+    return left + wx[:, None, :, None] * (tf.gather(rows, x1, axis=2, batch_dims=1) - left)
+
+
+_RESAMPLE = {}
+
+
+def _separable_resample(*args):
+    import tensorflow as tf
+
+    if "fn" not in _RESAMPLE:  # one compiled function per process, shared by every pipeline
+        _RESAMPLE["fn"] = tf.function(_resample_impl, jit_compile=True, reduce_retracing=True)
+    return _RESAMPLE["fn"](*args)
 
 
 def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_size,

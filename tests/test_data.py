@@ -143,3 +143,33 @@ def test_fused_transform_matches_flip_shift_and_zoom_done_separately():
     np.testing.assert_allclose(zoomed.numpy(), np.asarray(layer(x, training=True)), atol=1e-3)
     with pytest.raises(ValueError, match="augmentation zoom must lie in"):
         data.Augmentation(zoom=1.5)
+
+
+@pytest.mark.parametrize("shape", [(6, 16, 20, 3), (6, 28, 28, 1)])
+def test_separable_resampling_equals_the_projective_kernel_with_the_same_matrix(shape):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 255, shape).astype("float32")
+    flip = np.array([True, False, True, False, True, False])
+    shift_x, shift_y = rng.uniform(-0.1, 0.1, (2, 6)).astype("float32")
+    zoom_x, zoom_y = rng.uniform(0.8, 1.2, (2, 6)).astype("float32")
+    height, width = shape[1:3]
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    sign = np.where(flip, -1.0, 1.0)
+    origin = np.where(flip, width - 1.0, 0.0)
+    # Output (x, y) reads input (zx·sign·x + zx·(origin − cx) + cx + sx·width, zy·y + cy − zy·cy + sy·height).
+    zero = np.zeros(6)
+    matrix = np.stack([zoom_x * sign, zero, zoom_x * (origin - cx) + cx + shift_x * width,
+                       zero, zoom_y, cy - zoom_y * cy + shift_y * height, zero, zero], axis=1)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=matrix.astype("float32"), output_shape=[height, width], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="NEAREST").numpy()
+    got = data.affine_transform(x, flip, shift_x, shift_y, zoom_x, zoom_y).numpy()
+    assert got.shape == shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    # uint8 input gives the same float image.
+    np.testing.assert_allclose(data.affine_transform(x.round().astype("uint8"), flip, shift_x, shift_y,
+                                                     zoom_x, zoom_y).numpy(),
+                               data.affine_transform(x.round(), flip, shift_x, shift_y, zoom_x, zoom_y).numpy(),
+                               atol=1e-4)
