@@ -59,8 +59,10 @@ def distributed(workers, quick, root):
         p.wait()
     elapsed = time.time() - started
     chief.wait(timeout=120)
-    evaluations = len((out / "evaluations.jsonl").read_text().splitlines())
-    return evaluations / (elapsed / 60.0), evaluations, elapsed
+    records = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    busy = sum(r["seconds"] for r in records)
+    return {"per_minute": len(records) / (elapsed / 60.0), "evaluations": len(records), "seconds": elapsed,
+            "seconds_per_evaluation": busy / len(records), "busy_fraction": busy / (elapsed * workers)}
 
 
 def main():
@@ -82,10 +84,20 @@ def main():
         print(f"never trained: {proposed - trained} of {proposed} proposed ({100 * untrained:.0f}%)")
         one = distributed(1, args.quick, root)
         two = distributed(2, args.quick, root)
-        print(f"1 worker: {one[1]} evaluations in {one[2]:.0f} s = {one[0]:.2f}/min")
-        print(f"2 workers: {two[1]} evaluations in {two[2]:.0f} s = {two[0]:.2f}/min  ({two[0] / one[0]:.2f}x)")
-    print(json.dumps({"untrained_fraction": round(untrained, 4), "worker_speedup": round(two[0] / one[0], 3),
-                      "evaluations_per_minute": {"1": round(one[0], 3), "2": round(two[0], 3)}}))
+        speedup = two["per_minute"] / one["per_minute"]
+        # speedup = 2 x (busy fraction ratio) x (evaluation time ratio): where the missing part goes.
+        print(f"{'workers':>8}{'evaluations':>13}{'seconds':>9}{'per min':>9}{'s per evaluation':>18}{'busy':>7}")
+        for n, r in ((1, one), (2, two)):
+            print(f"{n:>8}{r['evaluations']:>13}{r['seconds']:>9.0f}{r['per_minute']:>9.2f}"
+                  f"{r['seconds_per_evaluation']:>18.1f}{100 * r['busy_fraction']:>6.0f}%")
+        print(f"2 workers: {speedup:.2f}x the evaluations per minute of 1 "
+              f"(= 2 x busy {two['busy_fraction'] / one['busy_fraction']:.3f} x evaluation speed "
+              f"{one['seconds_per_evaluation'] / two['seconds_per_evaluation']:.3f})")
+    print(json.dumps({"untrained_fraction": round(untrained, 4), "worker_speedup": round(speedup, 3),
+                      "evaluations_per_minute": {"1": round(one["per_minute"], 3), "2": round(two["per_minute"], 3)},
+                      "busy_fraction": {"1": round(one["busy_fraction"], 3), "2": round(two["busy_fraction"], 3)},
+                      "seconds_per_evaluation": {"1": round(one["seconds_per_evaluation"], 2),
+                                                 "2": round(two["seconds_per_evaluation"], 2)}}))
 
 
 if __name__ == "__main__":
