@@ -3,8 +3,11 @@ the Table 2 style change against CE, beside the paper's Fashion-MNIST column.
 
     python benchmarks/quality.py --quick    # 1 seed, 1 epoch on 2,048 images: about 2 minutes
     python benchmarks/quality.py            # 3 seeds, configs/quick.yaml's epochs, then 15 epochs
+    python benchmarks/quality.py --seeds 5 --long-epochs 30
 
-Runs go through train_small's grid (resumable: results in benchmarks/out/quality-*/runs.jsonl).
+Runs go through train_small's grid (resumable: results in benchmarks/out/quality-*/runs.jsonl),
+seed by seed (every loss of seed 0, then of seed 1, ...), so that a stopped benchmark has
+paired comparisons for the seeds it finished; run it again to go on.
 No target on the outcome: it reports what it is. The last line is JSON:
 {"accuracy": {"<loss>": {"mean": ..., "std": ...}}, ...}.
 """
@@ -28,14 +31,21 @@ def schedule(label, epochs, runs, limit, out_root):
     grid = config.grid(ROOT / "configs" / "quick.yaml")
     grid.update(losses=LOSSES, runs=runs)
     overrides = {"epochs": epochs, "limit_train": limit}
-    runs_ = training.plan(grid, ROOT / "configs", overrides)
+    runs_ = sorted(training.plan(grid, ROOT / "configs", overrides), key=lambda r: r.run)  # stable: losses stay in order
     records = training.run_grid(runs_, out_root / f"quality-{label}", strategy="none", verbose=0)
     accuracy = {}
     for loss in LOSSES:
         values = [r["test_accuracy"] for r in records if r["loss"] == loss and r["status"] == "ok"]
-        accuracy[loss] = {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4),
-                          "runs": len(values)}
+        accuracy[loss] = {"mean": round(float(np.mean(values)), 4) if values else None,
+                          # sample standard deviation over seeds (0 for a single seed)
+                          "std": round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else 0.0,
+                          "runs": len(values),
+                          "diverged": sum(r["loss"] == loss and r["status"] != "ok" for r in records)}
     print(f"\n{label}: {epochs} epochs, {runs} seeds, {'all' if limit is None else limit} training images")
+    print(f"{'loss':<12}{'test accuracy % (mean ± std)':>30}{'runs':>6}{'diverged':>10}")
+    for loss, a in accuracy.items():
+        cell = "–" if a["mean"] is None else f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
+        print(f"{loss:<12}{cell:>30}{a['runs']:>6}{a['diverged']:>10}")
     print(report.markdown(report.table(records), compare_paper=True))
     return accuracy
 
@@ -44,14 +54,18 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per loss and schedule (default 3)")
+    parser.add_argument("--long-epochs", type=int, default=15, help="epochs of the longer schedule (default 15)")
     args = parser.parse_args()
+    if args.seeds < 1 or args.long_epochs < 1:
+        parser.error(f"--seeds and --long-epochs must be >= 1; got {args.seeds} and {args.long_epochs}")
     out = Path(args.out)
     if args.quick:
         results = {"quick": schedule("smoke", 1, 1, 2048, out)}
     else:
         quick_epochs = config.grid(ROOT / "configs" / "quick.yaml")["settings"]["fashion_mnist"]["epochs"]
-        results = {"quick": schedule("quick", quick_epochs, 3, None, out),
-                   "long": schedule("long", 15, 3, None, out)}
+        results = {"quick": schedule("quick", quick_epochs, args.seeds, None, out),
+                   "long": schedule(f"long{args.long_epochs}", args.long_epochs, args.seeds, None, out)}
     last = results.get("long", results["quick"])
     print(json.dumps({"accuracy": last, "schedules": results}))
 
