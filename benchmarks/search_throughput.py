@@ -6,8 +6,11 @@
 1. A seeded search (configs/search/exp2_proxy.yaml, in-process): candidates proposed, rejected
    by reason, cache hits and trainings per generation, and the share never trained.
 2. The same search as a chief with 1 and then 2 workers on 127.0.0.1, each worker pinned to
-   one core (os.sched_setaffinity): trained evaluations per minute of each.
-The last line is JSON: {"untrained_fraction": ..., "worker_speedup": ...}.
+   one core (os.sched_setaffinity): trained evaluations per minute of each, how busy the
+   workers were and how long one evaluation took.
+3. The machine's own ceiling for 2 workers: the same evaluation (the proxy fitness of a fixed
+   formula) in one process pinned to one core, alone, then in two such processes at once.
+The last line is JSON: {"untrained_fraction": ..., "worker_speedup": ..., "two_core_ceiling": ...}.
 """
 
 import argparse
@@ -65,10 +68,53 @@ def distributed(workers, quick, root):
             "seconds_per_evaluation": busy / len(records), "busy_fraction": busy / (elapsed * workers)}
 
 
+PROBE_FORMULA = "0 - y * log(p)"  # cross-entropy, as a candidate would be trained
+
+
+def evaluation_seconds(quick, repeats):
+    """Run in a child pinned to one core: seconds per proxy evaluation of PROBE_FORMULA."""
+    from ngl_keras.gp import fitness, search
+
+    overrides = {"limit_train": 512} if quick else {}
+    cfg = search.load_config(ROOT / "configs" / "search" / "exp2_proxy.yaml", overrides)
+    with tempfile.TemporaryDirectory() as directory:
+        evaluate = fitness.TrainingFitness({**cfg["fitness"], "recycle_every": 0}, ROOT / "configs", directory)
+        evaluate(PROBE_FORMULA)  # warm-up: data, traces
+        start = time.perf_counter()
+        for _ in range(repeats):
+            evaluate(PROBE_FORMULA)
+        return (time.perf_counter() - start) / repeats
+
+
+def pinned_evaluations(cores, quick, repeats):
+    """Seconds per evaluation of one pinned process per core in `cores`, all started at once."""
+    env = {**os.environ, "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import search_throughput as s; "
+            f"print(s.evaluation_seconds({quick}, {repeats}))")
+    procs = []
+    for core in cores:
+        p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))
+        procs.append(p)
+    return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ceiling-only", action="store_true", help="measure only part 3 (a few minutes)")
     args = parser.parse_args()
+    repeats = 1 if args.quick else 2
+    alone = pinned_evaluations([0], args.quick, repeats)[0]
+    together = pinned_evaluations([0, 1 % os.cpu_count()], args.quick, repeats)
+    ceiling = 2.0 * alone / (sum(together) / len(together))
+    print(f"one proxy evaluation pinned to one core: {alone:.1f} s alone, "
+          f"{', '.join(f'{t:.1f}' for t in together)} s with one on each core at once: "
+          f"2 workers can be at most {ceiling:.2f}x one on this machine")
+    if args.ceiling_only:
+        print(json.dumps({"two_core_ceiling": round(ceiling, 3), "seconds_alone": round(alone, 2),
+                          "seconds_together": [round(t, 2) for t in together]}))
+        return
     with tempfile.TemporaryDirectory() as root:
         out = Path(root) / "local"
         subprocess.run(search_args(out, args.quick), cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
@@ -94,6 +140,7 @@ def main():
               f"(= 2 x busy {two['busy_fraction'] / one['busy_fraction']:.3f} x evaluation speed "
               f"{one['seconds_per_evaluation'] / two['seconds_per_evaluation']:.3f})")
     print(json.dumps({"untrained_fraction": round(untrained, 4), "worker_speedup": round(speedup, 3),
+                      "two_core_ceiling": round(ceiling, 3),
                       "evaluations_per_minute": {"1": round(one["per_minute"], 3), "2": round(two["per_minute"], 3)},
                       "busy_fraction": {"1": round(one["busy_fraction"], 3), "2": round(two["busy_fraction"], 3)},
                       "seconds_per_evaluation": {"1": round(one["seconds_per_evaluation"], 2),
