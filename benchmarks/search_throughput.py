@@ -96,7 +96,14 @@ def pinned_evaluations(cores, quick, repeats):
         p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))
         procs.append(p)
-    return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    seconds = []
+    for p in procs:
+        output = p.communicate()[0].strip().splitlines()
+        if p.returncode != 0 or not output:
+            raise RuntimeError(f"the pinned evaluation exited with {p.returncode}; run "
+                               f"`python -c {code!r}` to see its error")
+        seconds.append(float(output[-1]))
+    return seconds
 
 
 def main():
