@@ -44,20 +44,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+ONE_THREAD = {"TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+
+
+def start_pinned(command, core, env=None, **kwargs):
+    """Start `command` with one TensorFlow thread, pinned to `core` (and so are its children)."""
+    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **ONE_THREAD, **(env or {})},
+                            preexec_fn=lambda: os.sched_setaffinity(0, {core % os.cpu_count()}), **kwargs)
+
+
 def distributed(workers, quick, root):
     out = Path(root) / f"workers{workers}"
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),
-           "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+           "KERASTUNER_ORACLE_PORT": str(free_port())}
     chief = subprocess.Popen(search_args(out, quick), cwd=ROOT, env={**env, "KERASTUNER_TUNER_ID": "chief"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(10)
     started = time.time()
-    procs = []
-    for i in range(workers):
-        p = subprocess.Popen(search_args(out, quick), cwd=ROOT, env={**env, "KERASTUNER_TUNER_ID": f"worker{i}"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.sched_setaffinity(p.pid, {i % os.cpu_count()})
-        procs.append(p)
+    procs = [start_pinned(search_args(out, quick), i, {**env, "KERASTUNER_TUNER_ID": f"worker{i}"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(workers)]
     for p in procs:
         p.wait()
     elapsed = time.time() - started
@@ -88,14 +93,10 @@ def evaluation_seconds(quick, repeats):
 
 def pinned_evaluations(cores, quick, repeats):
     """Seconds per evaluation of one pinned process per core in `cores`, all started at once."""
-    env = {**os.environ, "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import search_throughput as s; "
             f"print(s.evaluation_seconds({quick}, {repeats}))")
-    procs = []
-    for core in cores:
-        p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))
-        procs.append(p)
+    procs = [start_pinned([sys.executable, "-c", code], core, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True) for core in cores]
     seconds = []
     for p in procs:
         output = p.communicate()[0].strip().splitlines()
@@ -113,7 +114,7 @@ def main():
     args = parser.parse_args()
     repeats = 1 if args.quick else 2
     alone = pinned_evaluations([0], args.quick, repeats)[0]
-    together = pinned_evaluations([0, 1 % os.cpu_count()], args.quick, repeats)
+    together = pinned_evaluations([0, 1], args.quick, repeats)
     ceiling = 2.0 * alone / (sum(together) / len(together))
     print(f"one proxy evaluation pinned to one core: {alone:.1f} s alone, "
           f"{', '.join(f'{t:.1f}' for t in together)} s with one on each core at once: "
