@@ -6,6 +6,7 @@ settings (split fractions for train-only datasets, augmentation, epochs) are con
 installed, so the default run needs no download.
 """
 
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -213,15 +214,16 @@ def _resample_impl(images, ax, bx, ay, by):
     return left + wx[:, None, :, None] * (tf.gather(rows, x1, axis=2, batch_dims=1) - left)
 
 
-_RESAMPLE = {}
+@functools.cache
+def _compiled_resample():
+    """One XLA-compiled resampling function per process, shared by every pipeline."""
+    import tensorflow as tf
+
+    return tf.function(_resample_impl, jit_compile=True, reduce_retracing=True)
 
 
 def _separable_resample(*args):
-    import tensorflow as tf
-
-    if "fn" not in _RESAMPLE:  # one compiled function per process, shared by every pipeline
-        _RESAMPLE["fn"] = tf.function(_resample_impl, jit_compile=True, reduce_retracing=True)
-    return _RESAMPLE["fn"](*args)
+    return _compiled_resample()(*args)
 
 
 def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_size,

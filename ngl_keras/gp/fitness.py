@@ -5,6 +5,7 @@ lexicographically). Training reuses `ngl_keras.training` (the same data, model a
 code as train_small.py); a diverged or failed training gets the worst fitness.
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -133,14 +134,15 @@ class _Trainer:
         return out
 
 
-_TRAINERS = {}
+@functools.cache
+def _trainer(settings_json, configs_dir, search_dir, data_dir, seed):
+    """One _Trainer (datasets loaded once) per process and setting."""
+    return _Trainer(json.loads(settings_json), configs_dir, search_dir, data_dir, seed)
 
 
 def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, loss):
-    key = json.dumps([settings, configs_dir, search_dir, data_dir, seed], sort_keys=True)
-    if key not in _TRAINERS:
-        _TRAINERS[key] = _Trainer(settings, configs_dir, search_dir, data_dir, seed)
-    return _TRAINERS[key].accuracies(loss)
+    trainer = _trainer(json.dumps(settings, sort_keys=True), configs_dir, search_dir, data_dir, seed)
+    return trainer.accuracies(loss)
 
 
 class ProbeFitness:
