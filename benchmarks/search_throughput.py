@@ -55,13 +55,13 @@ def start_pinned(command, core, env=None, **kwargs):
 
 def distributed(workers, quick, root):
     out = Path(root) / f"workers{workers}"
-    env = {**os.environ, **ONE_THREAD, "KERASTUNER_ORACLE_IP": "127.0.0.1",
-           "KERASTUNER_ORACLE_PORT": str(free_port())}
-    chief = subprocess.Popen(search_args(out, quick), cwd=ROOT, env={**env, "KERASTUNER_TUNER_ID": "chief"},
+    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    chief = subprocess.Popen(search_args(out, quick), cwd=ROOT,
+                             env={**os.environ, **ONE_THREAD, **oracle, "KERASTUNER_TUNER_ID": "chief"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(10)
     started = time.time()
-    procs = [start_pinned(search_args(out, quick), i, {**env, "KERASTUNER_TUNER_ID": f"worker{i}"},
+    procs = [start_pinned(search_args(out, quick), i, {**oracle, "KERASTUNER_TUNER_ID": f"worker{i}"},
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(workers)]
     for p in procs:
         p.wait()
