@@ -8,9 +8,10 @@ The same model, losses, optimizer, ReduceLROnPlateau, splits, epochs and batch s
 (read from configs/datasets/fashion_mnist.yaml), but the input comes from numpy arrays and the
 pipeline's per-batch transforms (resize, gray to 3 channels, flip, shifts, zoom, the backbone's
 preprocessing) are Keras layers in front of the model, so they run on the accelerator and need no
-TensorFlow: this is how the paper setting runs on a JAX or PyTorch machine. The augmentation is
-ngl_keras.layers.RandomAffine: the pipeline's fused flip/shift/zoom resampling in keras.ops, so the
-whole train step compiles under jit_compile. Each finished run is appended to OUT/runs.jsonl and skipped on a re-run (resumable).
+TensorFlow: this is how the paper setting runs on a JAX or PyTorch machine. Those layers come from
+ngl_keras.layers.input_layers; the augmentation among them, RandomAffine, is the pipeline's fused
+flip/shift/zoom resampling in keras.ops, so the whole train step compiles under jit_compile.
+Each finished run is appended to OUT/runs.jsonl and skipped on a re-run (resumable).
 The last line is JSON: {"accuracy": {"<loss>": ...}, "seconds_per_epoch": {...}, "device": ...}.
 """
 
@@ -30,24 +31,13 @@ import numpy as np  # noqa: E402
 
 from ngl_keras import config, data, losses, models, training  # noqa: E402
 from ngl_keras.files import append_json_line  # noqa: E402
-from ngl_keras.layers import RandomAffine  # noqa: E402
+from ngl_keras.layers import input_layers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loss_overhead import device_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = "fashion_mnist"
-
-
-def input_layers(inputs, settings, model_name, seed):
-    """The pipeline's transforms as layers: resize, channels, augmentation (training only), preprocess."""
-    size, aug = settings["image_size"], settings["augmentation"]
-    # float32 whatever the policy: the backbone casts to its compute dtype after preprocessing
-    x = keras.layers.Resizing(size, size, interpolation="bilinear", dtype="float32")(inputs)
-    if models.info(model_name).channels == 3:
-        x = keras.layers.Concatenate()([x, x, x])
-    x = RandomAffine(**aug, seed=seed, dtype="float32")(x)
-    return keras.layers.Lambda(models.info(model_name).preprocess, name="preprocess", dtype="float32")(x)
 
 
 def build(model_name, loss_spec, settings, seed):
@@ -58,7 +48,10 @@ def build(model_name, loss_spec, settings, seed):
                                kernel_l2=loss_spec.kernel_l2(),
                                output_activation="linear" if logits else "softmax")
     inputs = keras.Input((28, 28, 1))
-    model = keras.Model(inputs, inner(input_layers(inputs, settings, model_name, seed)), name=model_name)
+    x = input_layers(inputs, image_size=settings["image_size"], channels=models.info(model_name).channels,
+                     preprocess=models.info(model_name).preprocess,
+                     augmentation=data.Augmentation(**settings["augmentation"]), seed=seed)
+    model = keras.Model(inputs, inner(x), name=model_name)
     return model, loss
 
 
@@ -120,8 +113,8 @@ def train_one(model_name, loss_spec, settings, seed, dtype_policy, jit_compile, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small_cnn, 1 epoch on 2,048 images")
-    parser.add_argument("--model", default="resnet50", choices=sorted(models.MODELS))
+    parser.add_argument("--quick", action="store_true", help="1 epoch on 2,048 images, small_cnn unless --model")
+    parser.add_argument("--model", choices=sorted(models.MODELS), help="default: resnet50 (small_cnn with --quick)")
     parser.add_argument("--losses", nargs="+", default=["ce", "ngl"])
     parser.add_argument("--epochs", type=int, help="default: the dataset config's")
     parser.add_argument("--limit-train", type=int)
@@ -134,8 +127,10 @@ def main():
     args = parser.parse_args()
     override = {}
     if args.quick:
-        args.model, args.limit_train = "small_cnn", args.limit_train or 2048
-        override.update(epochs=1, image_size=28)
+        args.model, args.limit_train = args.model or "small_cnn", args.limit_train or 2048
+        override.update(epochs=1, image_size=28 if args.model == "small_cnn" else None)
+    args.model = args.model or "resnet50"
+    override = {k: v for k, v in override.items() if v is not None}
     if args.epochs is not None:
         override["epochs"] = args.epochs
     settings = config.dataset_settings(DATASET, ROOT / "configs", override)

@@ -77,3 +77,19 @@ class RandomAffine(keras.layers.Layer):
         aug = self.augmentation
         return {**super().get_config(), "horizontal_flip": aug.horizontal_flip, "width_shift": aug.width_shift,
                 "height_shift": aug.height_shift, "zoom": aug.zoom, "seed": self.seed}
+
+
+def input_layers(x, *, image_size, channels, preprocess, augmentation=None, seed=None):
+    """The input pipeline's per-batch transforms as layers applied to `x`: resize (bilinear), gray to
+    `channels`, `augmentation` (a `data.Augmentation`; training only) and `preprocess`, the same
+    steps in the same order as `ngl_keras.data.input_pipeline`. All in float32 whatever the dtype
+    policy: the model after them casts to its compute dtype.
+    """
+    if x.shape[1] != image_size or x.shape[2] != image_size:
+        x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", dtype="float32")(x)
+    if x.shape[-1] == 1 and channels == 3:
+        x = keras.layers.Concatenate(dtype="float32")([x, x, x])
+    if augmentation is not None:
+        x = RandomAffine(augmentation.horizontal_flip, augmentation.width_shift, augmentation.height_shift,
+                         augmentation.zoom, seed=seed, dtype="float32")(x)
+    return keras.layers.Lambda(preprocess, name="preprocess", dtype="float32")(x)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from ngl_keras import data, layers
+from ngl_keras import data, layers, models
 
 
 @pytest.mark.parametrize("shape", [(6, 16, 20, 3), (6, 28, 28, 1)])
@@ -51,3 +51,19 @@ def test_a_model_with_it_keeps_jit_compile():
     assert model.jit_compile is True
     x = np.random.default_rng(2).uniform(size=(8, 12, 12, 1)).astype("float32")
     assert np.isfinite(model.train_on_batch(x, np.eye(2, dtype="float32")[np.arange(8) % 2]))
+
+
+def test_input_layers_give_the_pipeline_batch_for_the_same_images():
+    """Resize, gray to 3 channels and preprocessing as layers equal the tf.data pipeline's output."""
+    images = np.random.default_rng(3).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(8) % 10
+    resnet = models.info("resnet50")
+    common = dict(image_size=40, channels=3, preprocess=resnet.preprocess)
+    expected = next(iter(data.input_pipeline((images, labels), classes=10, batch_size=8, **common)))[0].numpy()
+    inputs = keras.Input((28, 28, 1))
+    stack = keras.Model(inputs, layers.input_layers(inputs, augmentation=data.Augmentation(), seed=0, **common))
+    got = np.asarray(stack(images.astype("float32"), training=False))
+    assert got.shape == (8, 40, 40, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    # In training the augmentation runs, and only then.
+    assert not np.allclose(np.asarray(stack(images.astype("float32"), training=True)), expected, atol=1.0)
