@@ -150,14 +150,19 @@ class Augmentation:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"augmentation {name} must lie in [0, 1); got {getattr(self, name)!r}.")
 
-    def random_parameters(self, batch, seed):
-        """(flip, shift_x, shift_y, zoom_x, zoom_y) per image, from a stateless seed."""
-        import tensorflow as tf
-
-        u = tf.random.stateless_uniform((batch, 5), tf.stack([seed, tf.constant(0, tf.int64)]))
-        flip = (u[:, 0] < 0.5) if self.horizontal_flip else tf.zeros((batch,), tf.bool)
+    def parameters(self, u):
+        """(flip, shift_x, shift_y, zoom_x, zoom_y) per image from uniforms `u` in [0, 1) of shape
+        (batch, 5); plain arithmetic, so TensorFlow tensors and keras.ops tensors both work."""
+        flip = u[:, 0] < (0.5 if self.horizontal_flip else 0.0)  # never true without flips
         return (flip, (2.0 * u[:, 1] - 1.0) * self.width_shift, (2.0 * u[:, 2] - 1.0) * self.height_shift,
                 1.0 + (2.0 * u[:, 3] - 1.0) * self.zoom, 1.0 + (2.0 * u[:, 4] - 1.0) * self.zoom)
+
+    def random_parameters(self, batch, seed):
+        """`parameters` drawn from a stateless seed."""
+        import tensorflow as tf
+
+        seeds = tf.stack([seed, tf.constant(0, tf.int64)])
+        return self.parameters(tf.random.stateless_uniform((batch, 5), seeds))
 
     def __call__(self, images, seed):
         import tensorflow as tf

@@ -62,12 +62,8 @@ class RandomAffine(keras.layers.Layer):
     def call(self, images, training=None):
         if not training:
             return images
-        aug = self.augmentation
         u = keras.random.uniform((ops.shape(images)[0], 5), seed=self.seed_generator)
-        flip = (u[:, 0] < 0.5) if aug.horizontal_flip else ops.zeros_like(u[:, 0], dtype="bool")
-        out = affine_transform(images, flip, (2.0 * u[:, 1] - 1.0) * aug.width_shift,
-                               (2.0 * u[:, 2] - 1.0) * aug.height_shift,
-                               1.0 + (2.0 * u[:, 3] - 1.0) * aug.zoom, 1.0 + (2.0 * u[:, 4] - 1.0) * aug.zoom)
+        out = affine_transform(images, *self.augmentation.parameters(u))
         return ops.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
