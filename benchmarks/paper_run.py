@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ngl_keras import config, data, losses, models, training  # noqa: E402
+from ngl_keras import config, data, models, training  # noqa: E402
 from ngl_keras.files import append_json_line  # noqa: E402
 from ngl_keras.layers import input_layers  # noqa: E402
 
@@ -42,7 +42,7 @@ DATASET = "fashion_mnist"
 
 def build(model_name, loss_spec, settings, seed):
     loss = loss_spec.build()
-    logits = bool(loss.get_config().get("from_logits")) or isinstance(loss, losses.BiTemperedLogisticLoss)
+    logits = training.takes_logits(loss)
     classes = data.info(DATASET).classes
     inner = models.build_model(model_name, classes, settings["image_size"], channels=1,
                                kernel_l2=loss_spec.kernel_l2(),
@@ -75,22 +75,23 @@ def arrays(spec, classes, limit=None):
     return images.astype("float32"), np.eye(classes, dtype="float32")[labels]
 
 
-def train_one(model_name, loss_spec, settings, seed, dtype_policy, jit_compile, limit, verbose):
+def load(settings, limit):
+    """(train, validation, test) arrays of the dataset's configured splits."""
+    classes, splits = data.info(DATASET).classes, settings["splits"]
+    return (arrays(splits["train"], classes, limit), arrays(splits["validation"], classes),
+            arrays(splits["test"], classes))
+
+
+def train_one(model_name, loss_spec, settings, seed, dtype_policy, jit_compile, splits, verbose):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy(dtype_policy)
-    classes, splits = data.info(DATASET).classes, settings["splits"]
-    x_train, y_train = arrays(splits["train"], classes, limit)
-    validation = arrays(splits["validation"], classes)
-    x_test, y_test = arrays(splits["test"], classes)
+    (x_train, y_train), validation, (x_test, y_test) = splits
     model, loss = build(model_name, loss_spec, settings, seed)
     model.compile(optimizer=training._optimizer(settings), loss=loss, metrics=["accuracy"],
                   jit_compile=jit_compile)
-    reduce = settings["reduce_lr"]
     timer = EpochTimer()
-    callbacks = [keras.callbacks.ReduceLROnPlateau(monitor=reduce["monitor"], factor=reduce["factor"],
-                                                   patience=reduce["patience"], min_lr=reduce["min_lr"]),
-                 keras.callbacks.TerminateOnNaN(), timer]
+    callbacks = training.schedule_callbacks(settings) + [timer]
     started = time.time()
     history = model.fit(x_train, y_train, batch_size=settings["batch_size"], epochs=settings["epochs"],
                         validation_data=validation, shuffle=True, callbacks=callbacks,
@@ -145,14 +146,8 @@ def main():
         return [args.model, label, args.seed, settings["epochs"], args.limit_train, args.dtype_policy,
                 keras.backend.backend()]
 
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a killed process
-            done[json.dumps(record["key"])] = record
+    done = {json.dumps(record["key"]): record for record in training.read_records(path)}
+    splits = None  # loaded when a run is left to train
     print(f"backend {keras.backend.backend()}, device {device_name()}, {args.model} "
           f"{settings['image_size']}px, {settings['epochs']} epochs, dtype policy {args.dtype_policy}")
     records = []
@@ -162,8 +157,8 @@ def main():
             print(f"{spec.label}: already in {path}")
             records.append(done[k])
             continue
-        record = train_one(args.model, spec, settings, args.seed, args.dtype_policy, jit,
-                           args.limit_train, args.verbose)
+        splits = splits or load(settings, args.limit_train)
+        record = train_one(args.model, spec, settings, args.seed, args.dtype_policy, jit, splits, args.verbose)
         record["key"] = key(spec.label)
         append_json_line(path, record)
         records.append(record)

@@ -181,6 +181,21 @@ def _optimizer(settings):
     return keras.optimizers.Adam(opt["learning_rate"])
 
 
+def takes_logits(loss):
+    """Whether `loss` expects logits, so that the model ends with a linear output."""
+    return bool(loss.get_config().get("from_logits")) or isinstance(loss, losses_module.BiTemperedLogisticLoss)
+
+
+def schedule_callbacks(settings):
+    """ReduceLROnPlateau with the dataset's settings, and a stop on a NaN loss."""
+    import keras
+
+    reduce = settings["reduce_lr"]
+    return [keras.callbacks.ReduceLROnPlateau(monitor=reduce["monitor"], factor=reduce["factor"],
+                                              patience=reduce["patience"], min_lr=reduce["min_lr"]),
+            keras.callbacks.TerminateOnNaN()]
+
+
 class Datasets:
     """Loads each dataset split once per process and builds its pipelines per run."""
 
@@ -230,8 +245,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     started = time.time()
     train, validation, test = datasets.pipelines(run)
     loss = run.loss.build()
-    logits = bool(loss.get_config().get("from_logits")) or isinstance(
-        loss, losses_module.BiTemperedLogisticLoss)
+    logits = takes_logits(loss)
     dataset = data_module.info(run.dataset)
     with strategy.scope():
         model = models_module.build_model(
@@ -240,12 +254,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
             output_activation="linear" if logits else "softmax")
         model.compile(optimizer=_optimizer(run.settings), loss=loss, metrics=["accuracy"],
                       jit_compile=jit_compile)
-    reduce = run.settings["reduce_lr"]
-    callbacks = [
-        keras.callbacks.ReduceLROnPlateau(monitor=reduce["monitor"], factor=reduce["factor"],
-                                          patience=reduce["patience"], min_lr=reduce["min_lr"]),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    callbacks = schedule_callbacks(run.settings)
     if logs:
         callbacks += [keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
                       keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False)]
