@@ -80,18 +80,18 @@ def build(name, mode, model_name, size, channels):
     return model
 
 
-def measure(modes, repetitions, steps, model_name, size, batch):
+def measure(names, modes, repetitions, steps, model_name, size, batch):
     channels = models.info(model_name).channels
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch, size, size, channels)).astype("float32")
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch)]
     results = {}
     for mode in modes:
-        built = {name: build(name, mode, model_name, size, channels) for name in LOSSES}
+        built = {name: build(name, mode, model_name, size, channels) for name in names}
         for model in built.values():  # trace, compile and warm up
             for _ in range(3):
                 model.train_on_batch(x, y)
-        times = {name: [] for name in LOSSES}
+        times = {name: [] for name in names}
         for _ in range(repetitions):
             for name, model in built.items():
                 start = time.perf_counter()
@@ -119,9 +119,7 @@ def main():
     parser.add_argument("--steps", type=int)
     args = parser.parse_args()
     models.check_image_size(args.model, args.image_size)
-    if args.losses:
-        for name in [n for n in LOSSES if n != "ce" and n not in args.losses]:
-            del LOSSES[name]
+    names = [n for n in LOSSES if n == "ce" or not args.losses or n in args.losses]
     backend = keras.backend.backend()
     modes = check_modes(args.modes or DEFAULT_MODES.get(backend, ["eager"]) + ([] if args.quick else ["eager"]))
     keras.mixed_precision.set_global_policy(args.dtype_policy)
@@ -130,7 +128,7 @@ def main():
     device = device_name()
     print(f"backend {backend}, device {device}, model {args.model} {args.image_size}px, "
           f"batch {args.batch_size}, dtype policy {args.dtype_policy}")
-    results = measure(modes, repetitions, steps, args.model, args.image_size, args.batch_size)
+    results = measure(names, modes, repetitions, steps, args.model, args.image_size, args.batch_size)
     summary = {}
     for mode, times in results.items():
         ce = statistics.median(times["ce"])
