@@ -1,4 +1,5 @@
-"""Independent numpy versions of the published formulas, for the tests' reference values."""
+"""Independent numpy versions of the published formulas, for the tests' reference values, and the
+shared random inputs they are checked on."""
 
 import numpy as np
 
@@ -86,3 +87,14 @@ def bi_tempered(y, logits, t1, t2, label_smoothing=0.0):
     first = (_log_t(y + 1e-10, t1) - _log_t(p, t1)) * y
     second = (y ** (2 - t1) - p ** (2 - t1)) / (2 - t1)
     return (first - second).sum(-1)
+
+
+def affine_case(shape, seed):
+    """A batch of 6 float images of `shape` and per-image (flip, shift_x, shift_y, zoom_x, zoom_y)
+    inside the published augmentation's ranges, half of them flipped."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, shape).astype("float32")
+    flip = np.array([True, False, True, False, True, False])
+    shift_x, shift_y = rng.uniform(-0.1, 0.1, (2, 6)).astype("float32")
+    zoom_x, zoom_y = rng.uniform(0.8, 1.2, (2, 6)).astype("float32")
+    return x, (flip, shift_x, shift_y, zoom_x, zoom_y)

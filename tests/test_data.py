@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ngl_keras import config, data, models
+from tests import reference
 from tests.paths import CONFIGS
 
 MOCK_EXAMPLES = 20
@@ -149,11 +150,7 @@ def test_fused_transform_matches_flip_shift_and_zoom_done_separately():
 def test_separable_resampling_equals_the_projective_kernel_with_the_same_matrix(shape):
     import tensorflow as tf
 
-    rng = np.random.default_rng(5)
-    x = rng.uniform(0, 255, shape).astype("float32")
-    flip = np.array([True, False, True, False, True, False])
-    shift_x, shift_y = rng.uniform(-0.1, 0.1, (2, 6)).astype("float32")
-    zoom_x, zoom_y = rng.uniform(0.8, 1.2, (2, 6)).astype("float32")
+    x, (flip, shift_x, shift_y, zoom_x, zoom_y) = reference.affine_case(shape, seed=5)
     height, width = shape[1:3]
     cx, cy = (width - 1) / 2, (height - 1) / 2
     sign = np.where(flip, -1.0, 1.0)

@@ -5,17 +5,14 @@ import numpy as np
 import pytest
 
 from ngl_keras import data, layers, models
+from tests import reference
 
 
 @pytest.mark.parametrize("shape", [(6, 16, 20, 3), (6, 28, 28, 1)])
 def test_ops_transform_equals_the_pipeline_transform(shape):
-    rng = np.random.default_rng(7)
-    x = rng.uniform(0, 255, shape).astype("float32")
-    flip = np.array([True, False, True, False, True, False])
-    shift_x, shift_y = rng.uniform(-0.1, 0.1, (2, 6)).astype("float32")
-    zoom_x, zoom_y = rng.uniform(0.8, 1.2, (2, 6)).astype("float32")
-    expected = data.affine_transform(x, flip, shift_x, shift_y, zoom_x, zoom_y).numpy()
-    got = np.asarray(layers.affine_transform(x, flip, shift_x, shift_y, zoom_x, zoom_y))
+    x, parameters = reference.affine_case(shape, seed=7)
+    expected = data.affine_transform(x, *parameters).numpy()
+    got = np.asarray(layers.affine_transform(x, *parameters))
     assert got.shape == shape
     np.testing.assert_allclose(got, expected, atol=1e-3)
 
