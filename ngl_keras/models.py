@@ -63,13 +63,23 @@ def paper_head(x, classes, output_activation):
     return keras.layers.Activation(output_activation, dtype="float32", name="output")(x)
 
 
+SMALL_CNN_BN_MOMENTUM = 0.9
+
+
 def small_cnn(inputs, classes, output_activation):
     """Two conv blocks (16, 32 filters) → Dense(128) → Dropout(0.3) → Dense(C): about a minute
-    per Fashion-MNIST epoch on 2 CPU cores; the default run's and the search's proxy model."""
+    per Fashion-MNIST epoch on 2 CPU cores; the default run's and the search's proxy model.
+
+    Its BatchNormalization uses momentum 0.9, not Keras's 0.99: the short trainings this model is
+    for (tens to hundreds of steps) otherwise validate with moving statistics still far from the
+    data (after 256 steps, 54 % validation accuracy with Keras's momentum against 85 % with batch
+    statistics and 87 % with 0.9), and a loss that barely moves the weights would win the search's
+    proxy fitness. The paper's backbones and head keep their published momentum.
+    """
     x = inputs
     for filters in (16, 32):
         x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(momentum=SMALL_CNN_BN_MOMENTUM)(x)
         x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
         x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)

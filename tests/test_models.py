@@ -35,3 +35,11 @@ def test_logit_output_and_size_limits():
         models.build_model("inceptionv3", 10, 64)
     with pytest.raises(ValueError, match="unknown model 'vgg16'; known models: inceptionv3, resnet50, small_cnn"):
         models.build_model("vgg16", 10, 64)
+
+
+def test_small_cnn_batch_norm_follows_short_trainings():
+    # Keras's default momentum 0.99 leaves the moving statistics far from the data after the
+    # tens of steps the small CNN is trained for (the search's proxy fitness).
+    model = models.build_model("small_cnn", 10, 28, channels=1)
+    norms = [layer for layer in model.layers if layer.__class__.__name__ == "BatchNormalization"]
+    assert [layer.momentum for layer in norms] == [0.9, 0.9]
