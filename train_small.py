@@ -38,7 +38,10 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=int, help="epochs for every dataset")
     parser.add_argument("--limit-train", type=int, help="train on the first N training images")
     parser.add_argument("--strategy", choices=("auto", "mirrored", "multiworker", "none"))
-    parser.add_argument("--mixed-precision", action="store_true", default=None)
+    parser.add_argument("--mixed-precision", nargs="?", const=True, default=None,
+                        choices=(True, "mixed_float16", "mixed_bfloat16"), metavar="POLICY",
+                        help="mixed precision: mixed_float16 (the default when no POLICY is given) or "
+                             "mixed_bfloat16")
     parser.add_argument("--data-dir", help="tfds data directory")
     parser.add_argument("--compare-paper", action="store_true", help="show the published numbers")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")

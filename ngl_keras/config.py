@@ -13,7 +13,7 @@ DATASET = {"epochs": int, "batch_size": int, "image_size": int, "cache": bool,
            "optimizer": OPTIMIZER, "reduce_lr": REDUCE_LR, "augmentation": AUGMENTATION,
            "splits": SPLITS}
 GRID = {"datasets": [str], "models": [str], "losses": list, "runs": int, "seed": int,
-        "weights": (str, type(None)), "strategy": str, "mixed_precision": bool,
+        "weights": (str, type(None)), "strategy": str, "mixed_precision": (bool, str),
         "jit_compile": (str, bool), "limit_train": (int, type(None)), "settings": dict}
 
 OPTIMIZERS = ("adam", "sgd")

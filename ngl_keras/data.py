@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 FASHION_MNIST_DIR = Path(os.environ.get("NGL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -87,11 +88,13 @@ def split_base(spec):
 
 
 def load_split(name, spec, data_dir=None, limit=None):
-    """(images, labels) or a tf.data.Dataset of (image, label) for a split such as 'train[:90%]'.
+    """(images, labels), a tf.data.Dataset or a `RecordSource` for a split such as 'train[:90%]'.
 
-    Fashion-MNIST from the IDX files comes back as numpy arrays; other datasets as a
-    tf.data.Dataset streamed by tfds (nothing is downloaded: a dataset that is not prepared in
-    `data_dir` raises a one-line error).
+    Fashion-MNIST from the IDX files comes back as numpy arrays (no TensorFlow needed). Other
+    datasets come from tfds, nothing downloaded: on the TensorFlow backend a tf.data.Dataset
+    streamed by `tfds.load`; on any other backend a random-access `RecordSource` over
+    `tfds.data_source` (array_record files, no TensorFlow needed). A dataset that is not prepared
+    in `data_dir` raises a one-line error saying how to prepare it.
     """
     dataset = info(name)
     if split_base(spec) not in dataset.splits:
@@ -104,7 +107,53 @@ def load_split(name, spec, data_dir=None, limit=None):
             start, stop = _slice_fraction(len(labels), spec) if "[" in spec else (0, len(labels))
             stop = stop if limit is None else min(stop, start + limit)
             return images[start:stop], labels[start:stop]
-    return _load_tfds(dataset, spec, data_dir, limit)
+    if uses_tf_data():
+        return _load_tfds(dataset, spec, data_dir, limit)
+    return _load_data_source(dataset, spec, data_dir, limit)
+
+
+def uses_tf_data():
+    """Whether input goes through tf.data (the TensorFlow backend) or `ArrayBatches` (any other)."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def _not_prepared(dataset, data_dir, error, how):
+    where = data_dir or "~/tensorflow_datasets"
+    return ValueError(
+        f"dataset {dataset.name!r} (tfds {dataset.tfds_name!r}) is not available offline in {where}: "
+        f"{how}, or pass --data-dir ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+
+
+def _load_data_source(dataset, spec, data_dir, limit):
+    import tensorflow_datasets as tfds
+
+    try:
+        source = tfds.data_source(dataset.tfds_name, split=spec, data_dir=data_dir, download=False)
+    except Exception as error:  # tfds raises several types for a missing or unprepared dataset
+        raise _not_prepared(dataset, data_dir, error, (
+            f"without TensorFlow it must be prepared as array_record, on a machine with internet: "
+            f"`tfds build {dataset.tfds_name} --file_format=array_record"
+            f"{' --data_dir ' + data_dir if data_dir else ''}`")) from None
+    return RecordSource(source, limit)
+
+
+class RecordSource:
+    """A tfds data source (random access to decoded examples) as (image, label) pairs, at most
+    `limit` of them: what `ArrayBatches` reads a batch from when the data is not in memory."""
+
+    def __init__(self, source, limit=None):
+        self.source = source
+        self.size = len(source) if limit is None else min(limit, len(source))
+
+    def __len__(self):
+        return self.size
+
+    def read(self, indices):
+        """(list of uint8 images, int64 labels) of the examples at `indices`."""
+        examples = [self.source[int(i)] for i in indices]
+        return [np.asarray(e["image"]) for e in examples], np.array([e["label"] for e in examples], "int64")
 
 
 def _load_tfds(dataset, spec, data_dir, limit):
@@ -114,11 +163,8 @@ def _load_tfds(dataset, spec, data_dir, limit):
         ds = tfds.load(dataset.tfds_name, split=spec, data_dir=data_dir, as_supervised=True,
                        download=False, shuffle_files=False)
     except Exception as error:  # tfds raises several types for a missing, unprepared dataset
-        where = data_dir or "~/tensorflow_datasets"
-        raise ValueError(
-            f"dataset {dataset.name!r} (tfds {dataset.tfds_name!r}) is not available offline in "
-            f"{where}: prepare it there with tfds on a machine with internet, or pass --data-dir "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        raise _not_prepared(dataset, data_dir, error,
+                            "prepare it there with tfds on a machine with internet") from None
     return ds.take(limit) if limit is not None else ds
 
 
@@ -165,9 +211,10 @@ class Augmentation:
         return self.parameters(tf.random.stateless_uniform((batch, 5), seeds))
 
     def __call__(self, images, seed):
+        """The augmented batch, in a tf.data pipeline (TensorFlow backend)."""
         import tensorflow as tf
 
-        return affine_transform(images, *self.random_parameters(tf.shape(images)[0], seed))
+        return _compiled_affine_transform()(images, *self.random_parameters(tf.shape(images)[0], seed))
 
 
 def affine_transform(images, flip, shift_x, shift_y, zoom_x, zoom_y):
@@ -177,58 +224,65 @@ def affine_transform(images, flip, shift_x, shift_y, zoom_x, zoom_y):
     Output pixel (x, y) reads input (ax·x + bx, ay·y + by), the coordinate clamped to the image
     (nearest fill), bilinearly: the same image as ImageProjectiveTransformV3 with that matrix.
     The transform is axis-aligned, so the resampling is done as two 1-D interpolations (rows,
-    then columns: two gathers and a lerp each), compiled by XLA into one pass; about 3x faster
-    than the general projective kernel on a CPU (benchmarks/input_pipeline.py).
-    """
-    import tensorflow as tf
+    then columns), each two row gathers from the flattened batch and a lerp. Written once in
+    keras.ops: the tf.data pipeline runs it XLA-compiled on TensorFlow, and `layers.RandomAffine`
+    runs it on the device on any backend. About 3x faster than the general projective kernel
+    on a CPU (benchmarks/input_pipeline.py).
 
+    images: (batch, height, width, channels) with static height and width; the rest: (batch,).
+    """
+    from keras import ops
+
+    images = ops.cast(images, "float32")
     height, width = images.shape[1], images.shape[2]
     if height is None or width is None:
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-    sign = tf.where(flip, -1.0, 1.0)
-    origin = tf.where(flip, tf.cast(width, tf.float32) - 1.0, 0.0)
-    return _separable_resample(tf.cast(images, tf.float32), zoom_x * sign,
-                               _offset(zoom_x, width, shift_x) + zoom_x * origin,
-                               zoom_y, _offset(zoom_y, height, shift_y))
+        raise ValueError(f"affine_transform needs static image height and width; got shape {images.shape}.")
+    zoom_x, zoom_y = ops.cast(zoom_x, "float32"), ops.cast(zoom_y, "float32")
+    sign = ops.where(flip, -1.0, 1.0)
+    origin = ops.where(flip, float(width - 1), 0.0)
+    rows = _resample_rows(images, zoom_y, _offset(zoom_y, height, shift_y))
+    columns = _resample_rows(ops.transpose(rows, (0, 2, 1, 3)), zoom_x * sign,
+                             _offset(zoom_x, width, shift_x) + zoom_x * origin)
+    return ops.transpose(columns, (0, 2, 1, 3))
 
 
 def _offset(zoom, size, shift):
     """b of the source coordinate a·x + b that zooms about the centre and shifts by shift·size."""
-    import tensorflow as tf
+    from keras import ops
 
-    size = tf.cast(size, tf.float32)
-    centre = (size - 1.0) / 2.0
-    return centre - zoom * centre + shift * size
+    centre = (size - 1) / 2.0
+    return centre - zoom * centre + ops.cast(shift, "float32") * float(size)
 
 
-def _resample_impl(images, ax, bx, ay, by):
-    import tensorflow as tf
+def _resample_rows(images, a, b):
+    """Axis 1 of (batch, n, ...) images read at a·i + b (per image), clamped, bilinear.
 
-    def taps(a, b, n):
-        x = tf.range(n, dtype=tf.float32)
-        s = tf.clip_by_value(a[:, None] * x[None, :] + b[:, None], 0.0, tf.cast(n - 1, tf.float32))
-        low = tf.floor(s)
-        index = tf.cast(low, tf.int32)
-        return index, tf.minimum(index + 1, n - 1), s - low
+    A gather of whole rows from the batch flattened to (batch·n, ...): one plain gather per tap,
+    which XLA compiles to a copy, instead of a broadcast take_along_axis (6x slower on a CPU).
+    """
+    from keras import ops
 
-    y0, y1, wy = taps(ay, by, tf.shape(images)[1])
-    x0, x1, wx = taps(ax, bx, tf.shape(images)[2])
-    top = tf.gather(images, y0, axis=1, batch_dims=1)
-    rows = top + wy[:, :, None, None] * (tf.gather(images, y1, axis=1, batch_dims=1) - top)
-    left = tf.gather(rows, x0, axis=2, batch_dims=1)
-    return left + wx[:, None, :, None] * (tf.gather(rows, x1, axis=2, batch_dims=1) - left)
+    n = images.shape[1]
+    s = ops.clip(a[:, None] * ops.arange(n, dtype="float32")[None, :] + b[:, None], 0.0, float(n - 1))
+    low = ops.floor(s)
+    first = ops.cast(low, "int32")
+    base = (ops.arange(ops.shape(images)[0], dtype="int32") * n)[:, None]
+    flat = ops.reshape(images, (-1,) + tuple(images.shape[2:]))
+
+    def rows(index):
+        return ops.reshape(ops.take(flat, ops.reshape(index + base, (-1,)), axis=0), ops.shape(images))
+
+    top = rows(first)
+    weight = ops.reshape(s - low, tuple(ops.shape(s)) + (1,) * (len(images.shape) - 2))
+    return top + weight * (rows(ops.minimum(first + 1, n - 1)) - top)
 
 
 @functools.cache
-def _compiled_resample():
-    """One XLA-compiled resampling function per process, shared by every pipeline."""
+def _compiled_affine_transform():
+    """One XLA-compiled `affine_transform` per process, shared by every tf.data pipeline."""
     import tensorflow as tf
 
-    return tf.function(_resample_impl, jit_compile=True, reduce_retracing=True)
-
-
-def _separable_resample(*args):
-    return _compiled_resample()(*args)
+    return tf.function(affine_transform, jit_compile=True, reduce_retracing=True)
 
 
 def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_size,
@@ -276,3 +330,78 @@ def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_s
         return preprocess(x), tf.one_hot(tf.cast(y, tf.int32), classes)
 
     return ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# Input on any backend: batches from arrays (or a RecordSource) for the model's input layers.
+
+def _resized(image, size):
+    """`image` (h, w, c) uint8 at size × size, bilinear (variable-size datasets only)."""
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    channels = image.shape[-1]
+    out = Image.fromarray(image[..., 0] if channels == 1 else image).resize((size, size), Image.BILINEAR)
+    return np.asarray(out).reshape(size, size, channels)
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches of (float32 images, one-hot labels) for `model.fit` on any Keras backend.
+
+    The images stay as they are stored (native size and channels, uint8 until batched): resizing,
+    channels, augmentation and preprocessing are the model's input layers (`layers.input_layers`),
+    so they run on the accelerator. Variable-size images are resized to `image_size` here, on the
+    host, so that they batch. With `shuffle_seed`, epoch e visits the examples in the order of
+    `np.random.default_rng([shuffle_seed, e])`: the same order whether a run went straight through
+    or was resumed at epoch e (`set_epoch`). `multiple` trims a batch to a multiple of the replica
+    count (data parallelism splits each batch evenly): the last batch loses at most
+    `multiple` − 1 examples (other ones each epoch when shuffled).
+    """
+
+    def __init__(self, source, *, classes, batch_size, image_size=None, shuffle_seed=None, multiple=1):
+        super().__init__()
+        self.source, self.classes, self.batch_size = source, classes, batch_size
+        self.image_size, self.shuffle_seed, self.multiple = image_size, shuffle_seed, multiple
+        self.epoch, self._order = 0, None
+        first = self._read(np.arange(min(1, len(self))))[0]
+        self.image_shape = tuple(first.shape[1:])
+
+    @property
+    def size(self):
+        source = self.source
+        return len(source[1]) if isinstance(source, tuple) else len(source)
+
+    @property
+    def used(self):
+        """Examples per epoch: all of them, less what makes the last batch a multiple of `multiple`."""
+        rest = self.size % self.batch_size
+        return self.size - rest % self.multiple
+
+    def __len__(self):
+        return -(-self.used // self.batch_size)
+
+    def set_epoch(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self._order = epoch, None
+
+    def order(self):
+        if self._order is None:
+            self._order = np.arange(self.size) if self.shuffle_seed is None else \
+                np.random.default_rng([self.shuffle_seed, self.epoch]).permutation(self.size)
+        return self._order
+
+    def _read(self, indices):
+        if isinstance(self.source, tuple):
+            images, labels = self.source[0][indices], self.source[1][indices]
+        else:
+            images, labels = self.source.read(indices)
+            size = self.image_size or images[0].shape[0]
+            images = np.stack([_resized(image, size) for image in images])
+        return images.astype("float32"), np.eye(self.classes, dtype="float32")[labels]
+
+    def __getitem__(self, index):
+        start = index * self.batch_size
+        return self._read(self.order()[start: min(start + self.batch_size, self.used)])
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)

@@ -22,6 +22,29 @@ def append_json_line(path, record):
         os.fsync(handle.fileno())
 
 
+def read_json_lines(path):
+    """The records of a JSON-lines file, without ever writing to it.
+
+    A last line cut by a crash while it was written is left out with a warning (the writer that
+    appends next repairs the file); any other line that is not JSON is corruption, and raises.
+    """
+    import warnings
+
+    lines = open(path).read().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(rest.strip() for rest in lines[number:]):
+                raise ValueError(f"{path}: line {number} is not valid JSON; the file is corrupt "
+                                 "beyond a truncated last line.") from None
+            warnings.warn(f"{path}: leaving out a truncated last line (a crash while writing).")
+    return records
+
+
 def run_cli(main):
     """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2."""
     import sys

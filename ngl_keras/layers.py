@@ -1,45 +1,12 @@
-"""Keras layers for input on the accelerator, on any Keras backend."""
+"""Keras layers for input on the accelerator, on any Keras backend: the evaluation's augmentation
+and the backbones' preprocessing, registered so that a model built with them saves and reloads."""
 
 import keras
 from keras import ops
 
-from ngl_keras.data import Augmentation
+from ngl_keras import models
+from ngl_keras.data import Augmentation, affine_transform
 from ngl_keras.losses.base import PACKAGE
-
-
-def affine_transform(images, flip, shift_x, shift_y, zoom_x, zoom_y):
-    """`ngl_keras.data.affine_transform` in keras.ops: the same flip, shift and zoom per image in
-    one separable bilinear resampling with nearest fill, for any backend and inside jit.
-
-    images: (batch, height, width, channels) with static height and width; the rest: (batch,).
-    """
-    images = ops.cast(images, "float32")
-    height, width = images.shape[1], images.shape[2]
-    if height is None or width is None:
-        raise ValueError(f"affine_transform needs static image height and width; got shape {images.shape}.")
-    zoom_x, zoom_y = ops.cast(zoom_x, "float32"), ops.cast(zoom_y, "float32")
-    sign = ops.where(flip, -1.0, 1.0)
-    origin = ops.where(flip, float(width - 1), 0.0)
-    ax, bx = zoom_x * sign, _offset(zoom_x, width, shift_x) + zoom_x * origin
-    ay, by = zoom_y, _offset(zoom_y, height, shift_y)
-
-    def taps(a, b, n):
-        s = ops.clip(a[:, None] * ops.arange(n, dtype="float32")[None, :] + b[:, None], 0.0, float(n - 1))
-        low = ops.floor(s)
-        index = ops.cast(low, "int32")
-        return index, ops.minimum(index + 1, n - 1), s - low
-
-    y0, y1, wy = taps(ay, by, height)
-    x0, x1, wx = taps(ax, bx, width)
-    top = ops.take_along_axis(images, y0[:, :, None, None], axis=1)
-    rows = top + wy[:, :, None, None] * (ops.take_along_axis(images, y1[:, :, None, None], axis=1) - top)
-    left = ops.take_along_axis(rows, x0[:, None, :, None], axis=2)
-    return left + wx[:, None, :, None] * (ops.take_along_axis(rows, x1[:, None, :, None], axis=2) - left)
-
-
-def _offset(zoom, size, shift):
-    centre = (size - 1) / 2.0
-    return centre - zoom * centre + ops.cast(shift, "float32") * float(size)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -47,9 +14,10 @@ class RandomAffine(keras.layers.Layer):
     """ImageDataGenerator-style augmentation as a layer: random horizontal flip, shifts (fractions
     of width and height) and independent x/y zoom, fill "nearest", resampled once per image.
 
-    The same transforms and parameter distribution as `ngl_keras.data.Augmentation` (the tf.data
-    pipeline's), drawn from a Keras SeedGenerator, so it runs in the model on any backend and under
-    jit_compile (Keras's RandomTranslation and RandomZoom turn jit off). Active in training only.
+    The same kernel (`data.affine_transform`) and parameter distribution (`data.Augmentation`) as
+    the tf.data pipeline's, drawn from a Keras SeedGenerator, so it runs in the model on any
+    backend and under jit_compile (Keras's RandomTranslation and RandomZoom turn jit off).
+    Active in training only.
     """
 
     def __init__(self, horizontal_flip=True, width_shift=0.1, height_shift=0.1, zoom=0.2, seed=None,
@@ -75,17 +43,48 @@ class RandomAffine(keras.layers.Layer):
                 "height_shift": aug.height_shift, "zoom": aug.zoom, "seed": self.seed}
 
 
-def input_layers(x, *, image_size, channels, preprocess, augmentation=None, seed=None):
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Preprocess(keras.layers.Layer):
+    """The input preprocessing of a registered model (`models.info(model).preprocess`: the
+    backbone's keras.applications preprocess_input, or scaling to [0, 1]) as a layer that
+    serializes by the model's name, where a Lambda layer would serialize Python bytecode."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model_name = models.info(model).name  # checks the name
+
+    def call(self, images):
+        return models.info(self.model_name).preprocess(ops.cast(images, self.compute_dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "model": self.model_name}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GrayToRGB(keras.layers.Layer):
+    """One gray channel repeated to three, as tf.image.grayscale_to_rgb."""
+
+    def call(self, images):
+        return ops.concatenate([images, images, images], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (3,)
+
+
+def input_layers(x, *, image_size, channels, model, augmentation=None, seed=None):
     """The input pipeline's per-batch transforms as layers applied to `x`: resize (bilinear), gray to
-    `channels`, `augmentation` (a `data.Augmentation`; training only) and `preprocess`, the same
-    steps in the same order as `ngl_keras.data.input_pipeline`. All in float32 whatever the dtype
-    policy: the model after them casts to its compute dtype.
+    `channels`, `augmentation` (a `data.Augmentation`; training only) and `model`'s preprocessing, the
+    same steps in the same order as `ngl_keras.data.input_pipeline`. All in float32 whatever the
+    dtype policy: the model after them casts to its compute dtype.
     """
     if x.shape[1] != image_size or x.shape[2] != image_size:
         x = keras.layers.Resizing(image_size, image_size, interpolation="bilinear", dtype="float32")(x)
     if x.shape[-1] == 1 and channels == 3:
-        x = keras.layers.Concatenate(dtype="float32")([x, x, x])
+        x = GrayToRGB(dtype="float32")(x)
     if augmentation is not None:
         x = RandomAffine(augmentation.horizontal_flip, augmentation.width_shift, augmentation.height_shift,
                          augmentation.zoom, seed=seed, dtype="float32")(x)
-    return keras.layers.Lambda(preprocess, name="preprocess", dtype="float32")(x)
+    return Preprocess(model, name="preprocess", dtype="float32")(x)

@@ -5,16 +5,18 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from ngl_keras import config as config_module
 from ngl_keras import data as data_module
-from ngl_keras.files import append_json_line
+from ngl_keras.files import append_json_line, atomic_write, read_json_lines
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
 
@@ -132,14 +134,29 @@ def append_record(path, record):
 
 
 def versions():
+    """Versions of what a record's numbers depend on: Python, Keras, the backend's library, numpy."""
     import keras
-    import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__}
+    backend = keras.backend.backend()
+    out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
+           "backend": backend}
+    if backend in ("tensorflow", "jax", "torch"):
+        module = __import__(backend)
+        out[backend] = module.__version__
+    return out
 
 
-# Training one run.
+# Where a run trains: one device, or data parallelism over several.
+
+@dataclass(frozen=True)
+class Replication:
+    """How a run is spread over devices: `scope()` to build, compile, fit and evaluate the model
+    in, and the number of replicas each global batch is split over."""
+
+    name: str
+    replicas: int
+    scope: object  # () -> context manager
+
 
 def _replica_devices():
     """Every GPU, or else every logical CPU device (several only when split on purpose)."""
@@ -149,7 +166,7 @@ def _replica_devices():
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
-def make_strategy(name):
+def _tf_strategy(name):
     import tensorflow as tf
 
     if name == "none":
@@ -165,11 +182,42 @@ def make_strategy(name):
         if "TF_CONFIG" not in os.environ:
             raise ValueError("strategy 'multiworker' needs TF_CONFIG describing the cluster.")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "auto":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")  # auto
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
-    raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(config_module.STRATEGIES)}.")
+
+def make_strategy(name):
+    """The `Replication` for strategy `name` on the current Keras backend.
+
+    TensorFlow: tf.distribute ("mirrored" over local GPUs or split CPUs, "multiworker" from
+    TF_CONFIG, "auto" mirrored when there are several GPUs). JAX: "mirrored", and "auto" with
+    several devices, are `keras.distribution.DataParallel` over every local device (each global
+    batch split evenly, one model replica per device, gradients all-reduced by XLA).
+    """
+    import contextlib
+
+    import keras
+
+    if name not in config_module.STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(config_module.STRATEGIES)}.")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        strategy = _tf_strategy(name)
+        return Replication(name, strategy.num_replicas_in_sync, strategy.scope)
+    if name == "multiworker":
+        raise ValueError(f"strategy 'multiworker' is TensorFlow's (MultiWorkerMirroredStrategy from "
+                         f"TF_CONFIG); on the {backend} backend use 'mirrored' or 'auto' on one machine, or "
+                         "the TensorFlow backend for several machines.")
+    devices = keras.distribution.list_devices() if backend == "jax" else ["cpu"]
+    if name == "none" or (name == "auto" and len(devices) == 1):
+        return Replication(name, 1, contextlib.nullcontext)
+    if backend != "jax":
+        if name == "auto":
+            return Replication(name, 1, contextlib.nullcontext)
+        raise ValueError(f"strategy {name!r} needs the TensorFlow or JAX backend; the {backend} backend "
+                         "has no data parallelism in Keras. Use --strategy none.")
+    distribution = keras.distribution.DataParallel(devices=devices)
+    return Replication(name, len(devices), distribution.scope)
 
 
 def _optimizer(settings):
@@ -197,7 +245,8 @@ def schedule_callbacks(settings):
 
 
 class Datasets:
-    """Loads each dataset split once per process and builds its pipelines per run."""
+    """Loads each dataset split once per process and builds its input per run: tf.data pipelines
+    on the TensorFlow backend, `data.ArrayBatches` for the model's input layers elsewhere."""
 
     def __init__(self, data_dir=None):
         self.data_dir = data_dir
@@ -213,69 +262,194 @@ class Datasets:
             self._cache[key] = source
         return self._cache[key]
 
-    def pipelines(self, run):
+    def pipelines(self, run, replicas=1):
+        """(train, validation, test) inputs of `run`."""
         dataset, settings = data_module.info(run.dataset), run.settings
+        splits = settings["splits"]
+        sources = (self.split(run.dataset, splits["train"], settings.get("limit_train")),
+                   self.split(run.dataset, splits["validation"]), self.split(run.dataset, splits["test"]))
+        if not data_module.uses_tf_data():
+            size = settings["image_size"] if not dataset.fixed_size else None
+            common = dict(classes=dataset.classes, batch_size=settings["batch_size"], image_size=size,
+                          multiple=replicas)
+            return (data_module.ArrayBatches(sources[0], shuffle_seed=run.seed, **common),
+                    data_module.ArrayBatches(sources[1], **common), data_module.ArrayBatches(sources[2], **common))
         model = models_module.info(run.model)
         common = dict(classes=dataset.classes, image_size=settings["image_size"],
                       channels=model.channels if model.channels == 3 else dataset.channels,
                       preprocess=model.preprocess, batch_size=settings["batch_size"],
                       cache=settings["cache"])
-        splits = settings["splits"]
         train = data_module.input_pipeline(
-            self.split(run.dataset, splits["train"], settings.get("limit_train")),
-            augmentation=data_module.Augmentation(**settings["augmentation"]),
+            sources[0], augmentation=data_module.Augmentation(**settings["augmentation"]),
             shuffle_seed=run.seed, **common)
-        validation = data_module.input_pipeline(self.split(run.dataset, splits["validation"]), **common)
-        test = data_module.input_pipeline(self.split(run.dataset, splits["test"]), **common)
-        return train, validation, test
+        return (train, data_module.input_pipeline(sources[1], **common),
+                data_module.input_pipeline(sources[2], **common))
+
+
+def build_model(run, loss, train_input):
+    """The run's model; on backends without tf.data it starts with the input layers (resize,
+    channels, augmentation, preprocessing) that the tf.data pipeline does on TensorFlow."""
+    import keras
+
+    from ngl_keras import layers
+
+    dataset, settings = data_module.info(run.dataset), run.settings
+    model = models_module.build_model(
+        run.model, dataset.classes, settings["image_size"], channels=dataset.channels,
+        weights=run.weights, kernel_l2=run.loss.kernel_l2(),
+        output_activation="linear" if takes_logits(loss) else "softmax")
+    if data_module.uses_tf_data():
+        return model
+    inputs = keras.Input(train_input.image_shape)
+    x = layers.input_layers(inputs, image_size=settings["image_size"], channels=model.input_shape[-1],
+                            model=run.model, seed=run.seed,
+                            augmentation=data_module.Augmentation(**settings["augmentation"]))
+    return keras.Model(inputs, model(x), name=run.model)
+
+
+# Resuming inside a run: keras.callbacks.BackupAndRestore keeps the weights, the optimizer and
+# the epoch; EpochLog keeps what it does not: every finished epoch's logs (the history) and
+# ReduceLROnPlateau's counters.
+
+BACKUP_DIR = "backup"
+EPOCH_LOG = "epochs.jsonl"
+_PLATEAU_STATE = ("wait", "best", "cooldown_counter")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Appends each finished epoch's logs and ReduceLROnPlateau state to `run_dir/epochs.jsonl`
+    (fsynced) and, when a run resumes, gives the plateau its counters back and the input its
+    epoch (so that the shuffling continues as if the run had not stopped)."""
+
+    def __init__(self, path, plateau, previous, train_input):
+        super().__init__()
+        self.path, self.plateau, self.previous, self.train_input = path, plateau, previous, train_input
+
+    def on_train_begin(self, logs=None):  # after the plateau's own reset
+        if self.previous and self.plateau is not None:
+            for name in _PLATEAU_STATE:
+                setattr(self.plateau, name, self.previous[-1]["plateau"][name])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if hasattr(self.train_input, "set_epoch"):
+            self.train_input.set_epoch(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = {name: float(getattr(self.plateau, name)) for name in _PLATEAU_STATE} \
+            if self.plateau is not None else None
+        append_json_line(self.path, {"epoch": epoch, "logs": {k: float(v) for k, v in (logs or {}).items()},
+                                     "plateau": state})
+
+
+def _finished_epochs(run_dir):
+    """The epoch a run in `run_dir` resumes from (None: nothing to resume), and the EpochLog
+    lines before it; lines past the backup (a kill between the two writes) are cut."""
+    metadata = run_dir / BACKUP_DIR / "training_metadata.json"
+    log = run_dir / EPOCH_LOG
+    if not metadata.exists():
+        if log.exists():
+            log.unlink()
+        return None, []
+    epoch = int(json.loads(metadata.read_text())["epoch"])
+    lines = [line for line in read_json_lines(log) if line["epoch"] < epoch] if log.exists() else []
+    if len(lines) != epoch:  # the log must cover every backed-up epoch; else start over
+        shutil.rmtree(run_dir / BACKUP_DIR)
+        log.unlink(missing_ok=True)
+        return None, []
+    atomic_write(log, "".join(json.dumps(line) + "\n" for line in lines))
+    return epoch, lines
+
+
+def discard_backup(run_dir):
+    """Remove a run's backup once its record is written."""
+    shutil.rmtree(Path(run_dir) / BACKUP_DIR, ignore_errors=True)
+    (Path(run_dir) / EPOCH_LOG).unlink(missing_ok=True)
 
 
 def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compile="auto",
-              verbose=2, evaluate_test=True, logs=True):
+              verbose=2, evaluate_test=True, logs=True, resume=False):
     """Train and test one run; return its record (status "ok" or "diverged").
 
-    `logs` writes the per-run CSV and TensorBoard logs to `run_dir`.
+    `strategy` is a `Replication` (`make_strategy`). `mixed_precision` is False, True
+    (mixed_float16) or a Keras dtype policy name. `logs` writes the per-run CSV (and, on
+    TensorFlow, TensorBoard) logs to `run_dir`. `resume` backs the run up in `run_dir` after
+    every epoch and continues a killed run from its last finished epoch; the caller removes the
+    backup (`discard_backup`) once the record is safe.
     """
     import keras
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(run.seed)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    policy = dtype_policy(mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    train, validation, test = datasets.pipelines(run)
+    resumed_from, previous = _finished_epochs(run_dir) if resume else (None, [])
     loss = run.loss.build()
-    logits = takes_logits(loss)
-    dataset = data_module.info(run.dataset)
+    train, validation, test = datasets.pipelines(run, strategy.replicas)
+    callbacks = schedule_callbacks(run.settings)
+    plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
+    if resume:
+        callbacks += [EpochLog(run_dir / EPOCH_LOG, plateau, previous, train),
+                      keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), delete_checkpoint=False)]
+    if logs and keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
     with strategy.scope():
-        model = models_module.build_model(
-            run.model, dataset.classes, run.settings["image_size"], channels=dataset.channels,
-            weights=run.weights, kernel_l2=run.loss.kernel_l2(),
-            output_activation="linear" if logits else "softmax")
+        model = build_model(run, loss, train)
         model.compile(optimizer=_optimizer(run.settings), loss=loss, metrics=["accuracy"],
                       jit_compile=jit_compile)
-    callbacks = schedule_callbacks(run.settings)
+        fitted = model.fit(train, validation_data=validation, epochs=run.settings["epochs"],
+                           callbacks=callbacks, shuffle=False, verbose=verbose).history
+        history = _history(previous, fitted, run_dir if resume else None)
+        finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
+        accuracy = float(model.evaluate(test, verbose=0)[1]) if finite and evaluate_test else None
     if logs:
-        callbacks += [keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-                      keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False)]
-    history = model.fit(train, validation_data=validation, epochs=run.settings["epochs"],
-                        callbacks=callbacks, shuffle=False, verbose=verbose).history
-    finite = all(math.isfinite(v) for v in history.get("loss", [])) and history.get("loss")
+        _write_history_csv(run_dir / "history.csv", history)
     record = {"key": run.key, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
               "loss_name": run.loss.name, "loss_config": loss.get_config(), "run": run.run,
               "seed": run.seed, "weights": run.weights, "config": run.settings,
-              "epochs_run": len(history.get("loss", [])),
-              "history": {k: [float(v) for v in vals] for k, vals in history.items()}}
-    if finite and evaluate_test:
-        _, accuracy = model.evaluate(test, verbose=0)
-        record.update(status="ok", test_accuracy=float(accuracy))
-    elif finite:
-        record.update(status="ok", test_accuracy=None)
-    else:
-        record.update(status="diverged", test_accuracy=None)
+              "epochs_run": len(history.get("loss", [])), "history": history,
+              "status": "ok" if finite else "diverged", "test_accuracy": accuracy,
+              "resumed_from_epoch": resumed_from}
     record.update(wall_time_s=round(time.time() - started, 2), versions=versions(),
-                  mixed_precision=bool(mixed_precision), replicas=strategy.num_replicas_in_sync)
+                  backend=keras.backend.backend(), mixed_precision=policy != "float32", dtype_policy=policy,
+                  strategy=strategy.name, replicas=strategy.replicas,
+                  input="tf.data" if data_module.uses_tf_data() else "ArrayBatches")
     return record
+
+
+def dtype_policy(mixed_precision):
+    """The Keras dtype policy for a `mixed_precision` setting: False, True (mixed_float16) or a name."""
+    if mixed_precision in (False, None):
+        return "float32"
+    if mixed_precision is True:
+        return "mixed_float16"
+    if mixed_precision not in DTYPE_POLICIES:
+        raise ValueError(f"mixed_precision must be true, false or one of {', '.join(DTYPE_POLICIES)}; "
+                         f"got {mixed_precision!r}.")
+    return mixed_precision
+
+
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _history(previous, fitted, run_dir):
+    """The whole run's per-epoch logs: the epochs before a resume (from the EpochLog) and this fit's."""
+    if run_dir is not None:
+        lines = read_json_lines(run_dir / EPOCH_LOG) if (run_dir / EPOCH_LOG).exists() else []
+        keys = list(dict.fromkeys(k for line in lines for k in line["logs"]))
+        return {k: [float(line["logs"].get(k, float("nan"))) for line in lines] for k in keys}
+    return {k: [float(v) for v in values] for k, values in fitted.items()}
+
+
+def _write_history_csv(path, history):
+    keys = list(history)
+    rows = ["epoch," + ",".join(keys)]
+    for epoch in range(len(history.get("loss", []))):
+        rows.append(f"{epoch}," + ",".join(repr(history[k][epoch]) if epoch < len(history[k]) else ""
+                                            for k in keys))
+    atomic_write(path, "\n".join(rows) + "\n")
 
 
 def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=False,
@@ -296,9 +470,13 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
             eta = elapsed / (k - 1) * (len(todo) - k + 1) if k > 1 else float("nan")
             log(f"run {k} of {len(todo)}: {run.key} (seed {run.seed}); elapsed {elapsed / 60:.1f} min, "
                 f"ETA {eta / 60:.1f} min")
-            record = train_run(run, datasets, out_dir / "runs" / run.key.replace("/", "__"),
-                               strategy, mixed_precision, jit_compile, verbose)
+            run_dir = out_dir / "runs" / run.key.replace("/", "__")
+            record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile, verbose,
+                               resume=True)
             append_record(path, record)
+            discard_backup(run_dir)
+            if record["resumed_from_epoch"] is not None:
+                log(f"  resumed from epoch {record['resumed_from_epoch']} (a backup of an interrupted run)")
             accuracy = record["test_accuracy"]
             log(f"  {run.key}: {record['status']}, test accuracy "
                 f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, {record['wall_time_s']:.0f} s")

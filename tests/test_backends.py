@@ -1,0 +1,164 @@
+"""One training path on every Keras backend: the same grid, records, resume and data parallelism
+on TensorFlow (tf.data input) and JAX (ArrayBatches and input layers). The README's test command
+runs the tests marked `any_backend` a second time under KERAS_BACKEND=jax."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from ngl_keras import config, data, report, training
+from tests.paths import CONFIGS, ROOT
+
+BACKEND = keras.backend.backend()
+TINY = {"epochs": 2, "limit_train": 256}
+
+
+def _grid(tmp_path, **extra):
+    grid = {"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": ["ngl"], "runs": 1, "seed": 3,
+            "settings": {"fashion_mnist": {"image_size": 28, "batch_size": 64}}}
+    grid.update(extra)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def _quiet(*_):
+    return None
+
+
+@pytest.mark.any_backend
+@pytest.mark.realdata
+def test_a_grid_trains_on_this_backend_and_its_record_says_how(tmp_path):
+    out = tmp_path / "out"
+    runs = training.plan(config.grid(_grid(tmp_path)), CONFIGS, TINY)
+    (record,) = training.run_grid(runs, out, strategy="none", verbose=0, log=_quiet)
+    assert record["backend"] == BACKEND and record["versions"]["backend"] == BACKEND
+    assert record["versions"][BACKEND] == __import__(BACKEND).__version__
+    assert record["input"] == ("tf.data" if BACKEND == "tensorflow" else "ArrayBatches")
+    assert record["replicas"] == 1 and record["strategy"] == "none" and record["dtype_policy"] == "float32"
+    assert record["status"] == "ok" and 0.0 <= record["test_accuracy"] <= 1.0
+    assert record["resumed_from_epoch"] is None and record["epochs_run"] == 2
+    assert set(record["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 2 for v in record["history"].values())
+    (run_dir,) = (out / "runs").iterdir()
+    rows = (run_dir / "history.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 3 and header[0] == "epoch"
+    assert float(rows[2].split(",")[header.index("loss")]) == record["history"]["loss"][1]
+    assert not (run_dir / training.BACKUP_DIR).exists() and not (run_dir / training.EPOCH_LOG).exists()
+    assert "| ngl |" in report.write(training.read_records(out / "runs.jsonl"), out)
+
+
+@pytest.mark.any_backend
+@pytest.mark.realdata
+def test_data_parallel_over_two_devices(tmp_path):
+    """TensorFlow: MirroredStrategy over the two logical CPUs of conftest; JAX: DataParallel over
+    the two host devices conftest asks XLA for."""
+    runs = training.plan(config.grid(_grid(tmp_path, losses=["ce"])), CONFIGS, {**TINY, "epochs": 1})
+    (record,) = training.run_grid(runs, tmp_path / "out", strategy="mirrored", verbose=0, log=_quiet)
+    assert record["replicas"] == 2 and record["strategy"] == "mirrored" and record["status"] == "ok"
+    assert 0.0 <= record["test_accuracy"] <= 1.0
+
+
+@pytest.mark.any_backend
+def test_strategies_the_backend_cannot_do_are_refused_by_name():
+    if BACKEND == "tensorflow":
+        os.environ.pop("TF_CONFIG", None)
+        with pytest.raises(ValueError, match="strategy 'multiworker' needs TF_CONFIG"):
+            training.make_strategy("multiworker")
+    else:
+        with pytest.raises(ValueError, match=f"strategy 'multiworker' is TensorFlow's .* on the {BACKEND} backend"):
+            training.make_strategy("multiworker")
+    with pytest.raises(ValueError, match="unknown strategy 'ring'; accepted: auto, mirrored, multiworker, none"):
+        training.make_strategy("ring")
+    assert training.make_strategy("none").replicas == 1
+
+
+@pytest.mark.any_backend
+def test_array_batches_visit_every_example_once_per_epoch_in_an_order_set_by_seed_and_epoch():
+    images = np.arange(10 * 2 * 2 * 1, dtype=np.uint8).reshape(10, 2, 2, 1)
+    labels = np.arange(10) % 3
+    batches = data.ArrayBatches((images, labels), classes=3, batch_size=4, shuffle_seed=7)
+    assert len(batches) == 3 and batches.image_shape == (2, 2, 1)
+
+    def epoch():
+        seen = [batches[i] for i in range(len(batches))]
+        x = np.concatenate([b[0] for b in seen])
+        y = np.concatenate([b[1] for b in seen])
+        return x[:, 0, 0, 0].astype(int) // 4, y
+
+    first, y = epoch()
+    assert sorted(first) == list(range(10)) and first.tolist() == np.random.default_rng([7, 0]).permutation(10).tolist()
+    np.testing.assert_array_equal(y, np.eye(3)[labels[first]])
+    batches.on_epoch_end()
+    second, _ = epoch()
+    assert second.tolist() == np.random.default_rng([7, 1]).permutation(10).tolist() != first.tolist()
+    resumed = data.ArrayBatches((images, labels), classes=3, batch_size=4, shuffle_seed=7)
+    resumed.set_epoch(1)
+    assert np.concatenate([resumed[i][0] for i in range(3)])[:, 0, 0, 0].astype(int).tolist() == (second * 4).tolist()
+    plain = data.ArrayBatches((images, labels), classes=3, batch_size=4)
+    assert np.concatenate([plain[i][0] for i in range(3)])[:, 0, 0, 0].tolist() == list(range(0, 40, 4))
+    # Two replicas: every batch splits evenly; the last batch of 10 = 4 + 4 + 2 keeps its 2.
+    assert [len(b[0]) for b in data.ArrayBatches((images, labels), classes=3, batch_size=4, multiple=2)] == [4, 4, 2]
+    # Four replicas: the last 2 examples cannot be split over 4, so the epoch has 2 batches of 4.
+    assert [len(b[0]) for b in data.ArrayBatches((images, labels), classes=3, batch_size=4, multiple=4)] == [4, 4]
+    assert [len(b[0]) for b in data.ArrayBatches((images, labels), classes=3, batch_size=3, multiple=3)] == [3, 3, 3]
+
+
+def test_a_tfds_data_source_feeds_array_batches_with_variable_size_images_resized():
+    import tensorflow_datasets as tfds  # its mock_data needs TensorFlow
+
+    with tfds.testing.mock_data(num_examples=6):
+        source = data._load_data_source(data.info("malaria"), "train", None, 5)
+        assert len(source) == 5
+        batches = data.ArrayBatches(source, classes=2, batch_size=4, image_size=24, shuffle_seed=0)
+        x, y = batches[0]
+    assert x.shape == (4, 24, 24, 3) and x.dtype == np.float32 and y.shape == (4, 2)
+    assert len(batches) == 2 and batches.image_shape == (24, 24, 3)
+    assert 0.0 <= x.min() and x.max() <= 255.0 and np.all(y.sum(-1) == 1)
+
+
+def test_an_unprepared_dataset_without_tf_data_says_how_to_prepare_it():
+    with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline in "
+                                         r"/nonexistent: .*`tfds build cifar10 --file_format=array_record "
+                                         r"--data_dir /nonexistent`"):
+        data._load_data_source(data.info("cifar10"), "train", "/nonexistent", None)
+
+
+@pytest.mark.any_backend
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_kill_9_between_epochs_resumes_from_the_last_finished_epoch(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "train_small.py"), "--config", str(_grid(tmp_path, losses=["ce"])),
+               "--out", str(out), "--epochs", "3", "--limit-train", "512", "--strategy", "none", "--quiet"]
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    metadata = None
+    while time.time() < deadline and metadata is None:
+        found = list(out.glob(f"runs/*/{training.BACKUP_DIR}/training_metadata.json"))
+        metadata = found[0] if found else None
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert metadata is not None and not (out / "runs.jsonl").exists()
+    finished = json.loads(metadata.read_text())["epoch"]
+    logged = [json.loads(line) for line in (metadata.parent.parent / training.EPOCH_LOG).read_text().splitlines()]
+    assert 1 <= finished <= 2 and len(logged) >= finished
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=600)
+    (record,) = training.read_records(out / "runs.jsonl")
+    assert record["resumed_from_epoch"] == finished and record["epochs_run"] == 3
+    assert record["history"]["loss"][:finished] == [line["logs"]["loss"] for line in logged[:finished]]
+    assert len(record["history"]["val_accuracy"]) == 3 and record["status"] == "ok"
+    assert not metadata.parent.exists() and not (metadata.parent.parent / training.EPOCH_LOG).exists()
