@@ -161,7 +161,9 @@ class LossScreen:
             return "out_of_range", None
         # Constant for training: the same value on every probe sample, and no gradient for the
         # logits (a loss like -(y + p) has a gradient in p, but Σ_c p = 1 makes it constant).
-        if np.ptp(values) < 1e-7 and np.abs(logit_gradient(self.p, grads)).max() < 1e-9:
+        # Both up to float32 rounding, which grows with the loss's magnitude.
+        scale = max(1.0, float(np.abs(values).max()))
+        if np.ptp(values) <= 1e-6 * scale and np.abs(logit_gradient(self.p, grads)).max() <= 1e-9 * scale:
             return "constant", None
         if not self._improves(tree):
             return "no_improvement", None

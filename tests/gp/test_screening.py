@@ -151,6 +151,8 @@ def test_descent_returns_none_when_a_gradient_is_not_finite():
     ("-(y + p)", "constant"),                    # a gradient in p, none for the logits: Σ p = 1
     ("(p / -3.7351) * 2 + y", "constant"),
     ("y ^ p * log(y + 2)", "constant"),          # 0^p = 0 and 1^p = 1: no dependence on p
+    ("square(3.7119) + (y + p)", "constant"),    # float32 rounding of 13.98 is not a variation
+    ("1e-4 * (1 - p) ^ 2 * y", "no_improvement"),  # small, but not constant
     ("(y * p) ^ 0.5", "non_finite"),             # finite values, NaN gradient at y = 0
     ("-y*p", None),
 ])
