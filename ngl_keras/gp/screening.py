@@ -9,9 +9,10 @@ candidates share a fingerprint, and so a cached fitness.
 
 Everything here is numpy in float32, the precision losses train in, so a candidate that
 overflows in training overflows here too, and screening needs no deep-learning backend.
-The gradients are exact: the formula tree is evaluated in forward mode, each node giving its
-value and its elementwise derivative with respect to p (`PARTIALS`), with the same protected
-operators as `ExpressionLoss` (`expression.operator_functions`).
+The gradients are exact, not finite differences: the formula tree is evaluated in forward
+mode, each node giving its value and its elementwise derivative with respect to p
+(`PARTIALS`), with the same protected operators as `ExpressionLoss`
+(`expression.operator_functions`).
 """
 
 import hashlib
@@ -78,8 +79,10 @@ def value_and_derivative(tree, p, y, epsilon=expression.EPSILON):
             return number(node), None, start + 1
         if node == "p":
             return p, one, start + 1
-        if node not in expression.OPERATORS:
+        if node == "y":
             return y, None, start + 1
+        if node not in expression.OPERATORS:
+            raise ValueError(f"screening knows the variables p and y; got {node!r} in {tree!r}.")
         operands, derivatives, i = [], [], start + 1
         for _ in range(expression.OPERATORS[node].arity):
             value, derivative, i = walk(i)

@@ -164,3 +164,8 @@ def test_fingerprint_follows_values_and_gradients():
     same = [SCREEN(ex.parse(f)) for f in ("-y*log(p)", "-(log(p)*y)", "0 - y*log(p)")]
     assert {r for r, _ in same} == {None} and len({f for _, f in same}) == 1
     assert SCREEN(ex.parse("-y*p*1.001"))[1] not in {f for _, f in same} | {SCREEN(ex.parse("-y*p"))[1]}
+
+
+def test_a_tree_with_another_variable_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"screening knows the variables p and y; got 'x' in \['mul', 'p', 'x'\]"):
+        SCREEN(["mul", "p", "x"])
