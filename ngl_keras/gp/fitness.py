@@ -118,15 +118,13 @@ class _Trainer:
 
     def accuracies(self, loss):
         """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
-        import tensorflow as tf
-
         from ngl_keras import training
 
         runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides)
         out = []
         for run in runs:
             record = training.train_run(run, self.datasets, self.search_dir / "scratch",
-                                        tf.distribute.get_strategy(), verbose=0,
+                                        training.make_strategy("none"), verbose=0,
                                         evaluate_test=False, logs=False)
             history = record["history"].get("val_accuracy") or [float("nan")]
             ok = record["status"] == "ok" and np.isfinite(history[-1])
@@ -156,5 +154,5 @@ class ProbeFitness:
     def __call__(self, formula):
         from ngl_keras.losses import expression
 
-        probability = self.screen.descend(self.screen.per_sample(expression.parse(formula)), self.steps)
+        probability = self.screen.descend(expression.parse(formula), self.steps)
         return [WORST] if probability is None or not np.isfinite(probability) else [1.0 - probability]

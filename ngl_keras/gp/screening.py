@@ -6,6 +6,13 @@ range (the paper's rule); a constant loss; or a loss whose minimisation from uni
 predictions does not raise the true-class probability. A candidate that passes is
 fingerprinted by its rounded values and gradients on the probe batch: equivalent
 candidates share a fingerprint, and so a cached fitness.
+
+Everything here is numpy in float32, the precision losses train in, so a candidate that
+overflows in training overflows here too, and screening needs no deep-learning backend.
+The gradients are exact, not finite differences: the formula tree is evaluated in forward
+mode, each node giving its value and its elementwise derivative with respect to p
+(`PARTIALS`), with the same protected operators as `ExpressionLoss`
+(`expression.operator_functions`).
 """
 
 import hashlib
@@ -13,7 +20,100 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ngl_keras.losses import expression
+
 REASONS = ("non_finite", "out_of_range", "constant", "no_improvement")
+
+
+def _divisor(b, epsilon):
+    """The denominator of `expression.protected_div`: b ± ε, away from zero on b's side."""
+    return np.where(b >= 0, b + epsilon, b - epsilon)
+
+
+def _log_where_positive(a):
+    """log(a) where a > 0, else 0: ∂(a^b)/∂b = a^b·log(a) has no real value for a ≤ 0, and
+    TensorFlow's gradient of pow takes 0 there (JAX takes log(a), NaN for a < 0)."""
+    positive = a > 0
+    return np.where(positive, np.log(np.where(positive, a, 1)), 0)
+
+
+# Operator → one function per operand giving ∂value/∂operand from (operands, value, ε).
+# They are the derivatives that autodiff takes of `expression.operator_functions`: the `where`
+# of protected ÷ passes the derivative to the branch it takes (b + ε and b − ε both have
+# derivative 1), and |a| has derivative sign(a), 0 at a = 0 as in TensorFlow (JAX takes 1 there).
+PARTIALS = {
+    "add": (lambda x, v, e: 1, lambda x, v, e: 1),
+    "sub": (lambda x, v, e: 1, lambda x, v, e: -1),
+    "mul": (lambda x, v, e: x[1], lambda x, v, e: x[0]),
+    "div": (lambda x, v, e: 1 / _divisor(x[1], e), lambda x, v, e: -v / _divisor(x[1], e)),
+    "pow": (lambda x, v, e: x[1] * np.power(x[0], x[1] - 1), lambda x, v, e: v * _log_where_positive(x[0])),
+    "neg": (lambda x, v, e: -1,),
+    "exp": (lambda x, v, e: v,),
+    "log": (lambda x, v, e: np.sign(x[0]) / (np.abs(x[0]) + e),),   # log(|a| + ε)
+    "sqrt": (lambda x, v, e: np.sign(x[0]) * 0.5 / v,),              # sqrt(|a| + ε)
+    "sin": (lambda x, v, e: np.cos(x[0]),),
+    "cos": (lambda x, v, e: -np.sin(x[0]),),
+    "tanh": (lambda x, v, e: 1 - v * v,),
+    "abs": (lambda x, v, e: np.sign(x[0]),),
+    "square": (lambda x, v, e: 2 * x[0],),
+}
+
+
+def value_and_derivative(tree, p, y, epsilon=expression.EPSILON):
+    """The formula `tree` at every element of (p, y), and its derivative with respect to p,
+    both arrays of p's shape and dtype. Call under `np.errstate(all="ignore")`: overflow
+    gives inf or NaN, as in training.
+
+    Forward mode: a subtree that does not contain p has no derivative (None) rather than 0,
+    so that, as in reverse-mode autodiff, its partials are never taken (an infinite partial
+    times a zero derivative would be NaN where the loss's gradient is finite).
+    """
+    functions = expression.operator_functions(np, epsilon)
+    number = p.dtype.type  # constants in p's precision, so that float32 stays float32
+    epsilon = number(epsilon)
+    one = np.ones_like(p)
+
+    def walk(start):
+        node = tree[start]
+        if not isinstance(node, str):
+            return number(node), None, start + 1
+        if node == "p":
+            return p, one, start + 1
+        if node == "y":
+            return y, None, start + 1
+        if node not in expression.OPERATORS:
+            raise ValueError(f"screening knows the variables p and y; got {node!r} in {tree!r}.")
+        operands, derivatives, i = [], [], start + 1
+        for _ in range(expression.OPERATORS[node].arity):
+            value, derivative, i = walk(i)
+            operands.append(value)
+            derivatives.append(derivative)
+        value = np.asarray(functions[node](*operands), p.dtype)
+        derivative = None
+        for partial, d in zip(PARTIALS[node], derivatives):
+            if d is not None:
+                term = partial(operands, value, epsilon) * d
+                derivative = term if derivative is None else derivative + term
+        return value, derivative, i
+
+    if expression.subtree_end(tree, 0) != len(tree):
+        raise ValueError(f"not a well-formed prefix tree: {tree!r}")
+    value, derivative, _ = walk(0)
+    derivative = np.zeros_like(p) if derivative is None else derivative
+    return (np.broadcast_to(value, p.shape).astype(p.dtype),
+            np.broadcast_to(derivative, p.shape).astype(p.dtype))
+
+
+def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def logit_gradient(p, gradient):
+    """The gradient with respect to the logits z, p = softmax(z), of a function whose gradient
+    with respect to p is `gradient`: p·(g − Σ_c g·p), per sample."""
+    with np.errstate(all="ignore"):
+        return p * (gradient - np.sum(gradient * p, -1, keepdims=True))
 
 
 @dataclass(frozen=True)
@@ -38,65 +138,58 @@ class ScreeningSettings:
 class LossScreen:
     """`screen(tree) -> (reason or None, fingerprint)` for loss trees over p and y."""
 
-    def __init__(self, settings=ScreeningSettings(), epsilon=1e-6):
-        import tensorflow as tf
-
+    def __init__(self, settings=ScreeningSettings(), epsilon=expression.EPSILON):
         self.settings, self.epsilon = settings, epsilon
         rng = np.random.default_rng(settings.seed)
         b, c = settings.probe_batch, settings.probe_classes
         logits = rng.normal(size=(b, c)) * np.linspace(0.1, 6.0, b)[:, None]  # flat to peaked
         self.labels = rng.integers(0, c, b)
-        self.y = tf.constant(np.eye(c)[self.labels], tf.float32)
-        self.p = tf.constant(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), tf.float32)
+        self.y = np.eye(c, dtype=np.float32)[self.labels]
+        self.p = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
 
-    def per_sample(self, tree):
-        from ngl_keras.losses import expression
-
-        loss = expression.ExpressionLoss(expression.to_text(tree), epsilon=self.epsilon, reduction=None)
-        return lambda y, p: loss(y, p)
+    def loss_and_gradient(self, tree, p):
+        """Per-sample loss of `tree` at predictions `p` (shape (B,), what `ExpressionLoss(...,
+        reduction=None)` gives: the mean over classes), and the gradient of its batch mean
+        with respect to p (shape (B, C))."""
+        with np.errstate(all="ignore"):
+            value, derivative = value_and_derivative(tree, p, self.y, self.epsilon)
+            return value.mean(-1), derivative / p.dtype.type(derivative.size)
 
     def __call__(self, tree):
-        import tensorflow as tf
-
-        loss = self.per_sample(tree)
-        with np.errstate(all="ignore"):
-            p = tf.Variable(self.p)
-            with tf.GradientTape() as tape:
-                values = loss(self.y, p)
-            grads = tape.gradient(tf.reduce_mean(values), p)
-            values = values.numpy()
-            grads = np.zeros(p.shape, np.float32) if grads is None else grads.numpy()
-            if not (np.all(np.isfinite(values)) and np.all(np.isfinite(grads))):
-                return "non_finite", None
-            low, high = self.settings.allowed_range
-            if values.min() < low or values.max() > high:
-                return "out_of_range", None
-            if np.ptp(values) < 1e-7 and np.abs(grads).max() < 1e-9:
-                return "constant", None
-            if not self._improves(loss):
-                return "no_improvement", None
+        values, grads = self.loss_and_gradient(tree, self.p)
+        if not (np.all(np.isfinite(values)) and np.all(np.isfinite(grads))):
+            return "non_finite", None
+        low, high = self.settings.allowed_range
+        if values.min() < low or values.max() > high:
+            return "out_of_range", None
+        # Constant for training: the same value on every probe sample, and no gradient for the
+        # logits (a loss like -(y + p) has a gradient in p, but Σ_c p = 1 makes it constant).
+        # Both up to float32 rounding, which grows with the loss's magnitude.
+        scale = max(1.0, float(np.abs(values).max()))
+        if np.ptp(values) <= 1e-6 * scale and np.abs(logit_gradient(self.p, grads)).max() <= 1e-9 * scale:
+            return "constant", None
+        if not self._improves(tree):
+            return "no_improvement", None
         digits = self.settings.fingerprint_digits
-        rounded = np.concatenate([values.ravel(), grads.ravel()])
+        rounded = np.concatenate([values.ravel(), grads.ravel()]).astype(np.float64)
         text = np.array2string(np.round(rounded, digits) + 0.0, precision=digits, threshold=10**9)
         return None, hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def _improves(self, loss):
+    def _improves(self, tree):
         """Gradient descent on logits from uniform predictions raises the true-class probability."""
-        probability = self.descend(loss, self.settings.improvement_steps)
+        probability = self.descend(tree, self.settings.improvement_steps)
         return probability is not None and probability > 1.0 / self.settings.probe_classes + 1e-3
 
-    def descend(self, loss, steps):
+    def descend(self, tree, steps):
         """Mean true-class probability of the probe batch after `steps` of gradient descent on
-        logits that start uniform, minimising `loss(y, p)`; None if a gradient is not finite."""
-        import tensorflow as tf
-
+        logits that start uniform, minimising the batch mean of the loss `tree`; None if a
+        gradient is not finite."""
         s = self.settings
-        z = tf.Variable(tf.zeros_like(self.p))
+        z = np.zeros_like(self.p)
         for _ in range(steps):
-            with tf.GradientTape() as tape:
-                value = tf.reduce_mean(loss(self.y, tf.nn.softmax(z)))
-            grad = tape.gradient(value, z)
-            if grad is None or not np.all(np.isfinite(grad.numpy())):
+            p = softmax(z)
+            grad = logit_gradient(p, self.loss_and_gradient(tree, p)[1])
+            if not np.all(np.isfinite(grad)):
                 return None
-            z.assign_sub(s.improvement_rate * s.probe_classes * grad)
-        return float(tf.reduce_mean(tf.reduce_sum(tf.nn.softmax(z) * self.y, -1)))
+            z -= np.float32(s.improvement_rate * s.probe_classes) * grad
+        return float(np.mean(np.sum(softmax(z) * self.y, -1)))
