@@ -331,6 +331,7 @@ class EpochLog(keras.callbacks.Callback):
                 setattr(self.plateau, name, self.previous[-1]["plateau"][name])
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
         if hasattr(self.train_input, "set_epoch"):
             self.train_input.set_epoch(epoch)
 
@@ -338,7 +339,7 @@ class EpochLog(keras.callbacks.Callback):
         state = {name: float(getattr(self.plateau, name)) for name in _PLATEAU_STATE} \
             if self.plateau is not None else None
         append_json_line(self.path, {"epoch": epoch, "logs": {k: float(v) for k, v in (logs or {}).items()},
-                                     "plateau": state})
+                                     "plateau": state, "seconds": round(time.perf_counter() - self.started, 3)})
 
 
 def _finished_epochs(run_dir):
@@ -402,6 +403,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         fitted = model.fit(train, validation_data=validation, epochs=run.settings["epochs"],
                            callbacks=callbacks, shuffle=False, verbose=verbose).history
         history = _history(previous, fitted, run_dir if resume else None)
+        seconds = [line["seconds"] for line in read_json_lines(run_dir / EPOCH_LOG)] if resume else None
         finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
         accuracy = float(model.evaluate(test, verbose=0)[1]) if finite and evaluate_test else None
     if logs:
@@ -411,7 +413,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
               "seed": run.seed, "weights": run.weights, "config": run.settings,
               "epochs_run": len(history.get("loss", [])), "history": history,
               "status": "ok" if finite else "diverged", "test_accuracy": accuracy,
-              "resumed_from_epoch": resumed_from}
+              "resumed_from_epoch": resumed_from, "epoch_seconds": seconds}
     record.update(wall_time_s=round(time.time() - started, 2), versions=versions(),
                   backend=keras.backend.backend(), mixed_precision=policy != "float32", dtype_policy=policy,
                   strategy=strategy.name, replicas=strategy.replicas,

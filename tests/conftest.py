@@ -14,9 +14,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 collect_ignore = []
 if os.environ["KERAS_BACKEND"] != "tensorflow":
-    # Two host devices for DataParallel; the collective timeout is raised from 40 s because on a
-    # loaded 2-core machine one virtual device can wait that long for the other.
-    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+    # Two host devices for DataParallel. Their all-reduce can wedge XLA's multi-threaded Eigen pool
+    # on a 2-core machine (seen here: a rendezvous that never completes), so Eigen runs one thread
+    # per device; and one device may wait for the other longer than XLA's default 40 s when the
+    # machine is loaded.
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false "
                                        "--xla_cpu_collective_call_terminate_timeout_seconds=900")
 
     class _NoTensorFlow(importlib.abc.MetaPathFinder):

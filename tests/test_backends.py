@@ -46,6 +46,7 @@ def test_a_grid_trains_on_this_backend_and_its_record_says_how(tmp_path):
     assert record["replicas"] == 1 and record["strategy"] == "none" and record["dtype_policy"] == "float32"
     assert record["status"] == "ok" and 0.0 <= record["test_accuracy"] <= 1.0
     assert record["resumed_from_epoch"] is None and record["epochs_run"] == 2
+    assert len(record["epoch_seconds"]) == 2 and all(s > 0 for s in record["epoch_seconds"])
     assert set(record["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 2 for v in record["history"].values())
     (run_dir,) = (out / "runs").iterdir()
