@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_paper_fmnist.sh 500 mixed_bfloat16 resnet50:ce resnet50:ngl
 #
 # Environment: OUT (default benchmarks/results/paper-fmnist), RUNS (runs per slice, default 1),
-# NGL_FASHION_MNIST_DIR (the IDX files). JAX may not preallocate: processes share the GPU's memory.
+# NGL_FASHION_MNIST_DIR (the IDX files), PYTHON (default python3). JAX may not preallocate: processes share the GPU's memory.
 set -u
 seconds=$1 policy=$2
 shift 2
@@ -17,7 +17,7 @@ mkdir -p "$out/logs"
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 for slice in "$@"; do
     model=${slice%%:*} loss=${slice##*:}
-    timeout -s KILL "$seconds" python train_small.py --config configs/paper_scratch.yaml \
+    timeout -s KILL "$seconds" "${PYTHON:-python3}" train_small.py --config configs/paper_scratch.yaml \
         --datasets fashion_mnist --models "$model" --losses "$loss" --runs "${RUNS:-1}" \
         --mixed-precision "$policy" --out "$out" >> "$out/logs/$model-$loss-$policy.log" 2>&1 &
 done
