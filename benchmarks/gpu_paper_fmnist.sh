@@ -7,12 +7,12 @@
 #   bash benchmarks/gpu_paper_fmnist.sh SECONDS POLICY MODEL:LOSS [MODEL:LOSS ...]
 #   bash benchmarks/gpu_paper_fmnist.sh 500 mixed_bfloat16 resnet50:ce resnet50:ngl
 #
-# Environment: OUT (default benchmarks/results/paper-fmnist), RUNS (runs per slice, default 1),
+# Environment: RESULTS (default benchmarks/results/paper-fmnist), RUNS (runs per slice, default 1),
 # NGL_FASHION_MNIST_DIR (the IDX files), PYTHON (default python3). JAX may not preallocate: processes share the GPU's memory.
 set -u
 seconds=$1 policy=$2
 shift 2
-out=${OUT:-benchmarks/results/paper-fmnist}
+out=${RESULTS:-benchmarks/results/paper-fmnist}
 mkdir -p "$out/logs"
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 for slice in "$@"; do
