@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ngl_keras import config, data, models, training  # noqa: E402
-from ngl_keras.files import append_json_line  # noqa: E402
+from ngl_keras.files import append_json_line, read_json_lines  # noqa: E402
 from ngl_keras.layers import input_layers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -146,7 +146,7 @@ def main():
         return [args.model, label, args.seed, settings["epochs"], args.limit_train, args.dtype_policy,
                 keras.backend.backend()]
 
-    done = {json.dumps(record["key"]): record for record in training.read_records(path)}
+    done = {json.dumps(record["key"]): record for record in read_json_lines(path, required=("key",))}
     splits = None  # loaded when a run is left to train
     print(f"backend {keras.backend.backend()}, device {device_name()}, {args.model} "
           f"{settings['image_size']}px, {settings['epochs']} epochs, dtype policy {args.dtype_policy}")

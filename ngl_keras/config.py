@@ -100,6 +100,12 @@ class Grid:
 
 def _type_name(expected):
     origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if isinstance(expected, tuple):  # the mapping form of a schema (below): alternatives
+        return " or ".join(_type_name(t) for t in expected)
+    if isinstance(expected, list):
+        return f"a list of {_type_name(expected[0])}"
+    if isinstance(expected, dict):
+        return "a mapping"
     if origin is Union:
         return " or ".join(_type_name(t) for t in args)
     if origin is list:
@@ -112,6 +118,12 @@ def _type_name(expected):
 
 def _matches(value, expected):
     origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if isinstance(expected, tuple):
+        return any(_matches(value, t) for t in expected)
+    if isinstance(expected, list):
+        return isinstance(value, list) and all(_matches(v, expected[0]) for v in value)
+    if isinstance(expected, dict):
+        return isinstance(value, dict)
     if origin is Union:
         return any(_matches(value, t) for t in args)
     if origin is list:
@@ -135,6 +147,8 @@ def validate(data, schema, where, partial=False):
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping of settings, got "
                          f"{'nothing' if data is None else type(data).__name__}.")
+    if isinstance(schema, dict):
+        return _validate_mapping(data, schema, where)
     hints = typing.get_type_hints(schema)
     by_name = {f.name: f for f in fields(schema)}
     for key, value in data.items():
@@ -155,6 +169,20 @@ def validate(data, schema, where, partial=False):
             raise ValueError(f"{where}: missing keys {missing}.")
         if schema is data_module.Augmentation:
             data_module.Augmentation(**data)  # its own range checks, with its own messages
+    return data
+
+
+def _validate_mapping(data, schema, where):
+    """The mapping form of a schema (key -> type, nested mapping, [type] or (types...)): keys and
+    types only; kept for the configs that have no dataclass yet."""
+    for key, value in data.items():
+        if key not in schema:
+            raise ValueError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(schema)}.")
+        expected = schema[key]
+        if not _matches(value, expected):
+            raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
+        if isinstance(expected, dict) and expected:
+            validate(value, expected, f"{where}: {key}")
     return data
 
 
