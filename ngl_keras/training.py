@@ -97,8 +97,14 @@ def plan(grid, configs_dir, overrides=None):
     datasets, model_names = grid["datasets"], grid["models"]
     for name in datasets:
         data_module.info(name)
+    weights = grid.get("weights")
     for name in model_names:
-        models_module.info(name)
+        backbone = models_module.info(name).build_backbone  # unknown names fail here
+        if weights is not None and backbone is None:
+            raise ValueError(f"model {name!r} has no pretrained weights; use weights: null with it "
+                             f"(got {weights!r}).")
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise ValueError(f"weights must be null, 'imagenet' or a weights file; {weights!r} is none of them.")
     loss_specs = [LossSpec.parse(item) for item in grid.get("losses", [])]
     labels = [spec.label for spec in loss_specs]
     if len(set(labels)) != len(labels):
