@@ -214,7 +214,7 @@ def merge(base, override):
     return out
 
 
-def _split_rows(name, spec):
+def split_rows(name, spec):
     """(base split, first row, end row) of split `spec` of dataset `name`, checked."""
     dataset = data_module.info(name)
     match = _SPLIT.match(spec)
@@ -238,7 +238,7 @@ def _split_rows(name, spec):
 
 
 def _check_splits(name, splits, where):
-    rows = {role: _split_rows(name, spec) for role, spec in splits.items()}
+    rows = {role: split_rows(name, spec) for role, spec in splits.items()}
     roles = list(rows)
     for i, first in enumerate(roles):
         for second in roles[i + 1:]:

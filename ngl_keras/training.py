@@ -121,6 +121,10 @@ def plan(grid, configs_dir, overrides=None):
         if grid.get("epochs"):
             settings["epochs"] = grid["epochs"]
         settings["limit_train"] = grid.get("limit_train")
+        _, first, end = config_module.split_rows(dataset, settings["splits"]["train"])
+        if settings["limit_train"] is not None and settings["limit_train"] > end - first:
+            raise ValueError(f"limit_train {settings['limit_train']} exceeds the {end - first} images of "
+                             f"{dataset}'s training split {settings['splits']['train']!r}.")
         for model in model_names:
             size = settings["image_size"]
             models_module.check_image_size(model, size)

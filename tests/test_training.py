@@ -267,6 +267,8 @@ def _settings(text):
     (_OK + "losses: [ce]\nlimit_train: -5\n", "'limit_train' must be an integer >= 1; got -5"),
     (_OK + "losses: [ce]\nlimit_train: 0\n", "'limit_train' must be an integer >= 1; got 0"),
     (_OK + "losses: [ce]\nruns: 0\n", "'runs' must be an integer >= 1; got 0"),
+    (_OK + "losses: [ce]\nlimit_train: 1000000\n",
+     "limit_train 1000000 exceeds the 54000 images of fashion_mnist's training split 'train[:90%]'"),
     (_OK + "losses: [ce]\nseed: -1\n", "'seed' must be an integer in [0, 2**31); got -1"),
     (_OK + "losses: [ce]\nstrategy: bogus\n", "'strategy' must be one of auto, mirrored, multiworker, none"),
     (_OK + "losses: [ce]\njit_compile: maybe\n", "'jit_compile' must be auto, true or false; got 'maybe'"),
