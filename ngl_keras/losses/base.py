@@ -139,10 +139,9 @@ def check_sample_weight(sample_weight, y_pred):
     dims = weight[:-1] if len(weight) == len(pred) and weight and weight[-1] in (1, None) else weight
     if len(dims) > len(examples) or not all(
             a is None or b is None or a == 1 or a == b for a, b in zip(dims, examples)):
-        raise ValueError(
-            f"sample_weight shape {weight} does not fit predictions of shape {pred}: give one weight "
-            f"per example, shape {examples[:1]} (or {examples})."
-        )
+        also = f" (or {examples})" if len(examples) > 1 else ""
+        raise ValueError(f"sample_weight shape {weight} does not fit predictions of shape {pred}: give "
+                         f"one weight per example, shape {examples[:1]}{also}.")
 
 
 class LossFunction(keras.losses.Loss):
