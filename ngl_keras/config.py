@@ -93,7 +93,9 @@ class Grid:
         lambda v: v in ("auto", True, False), "auto, true or false"))
     epochs: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # every dataset's, if set
     limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)
-    settings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict, metadata=check(
+        lambda v: all(isinstance(x, dict) for x in v.values()),
+        "a mapping from dataset name to a mapping of its settings"))
 
 
 # Checking a mapping against a dataclass.

@@ -278,6 +278,8 @@ def _settings(text):
     (_OK + "losses: [ce]\nweights: imagenet\n", "model 'small_cnn' has no pretrained weights; use weights: null"),
     ("datasets: [fashion_mnist]\nmodels: [resnet50]\nlosses: [ce]\nweights: /nonexistent.h5\n",
      "weights must be null, 'imagenet' or a weights file; '/nonexistent.h5' is none of them"),
+    (_OK + "losses: [ce]\nsettings: {fashion_mnist: [1]}\n",
+     "'settings' must be a mapping from dataset name to a mapping of its settings; got {'fashion_mnist': [1]}"),
     (_settings("batch_size: 0"), "settings for fashion_mnist: 'batch_size' must be an integer >= 1; got 0"),
     (_settings("epochs: 0"), "'epochs' must be an integer >= 1; got 0"),
     (_settings("image_size: -28"), "'image_size' must be an integer >= 1; got -28"),
