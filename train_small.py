@@ -57,18 +57,23 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from ngl_keras import config, report, training
+    from ngl_keras.files import output_directory
 
     if args.command == "report":
-        records = training.read_records(Path(args.out) / "runs.jsonl")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise ValueError(f"{args.out!r} is a file; give the grid's output directory.")
+        path = Path(args.out) / "runs.jsonl"
+        records = training.read_records(path)
         if not records:
-            raise ValueError(f"no finished runs in {Path(args.out) / 'runs.jsonl'}.")
+            raise ValueError(f"no finished runs in {path}.")
+        training.check_one_setting_per_dataset(records, path)
         print(report.write(records, args.out, args.compare_paper))
         return 0
     grid = config.grid(args.config)
     overrides = {"datasets": args.datasets, "models": args.models, "losses": args.losses,
                  "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train}
     runs = training.plan(grid, CONFIGS, overrides)
-    out = Path(args.out or ROOT / "runs" / Path(args.config).stem)
+    out = output_directory(args.out or ROOT / "runs" / Path(args.config).stem)
     records = training.run_grid(
         runs, out, strategy=args.strategy or grid.get("strategy", "auto"), data_dir=args.data_dir,
         mixed_precision=args.mixed_precision if args.mixed_precision is not None

@@ -1,52 +1,146 @@
-"""Writing results so that a killed process (kill -9) never loses or corrupts finished work."""
+"""Writing results so that a killed process (kill -9) never loses or corrupts finished work, and
+the one reader of the JSON-lines files those results are kept in."""
 
 import json
 import os
+import tempfile
+import warnings
+from pathlib import Path
 
 
 def atomic_write(path, text):
-    """Write via a temporary file and rename: readers see the old file or the new, never half."""
+    """Write via a temporary file, fsync and rename: readers see the old file or the new, never half."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_directory(path)
+
+
+def _fsync_directory(path):
+    """Make a rename durable: the directory entry is only on disk once the directory is synced."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _split_lines(path):
+    """(text, complete lines, unfinished tail) of a JSON-lines file; the tail is what follows the last
+    newline: empty in a well-formed file, part of a record after a crash while appending."""
+    text = Path(path).read_text()
+    head, _, tail = text.rpartition("\n")
+    lines = head.split("\n") if head or text.startswith("\n") else []
+    return text, lines, tail
+
+
+def read_json_lines(path, required=()):
+    """The records (JSON objects) of a JSON-lines file in order; [] when it does not exist. Never writes.
+
+    A last line without its newline that is not valid JSON is what a crash while appending leaves:
+    it is skipped with a warning (`append_json_line` removes it before the next append). Any other
+    line that is not a JSON object, or lacks one of the `required` keys, raises ValueError naming
+    the file and the line: the file is corrupt, and guessing would hide lost or foreign records.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file.")
+    _, lines, tail = _split_lines(path)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            records.append(_parse_line(path, number, line, required))
+    if tail.strip():
+        try:
+            records.append(_parse_line(path, len(lines) + 1, tail, required))
+        except ValueError:
+            warnings.warn(f"{path}: skipping a truncated last line (a crash while writing); "
+                          "the next run that appends removes it.", stacklevel=2)
+    return records
+
+
+def _parse_line(path, number, line, required):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: line {number} is not valid JSON; the file is corrupt beyond a "
+                         "truncated last line.") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: line {number} is not a JSON object; got {line.strip()[:60]!r}.")
+    missing = [key for key in required if key not in record]
+    if missing:
+        raise ValueError(f"{path}: line {number} lacks the keys {missing}; a record has "
+                         f"{', '.join(required)}.")
+    return record
+
+
+def repair_json_lines(path):
+    """Finish or drop an unfinished last line (a crash while appending), atomically.
+
+    A tail that is valid JSON only lacks its newline and is kept; any other tail is dropped with a
+    warning. The file is rewritten by `atomic_write`, so a failed write (disk full) leaves it as it
+    was. Returns whether anything changed.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return False
+    text, _, tail = _split_lines(path)
+    kept = text[: len(text) - len(tail)]
+    try:
+        json.loads(tail)
+        kept += tail + "\n"
+    except json.JSONDecodeError:
+        warnings.warn(f"{path}: removing a truncated last line (a crash while writing): "
+                      f"{tail[:60]!r}...", stacklevel=2)
+    atomic_write(path, kept)
+    return True
 
 
 def append_json_line(path, record):
-    """Append one JSON line and fsync it: once this returns, the line survives a crash."""
+    """Append one JSON line and fsync it: once this returns, the line survives a crash.
+
+    An unfinished last line left by an earlier crash is repaired first (`repair_json_lines`), so
+    that the new record never lands on the same line as a half-written one.
+    """
+    repair_json_lines(path)
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def read_json_lines(path):
-    """The records of a JSON-lines file, without ever writing to it.
-
-    A last line cut by a crash while it was written is left out with a warning (the writer that
-    appends next repairs the file); any other line that is not JSON is corruption, and raises.
-    """
-    import warnings
-
-    lines = open(path).read().split("\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if any(rest.strip() for rest in lines[number:]):
-                raise ValueError(f"{path}: line {number} is not valid JSON; the file is corrupt "
-                                 "beyond a truncated last line.") from None
-            warnings.warn(f"{path}: leaving out a truncated last line (a crash while writing).")
-    return records
+def output_directory(path):
+    """`path` as a directory that exists and takes files (created if needed); ValueError if not."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output directory {str(path)!r} is a file; give a directory.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(f"output directory {str(path)!r} cannot be written: "
+                         f"{error.strerror or error}.") from None
+    return path
 
 
 def run_cli(main):
-    """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2."""
+    """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2, and an
+    OSError (disk full, permissions, a path that vanished) into one line and exit 1."""
     import sys
 
     try:
@@ -54,3 +148,6 @@ def run_cli(main):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,13 +1,14 @@
 """The evaluation protocol: a grid of datasets × models × losses × runs, each run trained,
 tested and appended to OUT/runs.jsonl, so that a re-run resumes where it stopped."""
 
+import hashlib
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ngl_keras import config as config_module
 from ngl_keras import data as data_module
-from ngl_keras.files import append_json_line, atomic_write, read_json_lines
+from ngl_keras.files import append_json_line, atomic_write, output_directory, read_json_lines
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
 
@@ -31,22 +32,29 @@ class LossSpec:
 
     @classmethod
     def parse(cls, item):
+        """A grid's loss entry, built once so that an unknown name, a formula that does not parse
+        or a bad argument fails now, before any run trains."""
         if isinstance(item, str):
-            losses_module.entry(item)  # unknown names fail here, listing the known ones
-            return cls(item, item)
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            spec = cls(item, item)
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
             kwargs = {k: v for k, v in item.items() if k not in ("name", "label")}
             spec = cls(str(item.get("label", item["name"])), item["name"], kwargs)
-            losses_module.get(spec.name, **spec.kwargs)  # bad arguments fail here
-            return spec
-        raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
-                         f"got {item!r}.")
+        else:
+            raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
+                             f"got {item!r}.")
+        spec.build()
+        return spec
 
     def build(self):
         return losses_module.get(self.name, **self.kwargs)
 
     def kernel_l2(self):
         return losses_module.kernel_l2(self.name, **self.kwargs)
+
+    def identity(self):
+        """What decides the loss's values: its full config (defaults included) and kernel L2."""
+        config = {k: v for k, v in self.build().get_config().items() if k != "name"}
+        return {"name": self.name, "config": config, "kernel_l2": self.kernel_l2()}
 
 
 @dataclass(frozen=True)
@@ -63,23 +71,47 @@ class RunSpec:
     def key(self):
         return f"{self.dataset}/{self.model}/{self.loss.label}/{self.run}"
 
+    def identity(self, mixed_precision=False):
+        """Every setting that changes the run's result, as plain JSON data (see `run_grid`)."""
+        return _plain({"dataset": self.dataset, "model": self.model, "loss": self.loss.identity(),
+                       "run": self.run, "seed": self.seed, "weights": self.weights,
+                       "settings": self.settings, "dtype_policy": dtype_policy(mixed_precision)})
+
+    @property
+    def directory(self):
+        """The run's directory name: readable, short whatever the loss label (a formula can be
+        hundreds of characters), and unique through a hash of the key."""
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:10]
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.loss.label).strip("_.")[:32] or "loss"
+        return f"{self.dataset}__{self.model}__{label}__{self.run}__{digest}"
+
+
+def _plain(value):
+    """`value` as it reads back from JSON (tuples become lists), so identities compare equal."""
+    return json.loads(json.dumps(value))
+
 
 def plan(grid, configs_dir, overrides=None):
     """The list of runs of a grid config, with every name and setting checked up front."""
     overrides = overrides or {}
     grid = {**grid, **{k: v for k, v in overrides.items() if v is not None}}
-    datasets, model_names = grid.get("datasets", []), grid.get("models", [])
+    config_module.check_grid(grid)
+    datasets, model_names = grid["datasets"], grid["models"]
     for name in datasets:
         data_module.info(name)
+    weights = grid.get("weights")
     for name in model_names:
-        models_module.info(name)
+        backbone = models_module.info(name).build_backbone  # unknown names fail here
+        if weights is not None and backbone is None:
+            raise ValueError(f"model {name!r} has no pretrained weights; use weights: null with it "
+                             f"(got {weights!r}).")
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise ValueError(f"weights must be null, 'imagenet' or a weights file; {weights!r} is none of them.")
     loss_specs = [LossSpec.parse(item) for item in grid.get("losses", [])]
     labels = [spec.label for spec in loss_specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"loss labels must be unique in a grid; got {labels}.")
     runs, seed = grid.get("runs", 1), grid.get("seed", 0)
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be an integer >= 1; got {runs!r}.")
     unknown = set(grid.get("settings", {})) - set(datasets)
     if unknown:
         raise ValueError(f"settings given for datasets not in the grid: {sorted(unknown)}; "
@@ -91,6 +123,10 @@ def plan(grid, configs_dir, overrides=None):
         if grid.get("epochs"):
             settings["epochs"] = grid["epochs"]
         settings["limit_train"] = grid.get("limit_train")
+        _, first, end = config_module.split_rows(dataset, settings["splits"]["train"])
+        if settings["limit_train"] is not None and settings["limit_train"] > end - first:
+            raise ValueError(f"limit_train {settings['limit_train']} exceeds the {end - first} images of "
+                             f"{dataset}'s training split {settings['splits']['train']!r}.")
         for model in model_names:
             size = settings["image_size"]
             models_module.check_image_size(model, size)
@@ -101,36 +137,66 @@ def plan(grid, configs_dir, overrides=None):
     return specs
 
 
-# runs.jsonl: append-only, fsynced, a truncated last line dropped with a warning.
+# runs.jsonl: append-only, fsynced; read by `files.read_json_lines` (a truncated last line is
+# skipped with a warning, and removed by the next append).
+
+RECORD_KEYS = ("key", "dataset", "model", "loss", "run", "status", "test_accuracy", "history")
+
 
 def read_records(path):
-    path = Path(path)
-    if not path.exists():
-        return []
-    text = path.read_text()
-    lines = text.split("\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
-            if not last:
-                raise ValueError(f"{path}: line {number} is not valid JSON; the file is corrupt "
-                                 "beyond a truncated last line.") from None
-            warnings.warn(f"{path}: dropping a truncated last line (a crash while writing).")
-            good = text[: text.rfind(line)]
-            with open(path, "w") as handle:  # rewrite without it so that appends stay valid
-                handle.write(good)
-                handle.flush()
-                os.fsync(handle.fileno())
-    return records
+    """The records of a grid's runs.jsonl; a line without the keys a record has raises ValueError."""
+    return read_json_lines(path, required=RECORD_KEYS)
 
 
 def append_record(path, record):
     append_json_line(path, record)
+
+
+def check_one_setting_per_dataset(records, path):
+    """Refuse records of one dataset trained with different settings: a table of them would
+    compare losses trained differently."""
+    seen = {}
+    for record in records:
+        settings = _plain({k: record.get(k) for k in ("config", "weights", "dtype_policy")})
+        first = seen.setdefault(record["dataset"], (record["key"], settings))
+        if first[1] != settings:
+            raise ValueError(f"{path} would mix settings for dataset {record['dataset']!r}: "
+                             f"{first[0]} and {record['key']} differ in "
+                             f"{_differences(first[1], settings)}; a table of them would compare "
+                             "losses trained differently (use another --out for other settings).")
+
+
+def _differences(a, b):
+    """The settings that differ between mappings `a` and `b` (at most four), with both values."""
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [found for key in sorted(set(x) | set(y), key=str)
+                    for found in walk(x.get(key), y.get(key), f"{prefix}{key}.")]
+        return [] if x == y else [f"{prefix[:-1]} ({json.dumps(x)} vs {json.dumps(y)})"]
+
+    return ", ".join(walk(a, b, "")[:4])
+
+
+def finished_keys(runs, records, path, mixed_precision=False):
+    """Keys of `runs` already in `records`; refuses a directory whose records were trained with
+    other settings, for the same run or for the same dataset (the table would mix them)."""
+    planned = {run.key: run.identity(mixed_precision) for run in runs}
+    for record in records:
+        identity = planned.get(record["key"])
+        if identity is None:
+            continue
+        if "identity" not in record:
+            raise ValueError(f"{path} holds {record['key']} without the settings it was trained with "
+                             "(written by an earlier version); train into another --out.")
+        if record["identity"] != identity:
+            raise ValueError(f"{path} already holds {record['key']} trained with other settings: "
+                             f"{_differences(record['identity'], identity)} (there vs now); train into "
+                             "another --out, or use the settings of that directory.")
+    planned_records = [{"key": run.key, "dataset": run.dataset, "config": run.settings,
+                        "weights": run.weights, "dtype_policy": dtype_policy(mixed_precision)} for run in runs]
+    check_one_setting_per_dataset(records + planned_records, path)
+    return {record["key"] for record in records if record["key"] in planned}
 
 
 def versions():
@@ -456,11 +522,15 @@ def _write_history_csv(path, history):
 
 def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=False,
              jit_compile="auto", verbose=2, log=print):
-    """Train every run of `runs` not yet in OUT/runs.jsonl; return all records."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train every run of `runs` not yet in OUT/runs.jsonl; return all records.
+
+    A run counts as finished only when its record has the same identity (`RunSpec.identity`:
+    every setting that changes its result); records of other settings in OUT make this refuse
+    with a ValueError naming them, so that one directory never holds a table of mixed settings.
+    """
+    out_dir = output_directory(out_dir)
     path = out_dir / "runs.jsonl"
-    done = {r["key"] for r in read_records(path)}
+    done = finished_keys(runs, read_records(path), path, mixed_precision)
     todo = [r for r in runs if r.key not in done]
     log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to train.")
     if todo:
@@ -472,9 +542,10 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
             eta = elapsed / (k - 1) * (len(todo) - k + 1) if k > 1 else float("nan")
             log(f"run {k} of {len(todo)}: {run.key} (seed {run.seed}); elapsed {elapsed / 60:.1f} min, "
                 f"ETA {eta / 60:.1f} min")
-            run_dir = out_dir / "runs" / run.key.replace("/", "__")
+            run_dir = out_dir / "runs" / run.directory
             record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile, verbose,
                                resume=True)
+            record.update(identity=run.identity(mixed_precision), run_dir=f"runs/{run.directory}")
             append_record(path, record)
             discard_backup(run_dir)
             if record["resumed_from_epoch"] is not None:

@@ -106,14 +106,41 @@ def test_pipeline_resizes_adds_channels_preprocesses_and_one_hots():
 def test_augmentation_only_on_training_and_reproducible_per_seed():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    labels = np.arange(8) % 3
-    common = dict(classes=3, image_size=32, channels=3, preprocess=models.scale_to_unit, batch_size=8)
+    labels = np.arange(8)  # one label per image: a batch's labels give its order after shuffling
+    common = dict(classes=8, image_size=32, channels=3, preprocess=models.scale_to_unit, batch_size=8)
     plain = next(iter(data.input_pipeline((images, labels), **common)))[0].numpy()
     np.testing.assert_allclose(plain, images / 255.0, atol=1e-6)
-    augmented = [next(iter(data.input_pipeline((images, labels), augmentation=data.Augmentation(),
-                                               shuffle_seed=3, **common))) for _ in range(2)]
-    assert not np.allclose(augmented[0][0].numpy(), plain[np.argsort(np.argmax(augmented[0][1], -1), kind="stable")])
-    np.testing.assert_allclose(augmented[0][0].numpy(), augmented[1][0].numpy())
+
+    def shuffled(augmentation):
+        x, y = next(iter(data.input_pipeline((images, labels), augmentation=augmentation,
+                                             shuffle_seed=3, **common)))
+        order = np.argmax(y.numpy(), -1)
+        assert sorted(order) == list(range(8)) and list(order) != list(range(8))  # shuffled
+        return x.numpy(), plain[order]
+
+    # An augmentation that does nothing gives the shuffled plain images exactly ...
+    x, reference = shuffled(data.Augmentation(horizontal_flip=False, width_shift=0.0,
+                                              height_shift=0.0, zoom=0.0))
+    np.testing.assert_allclose(x, reference, atol=1e-5)
+    # ... and the configured one changes every image, the same way for the same seed.
+    first, reference = shuffled(data.Augmentation())
+    assert all(not np.allclose(first[k], reference[k], atol=1e-3) for k in range(8))
+    np.testing.assert_allclose(first, shuffled(data.Augmentation())[0])
+
+
+def test_variable_size_images_are_resized_one_by_one_before_batching():
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((20, 30, 3), (41, 25, 3), (16, 16, 3))]
+    source = tf.data.Dataset.from_generator(
+        lambda: iter(zip(images, [0, 2, 1])),
+        output_signature=(tf.TensorSpec((None, None, 3), tf.uint8), tf.TensorSpec((), tf.int64)))
+    x, y = next(iter(data.input_pipeline(source, classes=3, image_size=16, channels=3,
+                                         preprocess=models.scale_to_unit, batch_size=3)))
+    assert x.shape == (3, 16, 16, 3)
+    np.testing.assert_array_equal(np.argmax(y, -1), [0, 2, 1])
+    for k, image in enumerate(images):
+        expected = tf.cast(tf.image.resize(image, (16, 16)), tf.uint8).numpy() / 255.0
+        np.testing.assert_allclose(x[k].numpy(), expected, atol=1e-6)
 
 
 def test_unknown_dataset_and_missing_split_and_offline_dataset_are_named():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import train_small
-from ngl_keras import config, report, training
+from ngl_keras import config, files, report, training
 from tests.paths import CONFIGS, ROOT, kill_when_lines
 
 TINY = {"epochs": 1, "limit_train": 256}
@@ -38,8 +38,10 @@ def test_grid_writes_one_record_per_run_and_a_table_the_numbers_support(tmp_path
         assert record["status"] == "ok" and 0.0 <= record["test_accuracy"] <= 1.0
         assert record["epochs_run"] == 1 and record["config"]["limit_train"] == 256
         assert record["versions"]["keras"].startswith("3.") and record["wall_time_s"] > 0
-        assert (out / "runs" / record["key"].replace("/", "__") / "history.csv").exists()
-        assert (out / "runs" / record["key"].replace("/", "__") / "tensorboard").is_dir()
+        run = next(r for r in runs if r.key == record["key"])
+        assert record["identity"] == run.identity() and record["run_dir"] == f"runs/{run.directory}"
+        assert (out / record["run_dir"] / "history.csv").exists()
+        assert (out / record["run_dir"] / "tensorboard").is_dir()
     # The table, recomputed by hand from the records.
     accuracy = {loss: 100 * np.mean([r["test_accuracy"] for r in records if r["loss"] == loss])
                 for loss in ("ce", "ngl")}
@@ -94,22 +96,159 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_and_reports(tmp_path):
     assert 0.0 <= records[0]["test_accuracy"] <= 1.0
 
 
-def test_truncated_last_line_is_dropped_with_a_warning(tmp_path):
+def _record(key, **extra):
+    dataset, model, loss, run = key.split("/")
+    return {"key": key, "dataset": dataset, "model": model, "loss": loss, "run": int(run), "status": "ok",
+            "test_accuracy": 0.5, "history": {}, **extra}
+
+
+def test_a_truncated_last_line_is_skipped_by_readers_and_removed_by_the_next_append(tmp_path):
     path = tmp_path / "runs.jsonl"
-    path.write_text('{"key": "a"}\n{"key": "b"}\n{"key": "c", "test_acc')
-    with pytest.warns(UserWarning, match="dropping a truncated last line"):
-        assert [r["key"] for r in training.read_records(path)] == ["a", "b"]
-    training.append_record(path, {"key": "c"})
-    assert [r["key"] for r in training.read_records(path)] == ["a", "b", "c"]
-    path.write_text('{"key": "a"}\nnot json\n{"key": "b"}\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    a, b, c = (json.dumps(_record(f"d/m/l/{k}")) for k in range(3))
+    text = f"{a}\n{b}\n{c[:25]}"
+    path.write_text(text)
+    with pytest.warns(UserWarning, match="skipping a truncated last line"):
+        assert [r["run"] for r in training.read_records(path)] == [0, 1]
+    assert path.read_text() == text  # a reader never writes
+    training.append_record(path, _record("d/m/l/2"))
+    assert path.read_text() == f"{a}\n{b}\n{json.dumps(_record('d/m/l/2'))}\n"
+    assert not (tmp_path / "runs.jsonl.tmp").exists()
+    # A last record that lost only its newline is kept, and the next record goes on a new line.
+    path.write_text(f"{a}\n{b}")
+    training.append_record(path, _record("d/m/l/2"))
+    assert [r["run"] for r in training.read_records(path)] == [0, 1, 2]
+
+
+def test_a_failed_repair_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "runs.jsonl"
+    text = json.dumps(_record("d/m/l/0")) + '\n{"key": "d/m/l/1", "sta'
+    path.write_text(text)
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    with pytest.warns(UserWarning), pytest.raises(OSError, match="No space left"):
+        training.append_record(path, _record("d/m/l/1"))
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("content,message", [
+    ("GOOD\nnot json\nGOOD\n", "line 2 is not valid JSON; the file is corrupt"),
+    ("GOOD\n3\n", "line 2 is not a JSON object; got '3'"),
+    ('GOOD\n{"foo": 1}\n', "line 2 lacks the keys ['key', 'dataset', 'model', 'loss', 'run', 'status', "
+                     "'test_accuracy', 'history']"),
+])
+def test_a_corrupt_records_file_is_named_with_its_line(tmp_path, content, message):
+    path = tmp_path / "runs.jsonl"
+    path.write_text(content.replace("GOOD", json.dumps(_record("d/m/l/0"))))
+    with pytest.raises(ValueError) as error:
         training.read_records(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def _report(out):
+    return subprocess.run([sys.executable, str(ROOT / "train_small.py"), "report", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_report_neither_writes_nor_tracebacks_on_damaged_records(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    text = json.dumps(_record("d/m/ce/0")) + "\n" + json.dumps({"foo": 1}) + "\n"
+    (out / "runs.jsonl").write_text(text)
+    done = _report(out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {out / 'runs.jsonl'}: line 2 lacks the keys")
+    assert (out / "runs.jsonl").read_text() == text
+    (tmp_path / "afile").write_text("x")
+    done = _report(tmp_path / "afile")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == \
+        f"error: {str(tmp_path / 'afile')!r} is a file; give the grid's output directory."
+
+
+def test_report_refuses_a_directory_that_mixes_settings(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text(
+        json.dumps(_record("fashion_mnist/small_cnn/ce/0", config={"epochs": 3})) + "\n"
+        + json.dumps(_record("fashion_mnist/small_cnn/ngl/0", config={"epochs": 2})) + "\n")
+    done = _report(out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert ("would mix settings for dataset 'fashion_mnist': fashion_mnist/small_cnn/ce/0 and "
+            "fashion_mnist/small_cnn/ngl/0 differ in config.epochs (3 vs 2)") in done.stderr
+
+
+def _plan(tmp_path, **overrides):
+    return training.plan(config.grid(_grid(tmp_path, runs=1)), CONFIGS, {**TINY, **overrides})
+
+
+def _finished(runs):
+    return [_record(r.key, identity=r.identity(), config=r.settings, weights=r.weights,
+                    mixed_precision=False) for r in runs]
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    runs = _plan(tmp_path)
+    path = tmp_path / "runs.jsonl"
+    assert training.finished_keys(runs, _finished(runs), path) == {r.key for r in runs}
+    for overrides, difference in (({"epochs": 2}, "settings.epochs (1 vs 2)"),
+                                  ({"limit_train": 512}, "settings.limit_train (256 vs 512)")):
+        with pytest.raises(ValueError) as error:
+            training.finished_keys(_plan(tmp_path, **overrides), _finished(runs), path)
+        assert (f"{path} already holds fashion_mnist/small_cnn/ce/0 trained with other settings: "
+                f"{difference} (there vs now)") in str(error.value)
+    with pytest.raises(ValueError, match=r"loss.config.alpha \(2.4092 vs 3.0\)"):
+        training.finished_keys(_plan(tmp_path, losses=["ce", {"name": "ngl", "alpha": 3.0}]),
+                               _finished(runs), path)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        training.finished_keys(runs, _finished(runs), path, mixed_precision=True)
+    # Another loss with other settings in the same directory would mix settings in its table.
+    with pytest.raises(ValueError, match=r"would mix settings for dataset 'fashion_mnist'.*config.epochs \(1 vs 2\)"):
+        training.finished_keys(_plan(tmp_path, epochs=2, losses=["sce"]), _finished(runs), path)
+    legacy = [{k: v for k, v in record.items() if k != "identity"} for record in _finished(runs)]
+    with pytest.raises(ValueError, match="without the settings it was trained with"):
+        training.finished_keys(runs, legacy, path)
+
+
+def test_run_directories_are_short_stable_and_distinct_for_long_formulas(tmp_path):
+    long = " + ".join(["(exp(2.4092 - p*(1+y)) - cos(cos(sin(p))))"] * 8)
+    runs = _plan(tmp_path, losses=[long, long + " + p*y", "ngl"])
+    names = [r.directory for r in runs]
+    assert len(set(names)) == 3 and all(len(name) <= 90 for name in names)
+    assert names[2].startswith("fashion_mnist__small_cnn__ngl__0__") and len(names[2].rsplit("__", 1)[1]) == 10
+    assert names[0].startswith("fashion_mnist__small_cnn__exp_2.4092_-_p_1_y_-_cos_cos_sin__0__")
+    assert names == [r.directory for r in _plan(tmp_path, losses=[long, long + " + p*y", "ngl"])]
+
+
+def test_every_loss_of_a_grid_is_parsed_before_anything_trains(tmp_path):
+    with pytest.raises(ValueError, match=r"formula 'exp\(p\*y' does not parse at position 7"):
+        _plan(tmp_path, losses=["ce", "exp(p*y"])
+    with pytest.raises(ValueError, match="nests deeper than 100 levels"):
+        _plan(tmp_path, losses=["ce", "exp(" * 150 + "p*y" + ")" * 150])
+
+
+def test_the_sgd_branch_builds_sgd_with_the_configured_rate_and_momentum():
+    settings = config.dataset_settings("fashion_mnist", CONFIGS,
+                                       {"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.8}})
+    optimizer = training._optimizer(settings)
+    assert type(optimizer).__name__ == "SGD"
+    assert float(optimizer.learning_rate) == pytest.approx(0.05) and optimizer.momentum == pytest.approx(0.8)
+    adam = training._optimizer(config.dataset_settings("fashion_mnist", CONFIGS))
+    assert type(adam).__name__ == "Adam" and float(adam.learning_rate) == pytest.approx(1e-3)
+
+
+_OK = "datasets: [fashion_mnist]\nmodels: [small_cnn]\n"
+
+
+def _settings(text):
+    return _OK + "losses: [ce]\nsettings: {fashion_mnist: {%s}}\n" % text
 
 
 @pytest.mark.parametrize("grid_text,message", [
     ("datasets: [fashion_mnist\n", "is not valid YAML at line 2"),
     ("datasets: [fashion_mnist]\nepochz: 3\n", "unknown key 'epochz'; accepted keys: datasets, models"),
-    ("datasets: fashion_mnist\n", "'datasets' must be a list of a string; got 'fashion_mnist'"),
+    ("datasets: fashion_mnist\n", "'datasets' must be a list of strings; got 'fashion_mnist'"),
     ("datasets: [mnist]\nmodels: [small_cnn]\nlosses: [ce]\n", "unknown dataset 'mnist'; known datasets"),
     ("datasets: [fashion_mnist]\nmodels: [vgg]\nlosses: [ce]\n", "unknown model 'vgg'; known models: inceptionv3"),
     ("datasets: [fashion_mnist]\nmodels: [small_cnn]\nlosses: [crossentropy]\n", "unknown loss 'crossentropy'"),
@@ -121,6 +260,43 @@ def test_truncated_last_line_is_dropped_with_a_warning(tmp_path):
      "optimizer: unknown key 'nam'; accepted keys: name, learning_rate, momentum"),
     ("datasets: [fashion_mnist]\nmodels: [small_cnn]\nlosses: [{name: sce, gamma: 2}]\n",
      "loss 'sce' does not accept ['gamma']"),
+    ("", "is empty: it must hold a mapping of settings"),
+    ("# only a comment\n", "is empty: it must hold a mapping of settings"),
+    ("datasets: [fashion_mnist]\nmodels: [small_cnn]\n", "grid: missing keys ['losses']"),
+    (_OK + "losses: []\n", "'losses' must be a non-empty list; got []"),
+    (_OK + "losses: [ce]\nlimit_train: -5\n", "'limit_train' must be an integer >= 1; got -5"),
+    (_OK + "losses: [ce]\nlimit_train: 0\n", "'limit_train' must be an integer >= 1; got 0"),
+    (_OK + "losses: [ce]\nruns: 0\n", "'runs' must be an integer >= 1; got 0"),
+    (_OK + "losses: [ce]\nlimit_train: 1000000\n",
+     "limit_train 1000000 exceeds the 54000 images of fashion_mnist's training split 'train[:90%]'"),
+    (_OK + "losses: [ce]\nseed: -1\n", "'seed' must be an integer in [0, 2**31); got -1"),
+    (_OK + "losses: [ce]\nstrategy: bogus\n", "'strategy' must be one of auto, mirrored, multiworker, none"),
+    (_OK + "losses: [ce]\njit_compile: maybe\n", "'jit_compile' must be auto, true or false; got 'maybe'"),
+    (_OK + "losses: [{name: ngl, alpha: .nan}]\n", "alpha must be a finite number; got nan"),
+    (_OK + "losses: [{name: ngl, from_logits: 'no'}]\n", "from_logits must be true or false; got 'no'"),
+    (_OK + "losses: [{name: anyloss, reduction: none}]\n", "reduction 'none' cannot apply to AnyLoss"),
+    (_OK + "losses: [ce]\nweights: imagenet\n", "model 'small_cnn' has no pretrained weights; use weights: null"),
+    ("datasets: [fashion_mnist]\nmodels: [resnet50]\nlosses: [ce]\nweights: /nonexistent.h5\n",
+     "weights must be null, 'imagenet' or a weights file; '/nonexistent.h5' is none of them"),
+    (_OK + "losses: [ce]\nsettings: {fashion_mnist: [1]}\n",
+     "'settings' must be a mapping from dataset name to a mapping of its settings; got {'fashion_mnist': [1]}"),
+    (_settings("batch_size: 0"), "settings for fashion_mnist: 'batch_size' must be an integer >= 1; got 0"),
+    (_settings("epochs: 0"), "'epochs' must be an integer >= 1; got 0"),
+    (_settings("image_size: -28"), "'image_size' must be an integer >= 1; got -28"),
+    (_settings("optimizer: {learning_rate: -1}"),
+     "settings for fashion_mnist: optimizer: 'learning_rate' must be a finite number > 0; got -1"),
+    (_settings("optimizer: {learning_rate: .nan}"), "'learning_rate' must be a finite number > 0; got nan"),
+    (_settings("optimizer: {name: sgd, momentum: 1.5}"), "'momentum' must be in [0, 1); got 1.5"),
+    (_settings("optimizer: {name: rmsprop}"), "'name' must be one of adam, sgd; got 'rmsprop'"),
+    (_settings("reduce_lr: {factor: 2}"), "reduce_lr: 'factor' must be in (0, 1); got 2"),
+    (_settings("reduce_lr: {patience: -1}"), "'patience' must be an integer >= 0; got -1"),
+    (_settings("reduce_lr: {monitor: val_acc}"),
+     "'monitor' must be one of val_accuracy, val_loss, accuracy, loss; got 'val_acc'"),
+    (_settings("augmentation: {zoom: 1.5}"), "augmentation zoom must lie in [0, 1); got 1.5"),
+    (_settings("splits: {train: bogus}"), "dataset 'fashion_mnist' has no split 'bogus'"),
+    (_settings("splits: {train: 'train[:150%]'}"), "split 'train[:150%]' of dataset 'fashion_mnist' selects no rows"),
+    (_settings("splits: {train: train}"),
+     "splits train 'train' and validation 'train[90%:]' overlap: the same images would be used for both"),
 ])
 def test_bad_configs_are_rejected_with_the_value_named(tmp_path, grid_text, message, capsys):
     path = tmp_path / "bad.yaml"
@@ -136,6 +312,18 @@ def test_cli_prints_one_line_errors_and_exits_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: unknown loss 'nope'; known losses: anyloss")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("where,message", [
+    ("afile", "is a file; give a directory."),
+    ("/proc/ngl-out", "cannot be written: No such file or directory."),
+])
+def test_an_output_directory_that_is_a_file_or_unwritable_is_refused(tmp_path, where, message):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / where
+    with pytest.raises(ValueError) as error:
+        train_small.main(["--config", str(_grid(tmp_path)), "--out", str(out)])
+    assert str(error.value) == f"output directory {str(out)!r} {message}"
 
 
 def test_offline_dataset_error_names_the_dataset(tmp_path):

@@ -5,12 +5,14 @@
     ngl_keras.losses.get("exp(p) - y*p")              # any formula: ExpressionLoss(...)
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import keras
 
 from ngl_keras.losses.anyloss import AnyLoss, anyloss
+from ngl_keras.losses.base import check_flag, check_number
 from ngl_keras.losses.baselines import (
     BiTemperedLogisticLoss, SoftDice, SymmetricCrossEntropy, bi_tempered_logistic_loss,
     soft_dice, symmetric_cross_entropy, tempered_softmax,
@@ -81,7 +83,14 @@ def split_kwargs(name, kwargs):
     """(loss arguments, kernel L2 strength) for `name` with user arguments `kwargs`."""
     found = entry(name)
     kwargs = dict(kwargs or {})
+    for key, value in kwargs.items():  # Keras's own losses take NaN, inf and "no" without a word
+        if key == "from_logits":
+            check_flag(f"loss {name!r}: from_logits", value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"loss {name!r}: {key} must be a finite number; got {value!r}.")
     l2 = kwargs.pop("l2", found.kernel_l2) if found.kernel_l2 else found.kernel_l2
+    if found.kernel_l2:
+        l2 = check_number(f"loss {name!r}: l2", l2, lambda v: v >= 0, "a finite number >= 0")
     if "l2" in kwargs:
         raise ValueError(f"loss {name!r} takes no 'l2'; only 'ce_l2' regularises the kernels.")
     clash = set(found.fixed) & set(kwargs)

@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
-from ngl_keras.losses.base import PACKAGE, BatchLoss, check_positive, class_sums, one_hot_targets
+from ngl_keras.losses.base import (
+    PACKAGE, BatchLoss, check_flag, check_positive, class_sums, one_hot_targets,
+)
 
 METRICS = ("accuracy", "fbeta", "gmean", "balanced_accuracy")
 AVERAGES = ("macro", "micro")
@@ -96,6 +98,6 @@ class AnyLoss(BatchLoss):
         super().__init__(
             anyloss, name=name or f"anyloss_{metric}", reduction=reduction, dtype=dtype,
             metric=metric, beta=check_positive("beta", beta), L=check_positive("L", L),
-            average=average, from_logits=bool(from_logits),
+            average=average, from_logits=check_flag("from_logits", from_logits),
             epsilon=check_positive("epsilon", epsilon),
         )

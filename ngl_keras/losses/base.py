@@ -3,7 +3,16 @@
 Labels come one-hot (same shape as the predictions) or as integer class indices with shape
 ``y_pred.shape[:-1]`` or ``y_pred.shape[:-1] + (1,)``; predictions have any rank ``(B, ..., C)``.
 Both label forms become float one-hot targets here, so every formula sees the same thing.
+
+Integer labels outside ``[0, C)`` (or not whole numbers) raise ValueError when their values are
+known (an eager call). Inside a compiled `fit` they are not known when the graph is built; there,
+as Keras's own sparse losses do on accelerators, such a label turns its example's target into NaN,
+so the loss is NaN (and `keras.callbacks.TerminateOnNaN` stops training) instead of silently
+training on a zero target. `ngl_keras.data` checks every label when a split is loaded.
 """
+
+import math
+import numbers
 
 import keras
 import numpy as np
@@ -57,14 +66,24 @@ def one_hot_targets(y_true, y_pred):
             f"labels of shape {pred_shape} or integer labels of shape {pred_shape[:-1]} "
             f"or {pred_shape[:-1] + (1,)}."
         )
-    check_label_range(y_true, num_classes)
-    return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype=y_pred.dtype)
+    if check_label_range(y_true, num_classes):
+        return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype=y_pred.dtype)
+    # Values unknown (a compiled graph): a bad label makes its target NaN (module docstring).
+    labels = ops.cast(y_true, "float32")
+    valid = ops.logical_and(ops.logical_and(labels >= 0.0, labels < float(num_classes)),
+                            ops.equal(labels, ops.floor(labels)))
+    poison = ops.where(valid, ops.zeros_like(labels), ops.full_like(labels, float("nan")))
+    targets = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype=y_pred.dtype)
+    return targets + ops.cast(ops.expand_dims(poison, -1), y_pred.dtype)
 
 
 def check_label_range(labels, num_classes):
+    """Raise on integer labels outside [0, C) when their values are known; return whether they were."""
     values = _concrete(labels)
-    if values is None or values.size == 0:
-        return
+    if values is None:
+        return False
+    if values.size == 0:
+        return True
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
         raise ValueError("Integer labels must be whole numbers; got non-integer values in y_true.")
     low, high = values.min(), values.max()
@@ -73,6 +92,7 @@ def check_label_range(labels, num_classes):
             f"Integer labels must lie in [0, {num_classes}) for {num_classes} classes; "
             f"got values from {low:g} to {high:g}."
         )
+    return True
 
 
 def probabilities(y_pred, from_logits):
@@ -80,10 +100,48 @@ def probabilities(y_pred, from_logits):
     return ops.softmax(y_pred, axis=-1) if from_logits else y_pred
 
 
-def check_positive(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0; got {value!r}.")
+# Argument checks: a loss's arguments are checked where the loss is built, naming the argument.
+
+def check_number(name, value, condition=None, accepted="a finite number"):
+    """`value` as a float if it is a finite real number (not a bool) meeting `condition`."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or (condition is not None and not condition(float(value)))):
+        raise ValueError(f"{name} must be {accepted}; got {value!r}.")
     return float(value)
+
+
+def check_positive(name, value):
+    return check_number(name, value, lambda v: v > 0, "a finite number > 0")
+
+
+def check_flag(name, value):
+    """`value` as a bool if it is one: a string such as "no" is an error, not True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false; got {value!r}.")
+    return bool(value)
+
+
+def _shape_of(x):
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(x)
+
+
+def check_sample_weight(sample_weight, y_pred):
+    """A one-line ValueError for sample weights that cannot fit the predictions' example axes.
+
+    Accepted: a scalar, shape ``(B,)``, ``(B, ...)`` up to ``y_pred.shape[:-1]``, or that with a
+    trailing 1; a dimension of 1 (or unknown) fits any.
+    """
+    if sample_weight is None:
+        return
+    weight, pred = _shape_of(sample_weight), _shape_of(y_pred)
+    examples = pred[:-1]
+    dims = weight[:-1] if len(weight) == len(pred) and weight and weight[-1] in (1, None) else weight
+    if len(dims) > len(examples) or not all(
+            a is None or b is None or a == 1 or a == b for a, b in zip(dims, examples)):
+        also = f" (or {examples})" if len(examples) > 1 else ""
+        raise ValueError(f"sample_weight shape {weight} does not fit predictions of shape {pred}: give "
+                         f"one weight per example, shape {examples[:1]}{also}.")
 
 
 class LossFunction(keras.losses.Loss):
@@ -97,6 +155,10 @@ class LossFunction(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fn = fn
         self._fn_kwargs = kwargs
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        check_sample_weight(sample_weight, _as_array(y_pred))
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         # Plain Python lists arrive as lists of tensors: make them one tensor each.
@@ -152,11 +214,23 @@ class BatchLoss(LossFunction):
     replica gradients are the gradient of the mean over replicas. Under a strategy with R
     replicas, each replica computes the loss of its own shard (B/R examples) and training
     minimises the mean of those R values; the reported loss is that mean too.
+
+    There are no per-example values to reduce, so `reduction` accepts only Keras's default,
+    "sum_over_batch_size" (kept in the config for serialization); any other raises ValueError.
     """
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None, **kwargs):
+        if reduction != "sum_over_batch_size":
+            raise ValueError(
+                f"reduction {reduction!r} cannot apply to {type(self).__name__}: a batch-level loss "
+                "has one value per batch, not one per example; only 'sum_over_batch_size' (the "
+                "default) is accepted.")
+        super().__init__(fn, name=name, reduction=reduction, dtype=dtype, **kwargs)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         from keras.src.losses.loss import scale_loss_for_distribution
 
+        check_sample_weight(sample_weight, _as_array(y_pred))
         with keras.name_scope(self.name):
             y_pred = ops.convert_to_tensor(_as_array(y_pred), dtype=self.dtype)
             y_true = ops.convert_to_tensor(_as_array(y_true), dtype=self.dtype)

@@ -9,7 +9,8 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, BatchLoss, LossFunction, class_sums, one_hot_targets, probabilities,
+    PACKAGE, BatchLoss, LossFunction, check_flag, check_number, class_sums, one_hot_targets,
+    probabilities,
 )
 
 NEWTON_STEPS = 3
@@ -43,14 +44,12 @@ class SymmetricCrossEntropy(LossFunction):
 
     def __init__(self, alpha=0.1, beta=1.0, A=-4.0, from_logits=False,
                  reduction="sum_over_batch_size", name="sce", dtype=None):
-        if not isinstance(A, (int, float)) or not A < 0:
-            raise ValueError(f"A (the value of log 0) must be a number < 0; got {A!r}.")
-        for key, value in (("alpha", alpha), ("beta", beta)):
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{key} must be a number >= 0; got {value!r}.")
         super().__init__(symmetric_cross_entropy, name=name, reduction=reduction, dtype=dtype,
-                         alpha=float(alpha), beta=float(beta), A=float(A),
-                         from_logits=bool(from_logits))
+                         alpha=check_number("alpha", alpha, lambda v: v >= 0, "a finite number >= 0"),
+                         beta=check_number("beta", beta, lambda v: v >= 0, "a finite number >= 0"),
+                         A=check_number("A (the value of log 0)", A, lambda v: v < 0,
+                                        "a finite number < 0"),
+                         from_logits=check_flag("from_logits", from_logits))
 
 
 def soft_dice(y_true, y_pred, smooth=1.0, from_logits=False, sample_weight=None):
@@ -78,10 +77,9 @@ class SoftDice(BatchLoss):
 
     def __init__(self, smooth=1.0, from_logits=False, reduction="sum_over_batch_size",
                  name="dice", dtype=None):
-        if not isinstance(smooth, (int, float)) or smooth < 0:
-            raise ValueError(f"smooth must be a number >= 0; got {smooth!r}.")
         super().__init__(soft_dice, name=name, reduction=reduction, dtype=dtype,
-                         smooth=float(smooth), from_logits=bool(from_logits))
+                         smooth=check_number("smooth", smooth, lambda v: v >= 0, "a finite number >= 0"),
+                         from_logits=check_flag("from_logits", from_logits))
 
 
 # Bi-tempered logistic loss (Amid, Warmuth, Anil & Koren, NeurIPS 2019).
@@ -216,14 +214,11 @@ class BiTemperedLogisticLoss(LossFunction):
 
     def __init__(self, t1=1.0, t2=1.0, num_iters=5, label_smoothing=0.0,
                  reduction="sum_over_batch_size", name="bi_tempered", dtype=None):
-        if not isinstance(t1, (int, float)) or not 0.0 <= t1 <= 1.0:
-            raise ValueError(f"t1 must lie in [0, 1]; got {t1!r}.")
-        if not isinstance(t2, (int, float)) or not t2 > 0.0:
-            raise ValueError(f"t2 must be > 0; got {t2!r}.")
         if not isinstance(num_iters, int) or isinstance(num_iters, bool) or num_iters < 1:
             raise ValueError(f"num_iters must be an integer >= 1; got {num_iters!r}.")
-        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1); got {label_smoothing!r}.")
         super().__init__(bi_tempered_logistic_loss, name=name, reduction=reduction, dtype=dtype,
-                         t1=float(t1), t2=float(t2), num_iters=num_iters,
-                         label_smoothing=float(label_smoothing))
+                         t1=check_number("t1", t1, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+                         t2=check_number("t2", t2, lambda v: v > 0.0, "a finite number > 0"),
+                         num_iters=num_iters,
+                         label_smoothing=check_number("label_smoothing", label_smoothing,
+                                                      lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-from ngl_keras.losses.base import PACKAGE, LossFunction, one_hot_targets
+from ngl_keras.losses.base import PACKAGE, LossFunction, check_positive, one_hot_targets
 
 EPSILON = 1e-6  # default ε of the protected operators (the paper's ε is unknown)
 
@@ -91,15 +91,47 @@ def variables_of(tree):
 
 
 # Parsing: text -> prefix list. A small recursive-descent parser; user text is never evaluated.
+# Subtrees are built as nested nodes (constant time each) and flattened once at the end, so that
+# parsing is linear in the formula's length; the depth of nesting is capped (MAX_DEPTH) so that
+# neither the parser nor the recursive walks below can exhaust Python's stack.
+
+MAX_DEPTH = 100  # tree levels; the search's trees have at most 100 nodes (gp.engine.Limits.max_size)
 
 _TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|([A-Za-z_]\w*)"
                     r"|(\*\*|[-+*/^(),]))")
+
+
+class _Node:
+    """An operator applied to child nodes (or leaves: variable names and floats) while parsing."""
+
+    __slots__ = ("name", "children", "depth")
+
+    def __init__(self, name, children, depth):
+        self.name, self.children, self.depth = name, children, depth
+
+
+def _depth(item):
+    return item.depth if isinstance(item, _Node) else 1
+
+
+def _flatten(root):
+    """Nested nodes -> prefix list, with an explicit stack (no recursion)."""
+    out, stack = [], [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Node):
+            out.append(item.name)
+            stack.extend(reversed(item.children))
+        else:
+            out.append(item)
+    return out
 
 
 class _Parser:
     def __init__(self, text, variables):
         self.text, self.variables, self.pos = text, variables, 0
         self.tokens = []
+        self.nesting = 0
         while True:
             match = _TOKEN.match(text, self.pos)
             if not match:
@@ -115,7 +147,15 @@ class _Parser:
         self.i = 0
 
     def fail(self, position, message):
-        raise ValueError(f"formula {self.text!r} does not parse at position {position}: {message}.")
+        shown = self.text if len(self.text) <= 80 else self.text[:77] + "..."
+        raise ValueError(f"formula {shown!r} does not parse at position {position}: {message}.")
+
+    def node(self, name, position, *children):
+        depth = 1 + max(_depth(child) for child in children)
+        if depth > MAX_DEPTH:
+            self.fail(position, f"it nests deeper than {MAX_DEPTH} levels (each operator, and each "
+                      "term of a long sum or product, is one level; group terms in parentheses)")
+        return _Node(name, children, depth)
 
     def peek(self):
         return self.tokens[self.i] if self.i < len(self.tokens) else ("end", "", len(self.text))
@@ -135,30 +175,52 @@ class _Parser:
         kind, value, position = self.peek()
         if kind != "end":
             self.fail(position, f"unexpected {value!r} after a complete expression")
-        return tree
+        return _flatten(tree)
+
+    def _at_symbol(self, symbols):
+        kind, value, _ = self.peek()
+        return kind == "sym" and value in symbols
 
     def expression(self):
         tree = self.term()
-        while self.peek()[1] in ("+", "-") and self.peek()[0] == "sym":
-            tree = [_BY_SYMBOL[self.take()[1]]] + tree + self.term()
+        while self._at_symbol("+-"):
+            _, symbol, position = self.take()
+            tree = self.node(_BY_SYMBOL[symbol], position, tree, self.term())
         return tree
 
     def term(self):
         tree = self.unary()
-        while self.peek()[1] in ("*", "/") and self.peek()[0] == "sym":
-            tree = [_BY_SYMBOL[self.take()[1]]] + tree + self.unary()
+        while self._at_symbol("*/"):
+            _, symbol, position = self.take()
+            tree = self.node(_BY_SYMBOL[symbol], position, tree, self.unary())
         return tree
 
     def unary(self):
-        if self.peek()[1] == "-" and self.peek()[0] == "sym":
-            self.take()
-            if self.peek()[0] == "num" and self._next_is_not("^"):
-                return [-float(self.take()[1])]
-            return ["neg"] + self.unary()
-        if self.peek()[1] == "+" and self.peek()[0] == "sym":
-            self.take()
-            return self.unary()
-        return self.power()
+        # Every way back into the grammar (parentheses, arguments, exponents) passes here once.
+        self.nesting += 1
+        try:
+            if self.nesting > MAX_DEPTH:
+                self.fail(self.peek()[2], f"it nests deeper than {MAX_DEPTH} levels")
+            return self._signed()
+        finally:
+            self.nesting -= 1
+
+    def _signed(self):
+        signs = []  # positions of the minus signs in front of the operand, outermost first
+        while self._at_symbol("+-"):
+            _, symbol, position = self.take()
+            if symbol == "-":
+                signs.append(position)
+            elif signs and signs[-1] is not None:
+                signs.append(None)  # a '+' between '-' and a number: "-+3" is neg(3), not -3
+        if signs and signs[-1] is not None and self.peek()[0] == "num" and self._next_is_not("^"):
+            signs.pop()
+            tree = -float(self.take()[1])  # "-3" is the constant -3
+        else:
+            tree = self.power()
+        for position in reversed([s for s in signs if s is not None]):
+            tree = self.node("neg", position, tree)
+        return tree
 
     def _next_is_not(self, symbol):
         following = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else ("end", "", 0)
@@ -166,34 +228,34 @@ class _Parser:
 
     def power(self):
         base = self.atom()
-        if self.peek()[1] == "^":
-            self.take()
-            return ["pow"] + base + self.unary()
+        if self._at_symbol("^"):
+            position = self.take()[2]
+            return self.node("pow", position, base, self.unary())
         return base
 
     def atom(self):
         kind, value, position = self.peek()
         if kind == "num":
             self.take()
-            return [float(value)]
+            return float(value)
         if kind == "name":
             self.take()
             if value in OPERATORS:
                 op = OPERATORS[value]
                 self.take("(")
-                tree = [value] + self.expression()
+                children = [self.expression()]
                 for _ in range(op.arity - 1):
                     self.take(",")
-                    tree += self.expression()
+                    children.append(self.expression())
                 self.take(")")
-                return tree
+                return self.node(value, position, *children)
             if self.peek()[1] == "(":
                 self.fail(position, f"unknown function {value!r}; known: {', '.join(OPERATORS)}")
             if value not in self.variables:
                 self.fail(position, f"unknown name {value!r}; variables are "
                           f"{', '.join(self.variables)}")
-            return [value]
-        if value == "(":
+            return value
+        if kind == "sym" and value == "(":
             self.take()
             tree = self.expression()
             self.take(")")
@@ -203,7 +265,11 @@ class _Parser:
 
 
 def parse(text, variables=("p", "y")):
-    """Formula text → prefix list, e.g. ``"p*(1+y)"`` → ``["mul", "p", "add", 1.0, "y"]``."""
+    """Formula text → prefix list, e.g. ``"p*(1+y)"`` → ``["mul", "p", "add", 1.0, "y"]``.
+
+    Linear in the length of `text`; a formula nested deeper than `MAX_DEPTH` levels raises
+    ValueError.
+    """
     if not isinstance(text, str):
         raise ValueError(f"a formula must be a string; got {type(text).__name__}.")
     return _Parser(text, tuple(variables)).parse()
@@ -364,8 +430,7 @@ class ExpressionLoss(LossFunction):
 
     def __init__(self, formula, epsilon=EPSILON, reduction="sum_over_batch_size", name=None,
                  dtype=None):
-        if not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"epsilon must be a number > 0; got {epsilon!r}.")
+        epsilon = check_positive("epsilon", epsilon)
         if not isinstance(formula, str):
             raise ValueError(f"formula must be a string; got {type(formula).__name__}.")
         self.tree = _compiled(formula, float(epsilon))[0]  # raises on a bad formula, here

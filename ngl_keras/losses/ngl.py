@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
-from ngl_keras.losses.base import PACKAGE, LossFunction, one_hot_targets, probabilities
+from ngl_keras.losses.base import (
+    PACKAGE, LossFunction, check_flag, check_number, one_hot_targets, probabilities,
+)
 
 ALPHA = 2.4092
 
@@ -50,7 +52,7 @@ class NGL(LossFunction):
 
     def __init__(self, alpha=ALPHA, from_logits=False, scaling=False,
                  reduction="sum_over_batch_size", name="ngl", dtype=None):
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-            raise ValueError(f"alpha must be a number; got {alpha!r}.")
-        super().__init__(ngl, name=name, reduction=reduction, dtype=dtype, alpha=float(alpha),
-                         from_logits=bool(from_logits), scaling=bool(scaling))
+        super().__init__(ngl, name=name, reduction=reduction, dtype=dtype,
+                         alpha=check_number("alpha", alpha),
+                         from_logits=check_flag("from_logits", from_logits),
+                         scaling=check_flag("scaling", scaling))

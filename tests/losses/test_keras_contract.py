@@ -123,12 +123,13 @@ def test_sample_weight_comes_from_keras(name):
     build, kind = OURS[name]
     config = build().get_config()
     config["reduction"] = None
-    per_sample = np.asarray(type(build()).from_config(config)(np.arange(4) % 3, predictions(kind, (4, 3))))
     p = predictions(kind, (4, 3))
     per_sample = np.asarray(type(build()).from_config(config)(np.arange(4) % 3, p))
+    assert per_sample.shape == (4,) and len(set(np.round(per_sample, 6))) == 4  # weights can tell
     w = np.array([0.0, 1.0, 2.0, 0.5], "float32")
-    assert float(build()(np.arange(4) % 3, p, sample_weight=w)) == pytest.approx(
-        float(np.sum(per_sample * w) / 4), rel=1e-6)
+    expected = float(np.sum(per_sample * w) / 4)
+    assert expected != pytest.approx(float(np.mean(per_sample)), rel=1e-3)
+    assert float(build()(np.arange(4) % 3, p, sample_weight=w)) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -212,23 +213,43 @@ def test_values_and_gradients_are_finite_on_any_logits(z, labels):
 
 
 @pytest.mark.parametrize("build,message", [
-    (lambda: ngl_keras.AnyLoss(L=0), "L must be a number > 0"),
-    (lambda: ngl_keras.AnyLoss(L=-3.0), "L must be a number > 0"),
-    (lambda: ngl_keras.AnyLoss(beta=0), "beta must be a number > 0"),
+    (lambda: ngl_keras.AnyLoss(L=0), "L must be a finite number > 0"),
+    (lambda: ngl_keras.AnyLoss(L=-3.0), "L must be a finite number > 0"),
+    (lambda: ngl_keras.AnyLoss(beta=0), "beta must be a finite number > 0"),
     (lambda: ngl_keras.AnyLoss(metric="f2"), "metric must be one of"),
     (lambda: ngl_keras.AnyLoss(average="weighted"), "average must be one of"),
-    (lambda: ngl_keras.BiTemperedLogisticLoss(t1=1.5), "t1 must lie in [0, 1]"),
-    (lambda: ngl_keras.BiTemperedLogisticLoss(t1=-0.1), "t1 must lie in [0, 1]"),
-    (lambda: ngl_keras.BiTemperedLogisticLoss(t2=0.0), "t2 must be > 0"),
+    (lambda: ngl_keras.BiTemperedLogisticLoss(t1=1.5), "t1 must be a number in [0, 1]"),
+    (lambda: ngl_keras.BiTemperedLogisticLoss(t1=-0.1), "t1 must be a number in [0, 1]"),
+    (lambda: ngl_keras.BiTemperedLogisticLoss(t2=0.0), "t2 must be a finite number > 0"),
     (lambda: ngl_keras.BiTemperedLogisticLoss(num_iters=0), "num_iters must be an integer >= 1"),
-    (lambda: ngl_keras.BiTemperedLogisticLoss(label_smoothing=1.0), "label_smoothing must lie in [0, 1)"),
-    (lambda: ngl_keras.SymmetricCrossEntropy(A=0.0), "A (the value of log 0) must be a number < 0"),
+    (lambda: ngl_keras.BiTemperedLogisticLoss(label_smoothing=1.0), "label_smoothing must be a number in [0, 1)"),
+    (lambda: ngl_keras.SymmetricCrossEntropy(A=0.0), "A (the value of log 0) must be a finite number < 0"),
     (lambda: ngl_keras.ExpressionLoss("exp(p + "), "does not parse at position 8"),
     (lambda: ngl_keras.ExpressionLoss("p * 2"), "must use both p and y; it does not use y"),
     (lambda: ngl_keras.ExpressionLoss("exp(q) * y"), "unknown name 'q'"),
     (lambda: losses.get("cross_entropy"), "unknown loss 'cross_entropy'; known losses: anyloss"),
     (lambda: losses.get("ngl", gamma=2.0), "loss 'ngl' does not accept ['gamma']"),
     (lambda: losses.get("ngl", l2=1e-3), "only 'ce_l2' regularises the kernels"),
+    (lambda: ngl_keras.NGL(alpha=float("nan")), "alpha must be a finite number; got nan"),
+    (lambda: ngl_keras.NGL(alpha=float("inf")), "alpha must be a finite number; got inf"),
+    (lambda: ngl_keras.NGL(alpha=True), "alpha must be a finite number; got True"),
+    (lambda: ngl_keras.NGL(from_logits="no"), "from_logits must be true or false; got 'no'"),
+    (lambda: ngl_keras.NGL(scaling=1), "scaling must be true or false; got 1"),
+    (lambda: ngl_keras.AnyLoss(L=float("inf")), "L must be a finite number > 0; got inf"),
+    (lambda: ngl_keras.AnyLoss(epsilon=True), "epsilon must be a finite number > 0; got True"),
+    (lambda: ngl_keras.AnyLoss(from_logits="false"), "from_logits must be true or false; got 'false'"),
+    (lambda: ngl_keras.ExpressionLoss("p*y", epsilon=True), "epsilon must be a finite number > 0; got True"),
+    (lambda: ngl_keras.ExpressionLoss("p*y", epsilon=float("nan")), "epsilon must be a finite number > 0"),
+    (lambda: ngl_keras.SymmetricCrossEntropy(alpha=float("nan")), "alpha must be a finite number >= 0"),
+    (lambda: ngl_keras.SymmetricCrossEntropy(from_logits="no"), "from_logits must be true or false"),
+    (lambda: ngl_keras.SoftDice(smooth=float("inf")), "smooth must be a finite number >= 0; got inf"),
+    (lambda: ngl_keras.BiTemperedLogisticLoss(t2=float("inf")), "t2 must be a finite number > 0; got inf"),
+    (lambda: losses.get("ce", from_logits="no"), "loss 'ce': from_logits must be true or false; got 'no'"),
+    (lambda: losses.get("focal", gamma=float("nan")), "loss 'focal': gamma must be a finite number; got nan"),
+    (lambda: losses.get("ce_l2", l2=-1.0), "loss 'ce_l2': l2 must be a finite number >= 0; got -1.0"),
+    (lambda: ngl_keras.AnyLoss(reduction="none"),
+     "reduction 'none' cannot apply to AnyLoss: a batch-level loss has one value per batch"),
+    (lambda: ngl_keras.SoftDice(reduction="sum"), "reduction 'sum' cannot apply to SoftDice"),
 ])
 def test_bad_parameters_are_rejected_where_they_enter(build, message):
     with pytest.raises(ValueError) as error:
@@ -259,3 +280,41 @@ def test_registry_lists_names_and_gives_kernel_l2():
     assert isinstance(losses.get("focal"), keras.losses.CategoricalFocalCrossentropy)
     assert losses.get("sce", alpha=6.0).get_config()["alpha"] == 6.0
     assert isinstance(losses.get(NGL_FORMULA), ngl_keras.ExpressionLoss)
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_sample_weight_of_the_wrong_length_is_a_one_line_error(name):
+    build, kind = OURS[name]
+    p = predictions(kind, (4, 3))
+    with pytest.raises(ValueError, match=r"sample_weight shape \(3,\) does not fit predictions of shape "
+                                         r"\(4, 3\): give one weight per example, shape \(4,\)"):
+        build()(np.arange(4) % 3, p, sample_weight=np.ones(3, "float32"))
+    # The shapes that fit still work: (B,), (B, 1) and a scalar.
+    for weight in (np.ones(4, "float32"), np.ones((4, 1), "float32"), 1.0):
+        assert np.isfinite(float(build()(np.arange(4) % 3, p, sample_weight=weight)))
+
+
+def test_batch_level_losses_keep_the_default_reduction_through_a_config_round_trip():
+    for loss in (ngl_keras.AnyLoss(), ngl_keras.SoftDice()):
+        config = loss.get_config()
+        assert config["reduction"] == "sum_over_batch_size"
+        assert type(loss).from_config(config).get_config() == config
+        config["reduction"] = "sum"
+        with pytest.raises(ValueError, match="reduction 'sum' cannot apply"):
+            type(loss).from_config(config)
+
+
+@pytest.mark.parametrize("name", ["ngl", "anyloss_f1", "expression_ngl"])
+def test_out_of_range_labels_inside_a_compiled_fit_give_a_nan_loss_not_a_silent_zero_target(name):
+    build, _ = OURS[name]
+    x = RNG.normal(size=(8, 3)).astype("float32")
+
+    def fit(labels):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="sgd", loss=build())
+        return model.fit(x, labels, batch_size=8, epochs=1, verbose=0).history["loss"][0]
+
+    assert np.isfinite(fit(np.array([0, 1, 2, 0, 1, 2, 0, 1])))
+    assert np.isnan(fit(np.array([0, 1, 2, 5, 1, 2, 0, 1])))   # 5 is out of range for 3 classes
+    assert np.isnan(fit(np.array([0, 1, 2, -1, 1, 2, 0, 1])))
