@@ -185,7 +185,7 @@ def _plan(tmp_path, **overrides):
 
 def _finished(runs):
     return [_record(r.key, identity=r.identity(), config=r.settings, weights=r.weights,
-                    mixed_precision=False) for r in runs]
+                    dtype_policy="float32") for r in runs]
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
@@ -201,8 +201,10 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     with pytest.raises(ValueError, match=r"loss.config.alpha \(2.4092 vs 3.0\)"):
         training.finished_keys(_plan(tmp_path, losses=["ce", {"name": "ngl", "alpha": 3.0}]),
                                _finished(runs), path)
-    with pytest.raises(ValueError, match="mixed_precision"):
+    with pytest.raises(ValueError, match=r'dtype_policy \("float32" vs "mixed_float16"\)'):
         training.finished_keys(runs, _finished(runs), path, mixed_precision=True)
+    with pytest.raises(ValueError, match=r'dtype_policy \("float32" vs "mixed_bfloat16"\)'):
+        training.finished_keys(runs, _finished(runs), path, mixed_precision="mixed_bfloat16")
     # Another loss with other settings in the same directory would mix settings in its table.
     with pytest.raises(ValueError, match=r"would mix settings for dataset 'fashion_mnist'.*config.epochs \(1 vs 2\)"):
         training.finished_keys(_plan(tmp_path, epochs=2, losses=["sce"]), _finished(runs), path)
