@@ -9,8 +9,9 @@ OPTIMIZER = {"name": str, "learning_rate": float, "momentum": float}
 REDUCE_LR = {"monitor": str, "factor": float, "patience": int, "min_lr": float}
 AUGMENTATION = {"horizontal_flip": bool, "width_shift": float, "height_shift": float, "zoom": float}
 SPLITS = {"train": str, "validation": str, "test": str}
+# reduce_lr: null turns the plateau schedule off (Table B.2.1: "–" for the SGD datasets).
 DATASET = {"epochs": int, "batch_size": int, "image_size": int, "cache": bool,
-           "optimizer": OPTIMIZER, "reduce_lr": REDUCE_LR, "augmentation": AUGMENTATION,
+           "optimizer": OPTIMIZER, "reduce_lr": (REDUCE_LR, type(None)), "augmentation": AUGMENTATION,
            "splits": SPLITS}
 GRID = {"datasets": [str], "models": [str], "losses": list, "runs": int, "seed": int,
         "weights": (str, type(None)), "strategy": str, "mixed_precision": bool,
@@ -55,6 +56,8 @@ def validate(data, schema, where):
         expected = schema[key]
         if not _matches(value, expected):
             raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
+        if isinstance(expected, tuple):  # a nested mapping or null: check the mapping's keys
+            expected = next((t for t in expected if isinstance(t, dict) and isinstance(value, dict)), None)
         if isinstance(expected, dict) and expected:
             validate(value, expected, f"{where}: {key}")
     return data
@@ -90,6 +93,9 @@ def dataset_settings(name, configs_dir, override=None):
     missing = set(DATASET) - set(settings)
     if missing:
         raise ValueError(f"{path}: missing keys {sorted(missing)}.")
+    if settings["reduce_lr"] is not None and set(REDUCE_LR) - set(settings["reduce_lr"]):
+        raise ValueError(f"settings for {name}: reduce_lr needs {', '.join(REDUCE_LR)} (or null for "
+                         f"no schedule); got {settings['reduce_lr']!r}.")
     if settings["optimizer"]["name"] not in OPTIMIZERS:
         raise ValueError(f"{path}: optimizer name must be one of {OPTIMIZERS}; "
                          f"got {settings['optimizer']['name']!r}.")
