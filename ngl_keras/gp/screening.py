@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 REASONS = ("non_finite", "out_of_range", "constant", "no_improvement")
+PAPER_RULES = ("out_of_range",)  # the paper's only rule; the others are ours, each can be left out
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,11 @@ class ScreeningSettings:
     improvement_rate: float = 1.0
     fingerprint_digits: int = 5
     seed: int = 1234
+    rules: tuple = REASONS  # the rejections applied; PAPER_RULES runs the paper's search exactly
 
     def __post_init__(self):
+        if isinstance(self.rules, str) or any(rule not in REASONS for rule in self.rules):
+            raise ValueError(f"screening rules must be a list drawn from {list(REASONS)}; got {self.rules!r}.")
         low, high = self.allowed_range
         if not low < high:
             raise ValueError(f"allowed_range must be [low, high] with low < high; got {list(self.allowed_range)}.")
@@ -66,14 +70,15 @@ class LossScreen:
             grads = tape.gradient(tf.reduce_mean(values), p)
             values = values.numpy()
             grads = np.zeros(p.shape, np.float32) if grads is None else grads.numpy()
-            if not (np.all(np.isfinite(values)) and np.all(np.isfinite(grads))):
+            rules = self.settings.rules
+            if "non_finite" in rules and not (np.all(np.isfinite(values)) and np.all(np.isfinite(grads))):
                 return "non_finite", None
             low, high = self.settings.allowed_range
-            if values.min() < low or values.max() > high:
+            if "out_of_range" in rules and not np.all((values >= low) & (values <= high)):  # NaN too
                 return "out_of_range", None
-            if np.ptp(values) < 1e-7 and np.abs(grads).max() < 1e-9:
+            if "constant" in rules and np.ptp(values) < 1e-7 and np.abs(grads).max() < 1e-9:
                 return "constant", None
-            if not self._improves(loss):
+            if "no_improvement" in rules and not self._improves(loss):
                 return "no_improvement", None
         digits = self.settings.fingerprint_digits
         rounded = np.concatenate([values.ravel(), grads.ravel()])
