@@ -302,14 +302,17 @@ def trust_note(records, reference_dir=None, baseline="ce"):
     schedule (dataset, model, weights, settings) and losses in the benchmark records under
     `reference_dir` (every runs.jsonl there), or that none is recorded.
     """
+    from ngl_keras.training import read_records
+
     losses = {r["loss"] for r in records}
     stats = spread(records, baseline)
     if any(entry["runs"] > 1 for entry in stats.values()):
-        return "Spread over runs (sample std; change against CE per paired seed): " + _spread_text(stats, baseline) + "."
+        return (f"Spread over runs (sample std; change against {baseline} per paired seed): "
+                + _spread_text(stats, baseline) + ".")
     mine = {schedule(r) for r in records}
     matches, sources = {}, []
     for path in sorted(Path(reference_dir).rglob("runs.jsonl")) if reference_dir else []:
-        found = [r for r in _read_jsonl(path) if r.get("status") == "ok" and "config" in r
+        found = [r for r in read_records(path) if r.get("status") == "ok" and "config" in r
                  and r["loss"] in losses and schedule(r) in mine]
         for record in found:  # a copy of the same run counts once
             matches[schedule(record), record["loss"], record["seed"], record["test_accuracy"]] = record
@@ -322,7 +325,3 @@ def trust_note(records, reference_dir=None, baseline="ce"):
                 "of a point or two may be noise (--runs 3 measures it).")
     return (f"One run per loss: read it against the seed-to-seed spread measured for this schedule "
             f"({', '.join(sources)}): {text}.")
-
-
-def _read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip().endswith("}")]

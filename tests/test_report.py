@@ -103,7 +103,7 @@ def test_spread_over_several_runs_is_printed_with_paired_changes():
     records += [record("fashion_mnist", "ngl", a, seed=s) for s, a in enumerate(ngl)]
     note = report.trust_note(records)
     changes = [100 * (n - c) / c for c, n in zip(ce, ngl)]
-    assert note.startswith("Spread over runs (sample std; change against CE per paired seed): ")
+    assert note.startswith("Spread over runs (sample std; change against ce per paired seed): ")
     assert f"ce accuracy ±{np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
     assert (f"ngl accuracy ±{np.std(np.multiply(ngl, 100), ddof=1):.2f} points, change {min(changes):+.2f} to "
             f"{max(changes):+.2f} % (std {np.std(changes, ddof=1):.2f})") in note
