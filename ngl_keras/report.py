@@ -323,5 +323,5 @@ def trust_note(records, reference_dir=None, baseline="ce"):
     if not text:
         return ("One run per loss, and no seed-to-seed spread recorded for this schedule: a difference "
                 "of a point or two may be noise (--runs 3 measures it).")
-    return (f"One run per loss: read it against the seed-to-seed spread measured for this schedule "
-            f"({', '.join(sources)}): {text}.")
+    return (f"One run per loss: a difference within the seed-to-seed spread measured for this schedule is "
+            f"noise ({', '.join(sources)}): {text}.")

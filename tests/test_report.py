@@ -121,7 +121,8 @@ def test_a_single_run_is_read_against_the_benchmark_spread_of_the_same_schedule(
     mine = [record("fashion_mnist", "ce", 0.87), record("fashion_mnist", "ngl", 0.86)]
     note = report.trust_note(mine, tmp_path / "results")
     changes = [100 * (n - c) / c for c, n in zip(ce, ngl)]
-    assert note.startswith("One run per loss: read it against the seed-to-seed spread measured for this schedule (")
+    assert note.startswith("One run per loss: a difference within the seed-to-seed spread measured for this "
+                           "schedule is noise (")
     assert str(reference / "runs.jsonl") in note or "quality-quick/runs.jsonl" in note
     assert f"ce accuracy ±{np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
     assert f"change {min(changes):+.2f} to {max(changes):+.2f} % (std {np.std(changes, ddof=1):.2f})" in note
