@@ -18,6 +18,7 @@ PAPER = screening.LossScreen(screening.ScreeningSettings(rules=screening.PAPER_R
     ("y*log(p)", "no_improvement", None),          # minimising it lowers the true-class probability
     ("p*y*0 + 3", "constant", None),
     ("exp(1000*p)*y + p", "non_finite", "out_of_range"),  # an infinite value also leaves the range
+    ("exp(1000*p)*0*y + p", "non_finite", "out_of_range"),  # and so does NaN (inf·0)
     ("p/y", "out_of_range", "out_of_range"),
     ("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))", None, None),
 ])
