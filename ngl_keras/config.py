@@ -71,7 +71,7 @@ class DatasetSettings:
     batch_size: int = field(metadata=POSITIVE_INT)
     cache: bool
     optimizer: Optimizer
-    reduce_lr: ReduceLR
+    reduce_lr: Optional[ReduceLR]  # null turns the plateau schedule off (Table B.2.1: "–" for the SGD group)
     augmentation: data_module.Augmentation
     splits: Splits
 
@@ -164,8 +164,9 @@ def validate(data, schema, where, partial=False):
         test, accepted = by_name[key].metadata.get("check", (None, None))
         if test is not None and value is not None and not test(value):
             raise ValueError(f"{where}: {key!r} must be {accepted}; got {value!r}.")
-        if is_dataclass(expected):
-            validate(value, expected, f"{where}: {key}", partial)
+        nested = next((t for t in (typing.get_args(expected) or (expected,)) if is_dataclass(t)), None)
+        if nested is not None and isinstance(value, dict):  # a dataclass, or Optional[dataclass]
+            validate(value, nested, f"{where}: {key}", partial)
     if not partial:
         missing = [f.name for f in fields(schema) if f.name not in data
                    and f.default is MISSING and f.default_factory is MISSING]
@@ -185,6 +186,8 @@ def _validate_mapping(data, schema, where):
         expected = schema[key]
         if not _matches(value, expected):
             raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
+        if isinstance(expected, tuple):  # a nested mapping or null: check the mapping's keys
+            expected = next((t for t in expected if isinstance(t, dict) and isinstance(value, dict)), None)
         if isinstance(expected, dict) and expected:
             validate(value, expected, f"{where}: {key}")
     return data

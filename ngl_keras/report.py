@@ -1,26 +1,95 @@
-"""The paper's Table 2 from runs.jsonl: CE's mean accuracy, every other loss as % change."""
+"""The paper's Table 2 (or B.2.2) from runs.jsonl: CE's mean accuracy, every other loss as %
+change; the published tables beside it; and how far a difference can be trusted."""
 
 import csv
 import io
+import json
+import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 SAME_BAND = 0.5  # a change within ±0.5 % counts as "same" (paper, Table 2)
 
-# Paper, Table 2 (from scratch): CE accuracy %, others % change against CE.
-PAPER_SCRATCH = {
-    "datasets": ["malaria", "patch_camelyon", "colorectal_histology", "cifar10", "fashion_mnist",
-                 "cifar100", "caltech101"],
-    "ce": [94.0, 69.4, 88.9, 92.8, 94.0, 68.2, 72.5],
-    "sce": [-0.06, 0.62, -0.45, -3.66, -2.42, -0.80, 2.71],
-    "focal": [0.34, 1.03, 2.89, -0.64, -0.02, -2.14, -0.78],
-    "ce_l2": [0.11, -0.64, 0.88, 0.32, 0.09, 0.38, 3.67],
-    "ngl": [-0.27, 7.07, 1.77, 0.12, 0.07, 1.01, 5.00],
+# The paper's tables, as published: CE's row in accuracy %, every other row in % change
+# against CE, and each row's published Mean over the seven datasets. f1-f4 are the other
+# functions the search found (formulas not published); f5 was renamed NGL.
+PAPER_DATASETS = ["malaria", "patch_camelyon", "colorectal_histology", "cifar10", "fashion_mnist",
+                  "cifar100", "caltech101"]
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    title: str
+    ce: list
+    changes: dict  # loss label -> the seven % changes, in PAPER_DATASETS order
+    means: dict    # loss label -> the published Mean (four of B.2.2 differ from their row's mean by 0.01-0.02)
+
+    def row(self, loss):
+        return self.ce if loss == "ce" else self.changes.get(loss)
+
+
+PAPER_TABLES = {
+    "scratch": PaperTable(
+        "Table 2 (trained from scratch)",
+        ce=[94.0, 69.4, 88.9, 92.8, 94.0, 68.2, 72.5],
+        changes={
+            "sce": [-0.06, 0.62, -0.45, -3.66, -2.42, -0.80, 2.71],
+            "focal": [0.34, 1.03, 2.89, -0.64, -0.02, -2.14, -0.78],
+            "ce_l2": [0.11, -0.64, 0.88, 0.32, 0.09, 0.38, 3.67],
+            "f1": [-0.27, 0.81, 3.27, -0.34, 0.31, -0.84, -3.67],
+            "f2": [-0.09, 2.89, -7.56, -0.81, 0.04, 0.60, -3.61],
+            "f3": [-27.98, 3.24, -62.45, -1.79, -0.48, -59.36, -41.67],
+            "f4": [-0.21, -0.13, -1.98, -0.14, 0.00, -0.32, -6.49],
+            "ngl": [-0.27, 7.07, 1.77, 0.12, 0.07, 1.01, 5.00],
+        },
+        means={"sce": -0.58, "focal": 0.10, "ce_l2": 0.69, "f1": -0.10, "f2": -1.22, "f3": -27.21,
+               "f4": -1.32, "ngl": 2.11}),
+    "pretrained": PaperTable(
+        "Table B.2.2 (fine-tuned from ImageNet weights)",
+        ce=[96.7, 72.4, 90.5, 94.9, 94.6, 74.8, 84.5],
+        changes={
+            "sce": [0.11, -0.83, -2.13, -2.12, -1.82, -1.25, -0.02],
+            "focal": [0.15, 3.86, 2.44, 0.35, 0.08, -3.18, 0.52],
+            "ce_l2": [0.34, 0.73, -2.77, 0.50, -0.08, -0.23, -1.19],
+            "f1": [0.20, 7.90, 5.33, -1.33, -0.17, 2.89, -0.33],
+            "f2": [-0.09, 8.62, 4.54, 0.19, 0.09, 4.79, 0.10],
+            "f3": [-2.13, 0.51, -50.96, 1.74, -0.04, 4.98, 5.59],
+            "f4": [-0.04, 8.10, 3.03, 0.02, -0.13, 6.78, 5.47],
+            "ngl": [-0.26, 7.07, 5.01, -0.37, -0.30, 5.29, 3.45],
+        },
+        means={"sce": -1.13, "focal": 0.58, "ce_l2": -0.39, "f1": 2.06, "f2": 2.61, "f3": -5.76,
+               "f4": 3.33, "ngl": 2.84}),
 }
-PAPER_MEAN = {"sce": -0.58, "focal": 0.10, "ce_l2": 0.69, "ngl": 2.11}
-PAPER_PRETRAINED_CE = [96.7, 72.4, 90.5, 94.9, 94.6, 74.8, 84.5]
+
+
+def paper_table_for(weights):
+    """(PaperTable, sentence) to compare records trained with `weights` (the set of values
+    in the records) with: Table 2 for null, Table B.2.2 for pre-trained weights."""
+    weights = set(weights)
+    if len(weights) > 1:
+        shown = ", ".join(sorted("null" if w is None else str(w) for w in weights))
+        raise ValueError(f"the records mix from-scratch and pre-trained runs (weights: {shown}); the paper "
+                         "compares them in separate tables: report each from its own output directory.")
+    if weights == {None} or not weights:
+        return PAPER_TABLES["scratch"], "Paper: Table 2 (trained from scratch), as these runs (weights: null)."
+    (name,) = weights
+    return PAPER_TABLES["pretrained"], (f"Paper: Table B.2.2 (fine-tuned from ImageNet weights), as these runs "
+                                        f"(weights: {name}).")
+
+
+def paper_mean(paper, loss, datasets):
+    """The paper's Mean of `loss` over `datasets`: the published value when all seven were
+    run, else the mean of the paper's cells on those datasets (None without any)."""
+    row = paper.row(loss)
+    if row is None or loss == "ce":
+        return None
+    if set(datasets) == set(PAPER_DATASETS):
+        return paper.means[loss]
+    cells = [row[PAPER_DATASETS.index(d)] for d in datasets if d in PAPER_DATASETS]
+    return float(np.mean(cells)) if cells else None
 
 
 def percent_change(accuracy, baseline):
@@ -69,7 +138,8 @@ def table(records, baseline="ce"):
                      "mean": float(np.mean(values)) if relative and values else None,
                      "relative": relative})
     return {"datasets": datasets, "rows": rows, "baseline": baseline if has_baseline else None,
-            "diverged": {f"{loss}/{dataset}": n for (loss, dataset), n in diverged.items()}}
+            "diverged": {f"{loss}/{dataset}": n for (loss, dataset), n in diverged.items()},
+            "weights": sorted({r.get("weights") for r in records}, key=lambda w: (w is not None, w or ""))}
 
 
 def _fmt(value, relative):
@@ -79,7 +149,11 @@ def _fmt(value, relative):
 
 
 def markdown(result, compare_paper=False):
+    """The table in Markdown; with `compare_paper`, each loss the paper reports is followed by
+    its row of Table 2 or B.2.2 (chosen from the records' weights), whose Mean covers the same
+    datasets as ours."""
     datasets = result["datasets"]
+    paper, source = paper_table_for(result["weights"]) if compare_paper else (None, None)
     header = ["loss"] + datasets + ["Mean", "better/same/worse"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["rows"]:
@@ -88,17 +162,28 @@ def markdown(result, compare_paper=False):
         tally = f"{counts['better']}/{counts['same']}/{counts['worse']}" if counts else ""
         lines.append("| " + " | ".join([row["loss"]] + cells + [_fmt(row["mean"], True) if row["relative"]
                                                                  else "", tally]) + " |")
-        if compare_paper and row["loss"] in PAPER_SCRATCH:
-            paper = [PAPER_SCRATCH[row["loss"]][PAPER_SCRATCH["datasets"].index(d)]
-                     if d in PAPER_SCRATCH["datasets"] else None for d in datasets]
+        published = paper.row(row["loss"]) if paper else None
+        if published is not None:
             relative = row["loss"] != "ce"
-            lines.append("| " + " | ".join([f"{row['loss']} (paper)"] + [_fmt(v, relative) for v in paper]
-                                           + [_fmt(PAPER_MEAN.get(row["loss"]), True) if relative else "", ""])
-                         + " |")
+            values = [published[PAPER_DATASETS.index(d)] if d in PAPER_DATASETS else None for d in datasets]
+            ran = [d for d in datasets if row["cells"][d] is not None]
+            mean = paper_mean(paper, row["loss"], ran) if relative and row["relative"] else None
+            lines.append("| " + " | ".join([f"{row['loss']} (paper)"] + [_fmt(v, relative) for v in values]
+                                           + [_fmt(mean, True) if mean is not None else "", ""]) + " |")
     note = ("CE row: test accuracy % (mean over runs and models); other rows: % change against CE, "
             f"'same' within ±{SAME_BAND}.") if result["baseline"] else \
         "No CE in the grid: every row is test accuracy %."
     lines += ["", note]
+    if paper:
+        shown = [d for d in datasets if d in PAPER_DATASETS]
+        scope = ("the published one (all seven datasets run)" if set(shown) == set(PAPER_DATASETS) else
+                 f"recomputed over the datasets run here ({', '.join(shown)}), not the published mean "
+                 "over seven")
+        lines.append(f"{source} Mean of the paper's rows: {scope}.")
+    if len(result["weights"]) > 1:
+        lines.append("These records mix from-scratch and pre-trained runs (weights: " +
+                     ", ".join("null" if w is None else str(w) for w in result["weights"]) +
+                     "), averaged together above.")
     if result["diverged"]:
         lines.append("Diverged runs (left out of the means): " +
                      ", ".join(f"{k} ×{n}" for k, n in sorted(result["diverged"].items())))
@@ -144,13 +229,99 @@ def accuracy_curves(records, path):
     plt.close(figure)
 
 
-def write(records, out_dir, compare_paper=False):
-    """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown."""
+def write(records, out_dir, compare_paper=False, reference_dir=None):
+    """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown,
+    which ends with `trust_note` (against the benchmark records in `reference_dir`)."""
     out_dir = Path(out_dir)
     result = table(records)
     text = markdown(result, compare_paper)
+    if records:
+        text += "\n" + trust_note(records, reference_dir)
     (out_dir / "table.md").write_text(text + "\n")
     (out_dir / "table.csv").write_text(csv_text(result))
     if records:
         accuracy_curves(records, out_dir / "val_accuracy.png")
     return text
+
+
+# How far a difference can be trusted: the spread between runs.
+
+SCHEDULE_KEYS = ("epochs", "batch_size", "image_size", "optimizer", "reduce_lr", "augmentation",
+                 "splits", "limit_train")  # what makes two runs the same schedule (not `cache`)
+
+
+def schedule(record):
+    """The training schedule of a record, as a hashable key: dataset, model, weights and the
+    settings that change the outcome."""
+    config = record.get("config", {})
+    return (record["dataset"], record["model"], record.get("weights"),
+            json.dumps({k: config.get(k) for k in SCHEDULE_KEYS}, sort_keys=True))
+
+
+def spread(records, baseline="ce"):
+    """{(dataset, model, loss): {"runs", "accuracy_std", "changes"}} over the finished runs.
+
+    `accuracy_std` is the sample standard deviation of test accuracy in points (None for one
+    run); `changes` the % changes against the baseline run of the same dataset, model and seed
+    (paired runs: the same seed gives every loss the same initial weights and batches).
+    """
+    ok = [r for r in records if r["status"] == "ok" and r.get("test_accuracy") is not None]
+    base = {(r["dataset"], r["model"], r["seed"]): 100.0 * r["test_accuracy"] for r in ok if r["loss"] == baseline}
+    out = {}
+    for record in ok:
+        key = (record["dataset"], record["model"], record["loss"])
+        entry = out.setdefault(key, {"accuracies": [], "changes": []})
+        accuracy = 100.0 * record["test_accuracy"]
+        entry["accuracies"].append(accuracy)
+        paired = base.get((record["dataset"], record["model"], record["seed"]))
+        if record["loss"] != baseline and paired:
+            entry["changes"].append(percent_change(accuracy, paired))
+    return {key: {"runs": len(e["accuracies"]),
+                  "accuracy_std": float(np.std(e["accuracies"], ddof=1)) if len(e["accuracies"]) > 1 else None,
+                  "changes": e["changes"]} for key, e in out.items()}
+
+
+def _spread_text(stats, baseline):
+    parts = []
+    for (dataset, model, loss), entry in stats.items():
+        if entry["runs"] < 2:
+            continue
+        text = f"{loss} accuracy ±{entry['accuracy_std']:.2f} points"
+        if loss != baseline and len(entry["changes"]) > 1:
+            low, high = min(entry["changes"]), max(entry["changes"])
+            text += f", change {low:+.2f} to {high:+.2f} % (std {np.std(entry['changes'], ddof=1):.2f})"
+        parts.append(f"{text} ({dataset}, {model}, {entry['runs']} runs)")
+    return "; ".join(parts)
+
+
+def trust_note(records, reference_dir=None, baseline="ce"):
+    """One line saying how far the table's differences can be trusted.
+
+    With several runs per loss: their spread (std of accuracy, range and std of the paired
+    changes against the baseline). With one run: the seed-to-seed spread measured for the same
+    schedule (dataset, model, weights, settings) and losses in the benchmark records under
+    `reference_dir` (every runs.jsonl there), or that none is recorded.
+    """
+    from ngl_keras.training import read_records
+
+    losses = {r["loss"] for r in records}
+    stats = spread(records, baseline)
+    if any(entry["runs"] > 1 for entry in stats.values()):
+        return (f"Spread over runs (sample std; change against {baseline} per paired seed): "
+                + _spread_text(stats, baseline) + ".")
+    mine = {schedule(r) for r in records}
+    matches, sources = {}, []
+    for path in sorted(Path(reference_dir).rglob("runs.jsonl")) if reference_dir else []:
+        found = [r for r in read_records(path) if r.get("status") == "ok" and "config" in r
+                 and r["loss"] in losses and schedule(r) in mine]
+        for record in found:  # a copy of the same run counts once
+            matches[schedule(record), record["loss"], record["seed"], record["test_accuracy"]] = record
+        if found:
+            shown = os.path.relpath(path)
+            sources.append(str(path) if shown.startswith("..") else shown)
+    text = _spread_text(spread(list(matches.values()), baseline), baseline)
+    if not text:
+        return ("One run per loss, and no seed-to-seed spread recorded for this schedule: a difference "
+                "of a point or two may be noise (--runs 3 measures it).")
+    return (f"One run per loss: a difference within the seed-to-seed spread measured for this schedule is "
+            f"noise ({', '.join(sources)}): {text}.")

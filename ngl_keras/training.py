@@ -301,13 +301,15 @@ def takes_logits(loss):
 
 
 def schedule_callbacks(settings):
-    """ReduceLROnPlateau with the dataset's settings, and a stop on a NaN loss."""
+    """ReduceLROnPlateau with the dataset's settings (none when `reduce_lr` is null: Table
+    B.2.1's SGD datasets), and a stop on a NaN loss."""
     import keras
 
     reduce = settings["reduce_lr"]
-    return [keras.callbacks.ReduceLROnPlateau(monitor=reduce["monitor"], factor=reduce["factor"],
-                                              patience=reduce["patience"], min_lr=reduce["min_lr"]),
-            keras.callbacks.TerminateOnNaN()]
+    plateau = [] if reduce is None else [keras.callbacks.ReduceLROnPlateau(
+        monitor=reduce["monitor"], factor=reduce["factor"], patience=reduce["patience"],
+        min_lr=reduce["min_lr"])]
+    return plateau + [keras.callbacks.TerminateOnNaN()]
 
 
 class Datasets:

@@ -17,9 +17,9 @@ def ngl_published_tf(y, p, alpha=2.4092, scaling=False):
     return np.mean(np.exp(alpha - p * (1 + y)) - np.cos(np.cos(np.sin(p))))
 
 
-def anyloss_binary(y, p, metric, L=73.0, beta=1.0):
+def anyloss_binary(y, p, metric, L=73.0, beta=1.0, threshold=0.5):
     """AnyLoss paper, binary, no epsilon: 1 - metric of the soft confusion matrix."""
-    a = 1.0 / (1.0 + np.exp(-L * (p - 0.5)))
+    a = 1.0 / (1.0 + np.exp(-L * (p - threshold)))
     n = len(y)
     P, S, TP = y.sum(), a.sum(), (y * a).sum()
     FN, FP = P - TP, S - TP
@@ -35,12 +35,12 @@ def anyloss_binary(y, p, metric, L=73.0, beta=1.0):
     return 1.0 - m
 
 
-def anyloss_multiclass(y, p, metric, average, L=73.0, beta=1.0):
+def anyloss_multiclass(y, p, metric, average, L=73.0, beta=1.0, threshold=0.5):
     """One-vs-rest per class; macro = mean of per-class losses, micro = pooled counts."""
     y, p = y.reshape(-1, y.shape[-1]), p.reshape(-1, p.shape[-1])
     if average == "macro":
-        return np.mean([anyloss_binary(y[:, c], p[:, c], metric, L, beta) for c in range(y.shape[1])])
-    return anyloss_binary(y.ravel(), p.ravel(), metric, L, beta)
+        return np.mean([anyloss_binary(y[:, c], p[:, c], metric, L, beta, threshold) for c in range(y.shape[1])])
+    return anyloss_binary(y.ravel(), p.ravel(), metric, L, beta, threshold)
 
 
 def sce(y, p, alpha, beta, A):

@@ -23,6 +23,7 @@ import numpy as np
 from ngl_keras.losses import expression
 
 REASONS = ("non_finite", "out_of_range", "constant", "no_improvement")
+PAPER_RULES = ("out_of_range",)  # the paper's only rule; the others are ours, each can be left out
 
 
 def _divisor(b, epsilon):
@@ -125,8 +126,11 @@ class ScreeningSettings:
     improvement_rate: float = 1.0
     fingerprint_digits: int = 5
     seed: int = 1234
+    rules: tuple = REASONS  # the rejections applied; PAPER_RULES runs the paper's search exactly
 
     def __post_init__(self):
+        if isinstance(self.rules, str) or any(rule not in REASONS for rule in self.rules):
+            raise ValueError(f"screening rules must be a list drawn from {list(REASONS)}; got {self.rules!r}.")
         low, high = self.allowed_range
         if not low < high:
             raise ValueError(f"allowed_range must be [low, high] with low < high; got {list(self.allowed_range)}.")
@@ -157,18 +161,22 @@ class LossScreen:
 
     def __call__(self, tree):
         values, grads = self.loss_and_gradient(tree, self.p)
-        if not (np.all(np.isfinite(values)) and np.all(np.isfinite(grads))):
+        rules = self.settings.rules
+        if "non_finite" in rules and not (np.all(np.isfinite(values)) and np.all(np.isfinite(grads))):
             return "non_finite", None
         low, high = self.settings.allowed_range
-        if values.min() < low or values.max() > high:
+        if "out_of_range" in rules and not np.all((values >= low) & (values <= high)):  # NaN too
             return "out_of_range", None
         # Constant for training: the same value on every probe sample, and no gradient for the
         # logits (a loss like -(y + p) has a gradient in p, but Σ_c p = 1 makes it constant).
         # Both up to float32 rounding, which grows with the loss's magnitude.
-        scale = max(1.0, float(np.abs(values).max()))
-        if np.ptp(values) <= 1e-6 * scale and np.abs(logit_gradient(self.p, grads)).max() <= 1e-9 * scale:
+        with np.errstate(all="ignore"):
+            scale = max(1.0, float(np.nan_to_num(np.abs(values), posinf=1e30).max()))
+            constant = np.ptp(values) <= 1e-6 * scale and \
+                np.abs(logit_gradient(self.p, grads)).max() <= 1e-9 * scale
+        if "constant" in rules and constant:
             return "constant", None
-        if not self._improves(tree):
+        if "no_improvement" in rules and not self._improves(tree):
             return "no_improvement", None
         digits = self.settings.fingerprint_digits
         rounded = np.concatenate([values.ravel(), grads.ravel()]).astype(np.float64)

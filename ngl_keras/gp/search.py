@@ -18,7 +18,7 @@ GP = {"operators": [str], "constant_range": [float], "constant_probability": flo
       "archive_use": float, "archive_save": float, "tournament_size": int,
       "protected_epsilon": float}
 SCREENING = {"allowed_range": [float], "probe_batch": int, "probe_classes": int,
-             "improvement_steps": int, "max_attempts": int}
+             "improvement_steps": int, "max_attempts": int, "rules": [str]}
 FITNESS = {"kind": str, "datasets": [str], "model": str, "runs": int, "epochs": (int, type(None)),
            "limit_train": (int, type(None)), "weights": (str, type(None)), "compare_with_ce": bool,
            "settings": dict, "probe_steps": int, "recycle_every": int}

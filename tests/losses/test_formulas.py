@@ -69,8 +69,8 @@ def test_anyloss_fbeta_with_beta_two_and_other_scale():
 @pytest.mark.parametrize("metric", ["accuracy", "fbeta", "gmean", "balanced_accuracy"])
 def test_anyloss_multiclass(metric, average):
     labels, y, p, _ = batch(b=40, c=4)
-    loss = ngl_keras.AnyLoss(metric=metric, average=average, L=5.0)
-    expected = ref.anyloss_multiclass(y, p, metric, average, L=5.0)
+    loss = ngl_keras.AnyLoss(metric=metric, average=average, L=5.0)  # threshold: 1/C by default
+    expected = ref.anyloss_multiclass(y, p, metric, average, L=5.0, threshold=1 / 4)
     assert float(loss(y, p)) == pytest.approx(expected, abs=1e-5)
     assert float(loss(labels, p)) == pytest.approx(expected, abs=1e-5)
 

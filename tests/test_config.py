@@ -1,0 +1,85 @@
+"""Dataset configs: Table B.2.1's optimizer groups, the plateau schedule switch, and every value
+labelled with its source."""
+
+import re
+
+import keras
+import pytest
+import yaml
+
+from ngl_keras import config, data, training
+from tests.paths import CONFIGS
+
+
+def _settings(tmp_path, text):
+    (tmp_path / "datasets").mkdir(exist_ok=True)
+    base = (CONFIGS / "datasets" / "fashion_mnist.yaml").read_text()
+    (tmp_path / "datasets" / "fashion_mnist.yaml").write_text(base)
+    return config.dataset_settings("fashion_mnist", tmp_path, yaml.safe_load(text))
+
+
+def test_reduce_lr_null_turns_the_plateau_schedule_off(tmp_path):
+    on = training.schedule_callbacks(_settings(tmp_path, "{}"))
+    assert [type(c) for c in on] == [keras.callbacks.ReduceLROnPlateau, keras.callbacks.TerminateOnNaN]
+    plateau = on[0]
+    assert (plateau.monitor, plateau.factor, plateau.patience, plateau.min_lr) == ("val_accuracy", 0.2, 5, 1e-4)
+    off = training.schedule_callbacks(_settings(tmp_path, "reduce_lr: null"))
+    assert [type(c) for c in off] == [keras.callbacks.TerminateOnNaN]
+
+
+def test_a_grid_can_turn_the_schedule_back_on_only_with_every_key(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    text = (CONFIGS / "datasets" / "colorectal_histology.yaml").read_text()
+    (tmp_path / "datasets" / "colorectal_histology.yaml").write_text(text)
+    back = {"reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 2, "min_lr": 1e-5}}
+    settings = config.dataset_settings("colorectal_histology", tmp_path, back)
+    plateau = training.schedule_callbacks(settings)[0]
+    assert (plateau.monitor, plateau.factor, plateau.patience, plateau.min_lr) == ("val_loss", 0.5, 2, 1e-5)
+    with pytest.raises(ValueError, match=r"settings for colorectal_histology: reduce_lr needs monitor, factor, "
+                                         r"patience, min_lr \(or null for no schedule\); got \{'factor': 0.5\}"):
+        config.dataset_settings("colorectal_histology", tmp_path, {"reduce_lr": {"factor": 0.5}})
+    with pytest.raises(ValueError, match=r"'reduce_lr' must be a mapping or null; got 3"):
+        config.dataset_settings("colorectal_histology", tmp_path, {"reduce_lr": 3})
+    with pytest.raises(ValueError, match=r"settings for colorectal_histology: reduce_lr: unknown key 'factr'"):
+        config.dataset_settings("colorectal_histology", tmp_path,
+                                {"reduce_lr": {**back["reduce_lr"], "factr": 0.1}})
+
+
+# Table B.2.1's columns, in the paper's order: Adam + plateau schedule, then SGD without one.
+ADAM_GROUP = ["cifar10", "fashion_mnist", "cifar100", "malaria", "patch_camelyon", "caltech101"]
+SGD_GROUP = ["colorectal_histology"]
+
+
+def test_optimizer_groups_follow_table_b21_layout():
+    assert ADAM_GROUP + SGD_GROUP == ["cifar10", "fashion_mnist", "cifar100", "malaria", "patch_camelyon",
+                                      "caltech101", "colorectal_histology"]
+    assert sorted(ADAM_GROUP + SGD_GROUP) == sorted(data.DATASETS)
+    for name in ADAM_GROUP:
+        settings = config.dataset_settings(name, CONFIGS)
+        assert settings["optimizer"]["name"] == "adam" and settings["reduce_lr"] is not None, name
+    for name in SGD_GROUP:
+        settings = config.dataset_settings(name, CONFIGS)
+        assert settings["optimizer"]["name"] == "sgd" and settings["reduce_lr"] is None, name
+        assert settings["optimizer"]["momentum"] > 0
+
+
+SOURCES = re.compile(r"#\s*(paper|published example|SCE paper|assumption|ours|implementation|native size|"
+                     r"not used by Adam|the dataset's)")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("datasets/*.yaml")) + [
+    CONFIGS / "paper_scratch.yaml", CONFIGS / "paper_pretrained.yaml", CONFIGS / "quick.yaml"],
+    ids=lambda p: p.stem)
+def test_every_value_in_the_evaluation_configs_says_its_source(path):
+    """A line with a value carries a source tag; a mapping key opens a block whose values do."""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.split("#")[0].strip()
+        if not stripped or stripped.endswith(":") or stripped in ("- ce",):
+            continue
+        if stripped.startswith("- name:") or stripped in ("settings:", "fashion_mnist:"):
+            continue
+        assert SOURCES.search(line), f"{path.name}:{number} has no source: {line!r}"
+    # The evaluation's epochs and batch size are never labelled as the paper's.
+    for line in path.read_text().splitlines():
+        if line.startswith(("epochs:", "batch_size:")) or line.strip().startswith(("epochs:", "batch_size:")):
+            assert "# paper" not in line, f"{path.name}: {line!r}"

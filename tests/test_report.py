@@ -1,0 +1,133 @@
+"""The paper's tables, which one --compare-paper shows, its Mean, and the spread note."""
+
+import json
+
+import numpy as np
+import pytest
+
+import train_small
+from ngl_keras import report
+
+SCRATCH, PRETRAINED = report.PAPER_TABLES["scratch"], report.PAPER_TABLES["pretrained"]
+SETTINGS = {"epochs": 3, "batch_size": 128, "image_size": 28, "cache": True, "limit_train": None,
+            "optimizer": {"name": "adam", "learning_rate": 0.001, "momentum": 0.0},
+            "reduce_lr": {"monitor": "val_accuracy", "factor": 0.2, "patience": 5, "min_lr": 1e-4},
+            "augmentation": {"horizontal_flip": True, "width_shift": 0.1, "height_shift": 0.1, "zoom": 0.2},
+            "splits": {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}}
+
+
+def record(dataset, loss, accuracy, seed=0, weights=None, model="small_cnn", **settings):
+    return {"dataset": dataset, "model": model, "loss": loss, "seed": seed, "status": "ok",
+            "test_accuracy": accuracy, "weights": weights, "config": {**SETTINGS, **settings}}
+
+
+def test_both_tables_hold_every_published_row():
+    for paper in (SCRATCH, PRETRAINED):
+        assert list(paper.changes) == ["sce", "focal", "ce_l2", "f1", "f2", "f3", "f4", "ngl"]
+        assert len(paper.ce) == 7 and all(len(row) == 7 for row in paper.changes.values())
+        assert set(paper.means) == set(paper.changes)
+    # A few cells, read from the paper again: datasets in the order Malaria ... Caltech 101.
+    assert SCRATCH.ce == [94.0, 69.4, 88.9, 92.8, 94.0, 68.2, 72.5]
+    assert SCRATCH.changes["f3"] == [-27.98, 3.24, -62.45, -1.79, -0.48, -59.36, -41.67]
+    assert SCRATCH.changes["ngl"][report.PAPER_DATASETS.index("patch_camelyon")] == 7.07
+    assert PRETRAINED.ce == [96.7, 72.4, 90.5, 94.9, 94.6, 74.8, 84.5]
+    assert PRETRAINED.changes["f4"] == [-0.04, 8.10, 3.03, 0.02, -0.13, 6.78, 5.47]
+    assert PRETRAINED.means == {"sce": -1.13, "focal": 0.58, "ce_l2": -0.39, "f1": 2.06, "f2": 2.61,
+                                "f3": -5.76, "f4": 3.33, "ngl": 2.84}
+
+
+def test_published_means_are_kept_where_they_differ_from_their_row():
+    # Table 2's means are its rows' means up to rounding; four of B.2.2 are off by 0.01-0.02.
+    for loss, row in SCRATCH.changes.items():
+        assert SCRATCH.means[loss] == pytest.approx(np.mean(row), abs=0.005), loss
+    off = {loss for loss, row in PRETRAINED.changes.items()
+           if abs(PRETRAINED.means[loss] - np.mean(row)) > 0.005}
+    assert off == {"sce", "focal", "f1", "f4"}
+    assert all(abs(PRETRAINED.means[loss] - np.mean(PRETRAINED.changes[loss])) < 0.025 for loss in off)
+
+
+def _pair(dataset, ce, ngl, weights=None):
+    return [record(dataset, "ce", ce, weights=weights), record(dataset, "ngl", ngl, weights=weights)]
+
+
+def test_compare_paper_shows_table_2_for_scratch_runs_with_its_mean_over_the_datasets_run():
+    records = _pair("malaria", 0.90, 0.91) + _pair("patch_camelyon", 0.80, 0.84)
+    text = report.markdown(report.table(records), compare_paper=True)
+    assert "| ce (paper) | 94.0 | 69.4 |  |  |" in text
+    assert "| ngl (paper) | -0.27 | +7.07 | +3.40 |  |" in text  # (−0.27 + 7.07) / 2, not 2.11
+    assert "Paper: Table 2 (trained from scratch), as these runs (weights: null)." in text
+    assert ("Mean of the paper's rows: recomputed over the datasets run here (malaria, patch_camelyon), "
+            "not the published mean over seven.") in text
+
+
+def test_compare_paper_shows_table_b22_for_pretrained_runs():
+    records = _pair("cifar100", 0.70, 0.71, "imagenet") + _pair("caltech101", 0.80, 0.82, "imagenet")
+    text = report.markdown(report.table(records), compare_paper=True)
+    assert "| ce (paper) | 74.8 | 84.5 |  |  |" in text
+    assert "| ngl (paper) | +5.29 | +3.45 | +4.37 |  |" in text
+    assert "Paper: Table B.2.2 (fine-tuned from ImageNet weights), as these runs (weights: imagenet)." in text
+    assert "Table 2" not in text
+
+
+def test_all_seven_datasets_show_the_published_mean_and_a_diverged_cell_narrows_it():
+    records = []
+    for dataset in report.PAPER_DATASETS:
+        records += [record(dataset, "ce", 0.9, weights="imagenet"), record(dataset, "sce", 0.9, weights="imagenet"),
+                    record(dataset, "ngl", 0.9, weights="imagenet")]
+    records = [r for r in records if not (r["loss"] == "ngl" and r["dataset"] == "malaria")]
+    records.append({**record("malaria", "ngl", None, weights="imagenet"), "status": "diverged"})
+    text = report.markdown(report.table(records), compare_paper=True)
+    sce = next(line for line in text.splitlines() if line.startswith("| sce (paper)"))
+    assert sce.endswith("| -1.13 |  |")  # published, not the row's mean −1.15
+    ngl = next(line for line in text.splitlines() if line.startswith("| ngl (paper)"))
+    expected = np.mean(PRETRAINED.changes["ngl"][1:])  # malaria diverged: the other six
+    assert ngl.endswith(f"| {expected:+.2f} |  |")
+
+
+def test_mixed_weights_are_refused_for_the_comparison_and_labelled_otherwise(tmp_path):
+    records = _pair("malaria", 0.9, 0.91) + _pair("malaria", 0.95, 0.96, "imagenet")
+    message = ("the records mix from-scratch and pre-trained runs (weights: imagenet, null); the paper "
+               "compares them in separate tables: report each from its own output directory.")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        report.markdown(report.table(records), compare_paper=True)
+    text = report.markdown(report.table(records))
+    assert "These records mix from-scratch and pre-trained runs (weights: null, imagenet)" in text
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(ValueError, match="the records mix from-scratch and pre-trained runs"):
+        train_small.main(["report", str(tmp_path), "--compare-paper"])
+
+
+def test_spread_over_several_runs_is_printed_with_paired_changes():
+    ce, ngl = [0.90, 0.88, 0.86], [0.91, 0.87, 0.87]
+    records = [record("fashion_mnist", "ce", a, seed=s) for s, a in enumerate(ce)]
+    records += [record("fashion_mnist", "ngl", a, seed=s) for s, a in enumerate(ngl)]
+    note = report.trust_note(records)
+    changes = [100 * (n - c) / c for c, n in zip(ce, ngl)]
+    assert note.startswith("Spread over runs (sample std; change against ce per paired seed): ")
+    assert f"ce accuracy ±{np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
+    assert (f"ngl accuracy ±{np.std(np.multiply(ngl, 100), ddof=1):.2f} points, change {min(changes):+.2f} to "
+            f"{max(changes):+.2f} % (std {np.std(changes, ddof=1):.2f})") in note
+
+
+def test_a_single_run_is_read_against_the_benchmark_spread_of_the_same_schedule(tmp_path):
+    reference = tmp_path / "results" / "quality-quick"
+    reference.mkdir(parents=True)
+    ce, ngl = [0.8788, 0.8724, 0.8557], [0.8617, 0.8606, 0.8585]
+    lines = [record("fashion_mnist", "ce", a, seed=s) for s, a in enumerate(ce)]
+    lines += [record("fashion_mnist", "ngl", a, seed=s) for s, a in enumerate(ngl)]
+    lines += [record("fashion_mnist", "ngl", 0.2, seed=9, epochs=15),  # another schedule: ignored
+              record("fashion_mnist", "focal", 0.2, seed=0)]           # a loss not in the table: ignored
+    (reference / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    mine = [record("fashion_mnist", "ce", 0.87), record("fashion_mnist", "ngl", 0.86)]
+    note = report.trust_note(mine, tmp_path / "results")
+    changes = [100 * (n - c) / c for c, n in zip(ce, ngl)]
+    assert note.startswith("One run per loss: a difference within the seed-to-seed spread measured for this "
+                           "schedule is noise (")
+    assert str(reference / "runs.jsonl") in note or "quality-quick/runs.jsonl" in note
+    assert f"ce accuracy ±{np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
+    assert f"change {min(changes):+.2f} to {max(changes):+.2f} % (std {np.std(changes, ddof=1):.2f})" in note
+    assert "focal" not in note and "\n" not in note
+    other = [record("fashion_mnist", "ce", 0.87, epochs=4), record("fashion_mnist", "ngl", 0.86, epochs=4)]
+    assert report.trust_note(other, tmp_path / "results") == (
+        "One run per loss, and no seed-to-seed spread recorded for this schedule: a difference of a point "
+        "or two may be noise (--runs 3 measures it).")
