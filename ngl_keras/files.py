@@ -22,6 +22,32 @@ def append_json_line(path, record):
         os.fsync(handle.fileno())
 
 
+def read_json_lines(path):
+    """The records of a JSON-lines file, in order; [] when it does not exist.
+
+    Never writes. A truncated last line (a crash while appending) is skipped; a line that is
+    not JSON anywhere else means the file is corrupt, and raises ValueError naming the line.
+    A writer that appends after a truncated line repairs the file first, by an atomic rewrite
+    of the records read here.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        lines = handle.read().split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: the append was cut
+                break
+            raise ValueError(f"{path}: line {number} is not valid JSON; the file is corrupt "
+                             "beyond a truncated last line.") from None
+    return records
+
+
 def run_cli(main):
     """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2."""
     import sys

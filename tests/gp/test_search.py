@@ -140,21 +140,142 @@ def test_a_chief_and_two_workers_complete_the_search(tmp_path):
     ({"gp": {"crossover": 1.2}}, "rate crossover must lie in [0, 1]; got 1.2"),
     ({"gp": {"min_height": 9, "max_size": 5}}, "min_height 9 needs at least 10 nodes, above max_size 5"),
     ({"gp": {"operators": []}}, "the operator set is empty"),
+    ({"gp": {"max_size": 0}}, "max_size must be an integer >= 1; got 0"),
+    ({"gp": {"mutation_max_height": -1}}, "mutation_max_height must be an integer >= 0; got -1"),
+    ({"gp": {"constant_range": [1.0]}}, "constant_range must be [low, high], two finite numbers with low < high; got [1.0]"),
+    ({"gp": {"constant_probability": 1.5}}, "constant_probability must lie in [0, 1]; got 1.5"),
+    ({"gp": {"protected_epsilon": 0.0}}, "protected_epsilon must be > 0; got 0.0"),
+    ({"gp": {"tournament_size": 2.5}}, "'tournament_size' must be an integer; got 2.5"),
+    ({"gp": {"crosover": 0.5}}, "unknown key 'crosover'; accepted keys: operators"),
+    ({"screening": {"allowed_range": [1.0]}}, "allowed_range must be [low, high], two finite numbers with low < high; got [1.0]"),
+    ({"screening": {"allowed_range": [5.0, -5.0]}}, "allowed_range must be [low, high], two finite numbers with low < high; got [5.0, -5.0]"),
+    ({"screening": {"allowed_range": [float("nan"), 1.0]}}, "allowed_range must be [low, high], two finite numbers with low < high; got [nan, 1.0]"),
+    ({"screening": {"max_attempts": 0}}, "max_attempts must be an integer >= 1; got 0"),
+    ({"screening": {"probe_batch": 0}}, "probe_batch must be a positive integer; got 0"),
+    ({"screening": {"improvement_rate": -1.0}}, "improvement_rate must be > 0; got -1.0"),
+    ({"screening": {"fingerprint_digits": -2}}, "fingerprint_digits must be an integer >= 0; got -2"),
     ({"experiment": "exp9"}, "unknown experiment 'exp9'; known: exp1"),
     ({"fitness": {"kind": "train", "datasets": ["mnist"], "model": "small_cnn", "runs": 1}},
      "unknown dataset 'mnist'; known datasets"),
+    ({"fitness": {"kind": "train", "datasets": [], "model": "small_cnn", "runs": 1}},
+     "fitness: datasets is empty; give at least one dataset"),
+    ({"fitness": {"kind": "train", "datasets": ["fashion_mnist"], "model": "small_cnn", "runs": 1,
+                  "limit_train": -5}}, "limit_train must be an integer >= 1; got -5"),
+    ({"fitness": {"kind": "train", "datasets": ["fashion_mnist"], "model": "small_cnn", "runs": 0}},
+     "runs must be an integer >= 1; got 0"),
+    ({"fitness": {"kind": "probe", "probe_steps": 0}}, "probe_steps must be an integer >= 1; got 0"),
+    ({"fitness": {"kind": "probe", "recycle_every": -1}}, "recycle_every must be an integer >= 0; got -1"),
     ({"population": 1}, "population must be an integer >= 2; got 1"),
-    ({"gp": {"crosover": 0.5}}, "unknown key 'crosover'; accepted keys: operators"),
+    ({"generations": -1}, "generations must be an integer >= 0; got -1"),
+    ({"hall_of_fame": 0}, "hall_of_fame must be an integer >= 1; got 0"),
+    ({"worker_timeout": 1}, "worker_timeout must be >= 10 seconds; got 1"),
 ])
 def test_bad_search_configs_are_named(tmp_path, change, message):
     cfg = yaml.safe_load((CONFIGS / "search" / "smoke.yaml").read_text())
-    for key, value in change.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and key in ("gp",) else value
+    cfg.update(change)  # a gp or screening block is merged over configs/search/defaults.yaml
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError) as error:
         search_gp.main(["--config", str(path), "--out", str(tmp_path / "out")])
     assert message in str(error.value)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_every_search_config_is_the_defaults_plus_its_own_settings():
+    defaults = yaml.safe_load((CONFIGS / "search" / "defaults.yaml").read_text())
+    assert set(defaults["gp"]) == set(search.GP) and set(defaults["screening"]) <= set(search.SCREENING)
+    for name in search.EXPERIMENTS:
+        own = yaml.safe_load((CONFIGS / "search" / f"{name}.yaml").read_text())
+        assert "gp" not in own and "screening" not in own  # one place for the shared block
+        cfg = search.load_config(CONFIGS / "search" / f"{name}.yaml")
+        assert cfg["gp"] == defaults["gp"] and cfg["screening"] == defaults["screening"]
+        assert cfg["fitness"] == own["fitness"] and cfg["experiment"] == name
+
+
+def test_the_config_schema_follows_the_classes_that_use_it():
+    from dataclasses import fields
+
+    from ngl_keras.gp import engine
+
+    assert {f.name for f in fields(engine.Limits)} | {f.name for f in fields(engine.Rates)} <= set(search.GP)
+    assert search.GP["min_height"] is int and search.GP["crossover"] is float
+    assert search.GP["constant_range"] == [float] and search.SCREENING["allowed_range"] == [float]
+    assert {f.name for f in fields(screening.ScreeningSettings)} | {"max_attempts"} == set(search.SCREENING)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "-1"], "argument --epochs: must be an integer >= 1; got -1"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1; got 0"),
+    (["--limit-train", "0"], "argument --limit-train: must be an integer >= 1; got 0"),
+    (["--limit-train", "-5"], "argument --limit-train: must be an integer >= 1; got -5"),
+    (["--population", "1"], "argument --population: must be an integer >= 2; got 1"),
+    (["--generations", "-2"], "argument --generations: must be an integer >= 0; got -2"),
+    (["--worker-timeout", "nan"], "argument --worker-timeout: must be a number >= 10; got nan"),
+    (["--worker-timeout", "3"], "argument --worker-timeout: must be a number >= 10; got 3"),
+])
+def test_bad_numbers_on_the_command_line_exit_2_with_one_line(tmp_path, args, message):
+    done = _run(["--experiment", "smoke", "--out", str(tmp_path / "o")] + args, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(message)
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_empty_or_malformed_config_files_are_named(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="empty.yaml' is empty; see configs/search/"):
+        search_gp.main(["--config", str(empty), "--out", str(tmp_path / "o")])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="expected a mapping of settings, got list"):
+        search_gp.main(["--config", str(listed), "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="unknown experiment 'defaults'"):
+        search_gp.main(["--experiment", "defaults", "--out", str(tmp_path / "o")])
+
+
+def test_out_that_is_a_file_or_unwritable_is_refused_in_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    done = _run(["--experiment", "smoke", "--out", str(a_file)], timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: --out {a_file} is a file, not a directory; give a directory for the search."
+    assert a_file.read_text() == "mine"
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere: the unwritable case needs an ordinary user")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ValueError, match=f"cannot write the search directory {locked / 's'}: Permission denied"):
+        search_gp.main(["--experiment", "smoke", "--out", str(locked / "s")])
+
+
+def test_report_names_a_generation_line_without_keys_and_skips_a_cut_last_line(tmp_path):
+    out = tmp_path / "s"
+    search_gp.main(["--experiment", "smoke", "--out", str(out), "--generations", "1", "--population", "4"])
+    log = out / "generations.jsonl"
+    good = log.read_text()
+    log.write_text(good + '{"generation": 2, "best_fit')  # a crash while appending
+    lines = search.report(out).splitlines()
+    assert [x.split(":")[0] for x in lines if x.startswith("generation ")] == ["generation 0", "generation 1"]
+    assert log.read_text().endswith('"best_fit')  # and reading did not rewrite the file
+    log.write_text(good + '{"generation": 2}\n')
+    with pytest.raises(ValueError, match=r"generations.jsonl: record 3 is not a generation summary \(missing best_fitness"):
+        search.report(out)
+    log.write_text('{"generation": 0, \n' + good)
+    with pytest.raises(ValueError, match="generations.jsonl: line 1 is not valid JSON; the file is corrupt"):
+        search.report(out)
+    done = _run(["report", str(out)], timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "line 1 is not valid JSON" in done.stderr
+
+
+def test_a_cut_last_line_is_dropped_by_the_search_before_it_appends(tmp_path):
+    out = tmp_path / "s"
+    args = ["--experiment", "smoke", "--out", str(out), "--population", "4"]
+    search_gp.main(args + ["--generations", "0"])
+    log = out / "generations.jsonl"
+    log.write_text(log.read_text() + '{"generation": 1, "be')
+    # The search resumed: its writer repairs the log (an atomic rewrite) before it appends.
+    search_gp.main(args + ["--generations", "0"])
+    assert [json.loads(x)["generation"] for x in log.read_text().splitlines()] == [0]
 
 
 def test_unknown_experiment_name_and_foreign_or_corrupt_directories(tmp_path):
