@@ -65,7 +65,10 @@ class TrainingProcess:
         except BrokenProcessPool:
             # ProcessPoolExecutor._processes: BrokenProcessPool does not carry the child's exit
             # code, and no public attribute does (Python 3.11).
-            codes = [p.exitcode for p in self._pool._processes.values()]
+            children = list(self._pool._processes.values())
+            for child in children:
+                child.join(5.0)  # the pool's own thread may not have reaped it yet
+            codes = [child.exitcode for child in children]
             self.close()
             if -signal.SIGKILL in codes:
                 raise CandidateFailed("out_of_memory", "the training process was killed (SIGKILL), "
@@ -223,7 +226,8 @@ def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, lo
         return trainer.accuracies(loss)
     except Exception as error:
         if is_out_of_memory(error):
-            raise CandidateFailed("out_of_memory", f"{type(error).__name__}: {str(error).splitlines()[0][:300]}") from None
+            first_line = (str(error).splitlines() or [""])[0][:300]
+            raise CandidateFailed("out_of_memory", f"{type(error).__name__}: {first_line}") from None
         raise
 
 
