@@ -3,6 +3,8 @@ SIGKILL, a chief with two workers, and bad input."""
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +52,7 @@ def test_experiment5_ranking_follows_the_paper():
 
 def _smoke_config(tmp_path, **changes):
     cfg = yaml.safe_load((CONFIGS / "search" / "smoke.yaml").read_text())
-    cfg.update(changes)
+    cfg.update(changes)  # a gp or screening block is merged over configs/search/defaults.yaml
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -108,32 +110,81 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _start(args, env, tuner_id):
+    return subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
+                            env={**os.environ, **env, "KERASTUNER_TUNER_ID": tuner_id},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _stop_all(processes):
+    for p in processes:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 @pytest.mark.slow
-def test_a_chief_and_two_workers_complete_the_search(tmp_path):
+def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
     out = tmp_path / "s"
     args = ["--config", str(_smoke_config(tmp_path, generations=2)), "--out", str(out)]
     env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
-    chief = subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
-                             env={**os.environ, **env, "KERASTUNER_TUNER_ID": "chief"},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(8)
-    workers = [subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
-                                env={**os.environ, **env, "KERASTUNER_TUNER_ID": f"worker{i}"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    # As a cluster scheduler does: workers first, the chief at the same moment.
+    processes = [_start(args, env, f"worker{i}") for i in range(2)] + [_start(args, env, "chief")]
     try:
-        for worker in workers:
-            assert worker.wait(timeout=300) == 0
-        chief_output, _ = chief.communicate(timeout=120)
-        assert chief.returncode == 0, chief_output[-2000:]
+        outputs = [p.communicate(timeout=400)[0] for p in processes]
     finally:
-        for p in workers + [chief]:
-            if p.poll() is None:
-                p.kill()
+        _stop_all(processes)
+    for p, output in zip(processes, outputs):
+        assert p.returncode == 0, output[-2000:]
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
-    assert {e["tuner"] for e in evaluations} == {"worker0", "worker1"}
+    assert {e["tuner"] for e in evaluations} <= {"worker0", "worker1"}
+    for i in range(2):  # one line per candidate a worker trained
+        mine = [e for e in evaluations if e["tuner"] == f"worker{i}"]
+        lines = [x for x in outputs[i].splitlines() if x.startswith(f"worker{i}: candidate ")]
+        assert [x.split()[2] for x in lines] == [e["candidate"] for e in mine]
     generations = [json.loads(x)["generation"] for x in (out / "generations.jsonl").read_text().splitlines()]
     assert generations == [0, 1, 2]
     assert json.loads((out / "hall_of_fame.json").read_text())[0]["rank"] == 1
+    assert sorted(p.name for p in (out / "tuner").iterdir() if not p.name.startswith("trial_")) == [
+        "chief.json", "oracle.json", "worker0.json", "worker1.json"]
+
+
+def _ongoing(out):
+    try:
+        return json.loads((out / "tuner" / "oracle.json").read_text())["ongoing_trials"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return {}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(tmp_path):
+    out = tmp_path / "s"
+    config = _smoke_config(tmp_path, generations=1, population=4,
+                           fitness={"kind": "probe", "probe_steps": 150})  # seconds per candidate
+    args = ["--config", str(config), "--out", str(out), "--worker-timeout", "10"]
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = [_start(args, env, "chief"), _start(args, env, "worker0"), _start(args, env, "worker1")]
+    chief, worker0, worker1 = processes
+    try:
+        deadline = time.time() + 200
+        while "worker1" not in _ongoing(out) and time.time() < deadline:
+            time.sleep(0.05)
+        lost = json.loads((out / "tuner" / f"trial_{_ongoing(out)['worker1']}" / "trial.json").read_text())
+        lost_candidate = lost["hyperparameters"]["values"]["candidate"]
+        os.killpg(worker1.pid, signal.SIGKILL)  # mid-candidate
+        worker1.wait()
+        assert worker0.wait(timeout=300) == 0
+        chief_output = chief.communicate(timeout=120)[0]
+        assert chief.returncode == 0, chief_output[-2000:]
+    finally:
+        _stop_all(processes)
+    assert re.search(rf"worker1: silent for 1\d s while training candidate {lost_candidate}; it goes back to "
+                     "the queue.", chief_output), chief_output[-2000:]
+    evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert [e["tuner"] for e in evaluations if e["candidate"] == lost_candidate] == ["worker0"]
+    generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["generation"] for g in generations] == [0, 1]
+    assert sum(g["trained"] for g in generations) == len({e["candidate"] for e in evaluations})
 
 
 @pytest.mark.parametrize("change,message", [
