@@ -117,10 +117,13 @@ def _start(args, env, tuner_id):
 
 
 def _stop_all(processes):
+    """Kill each process's whole group (its training children included), whatever is left."""
     for p in processes:
-        if p.poll() is None:
+        try:
             os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        except ProcessLookupError:
+            pass
+        p.wait()
 
 
 @pytest.mark.slow
@@ -185,6 +188,41 @@ def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(t
     generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["generation"] for g in generations] == [0, 1]
     assert sum(g["trained"] for g in generations) == len({e["candidate"] for e in evaluations})
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("role", ["alone", "worker"])
+def test_kill_9_of_a_training_search_leaves_no_training_process(tmp_path, role):
+    import psutil
+
+    out = tmp_path / "s"
+    args = ["--experiment", "exp1_proxy", "--out", str(out), "--population", "2", "--generations", "0",
+            "--limit-train", "512"]
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = [_start(args, env, "chief"), _start(args, env, "worker0")] if role == "worker" else \
+        [_start(args, {}, "tuner0")]
+    search_process = psutil.Process(processes[-1].pid)
+
+    def training_child():
+        for child in search_process.children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()) and child.cpu_times().user > 5:
+                    return child  # TensorFlow imported, the training under way
+            except psutil.Error:  # a short-lived helper that has just ended
+                continue
+
+    try:
+        deadline = time.time() + 300
+        while training_child() is None and time.time() < deadline:
+            time.sleep(0.2)
+        children = [c for c in search_process.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+        assert training_child() in children  # with the resource tracker
+        os.kill(search_process.pid, signal.SIGKILL)
+        processes[-1].wait()
+        assert psutil.wait_procs(children, timeout=10)[1] == []  # ended by themselves within seconds
+    finally:
+        _stop_all(processes)
 
 
 @pytest.mark.parametrize("change,message", [
