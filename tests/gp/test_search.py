@@ -396,3 +396,14 @@ def test_training_fitness_uses_validation_error_and_gives_diverged_the_worst(tmp
     value = fit("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))")
     assert len(value) == 1 and 0.0 <= value[0] <= 1.0
     assert fit("exp(1000*p) * y + p") == [fitness.WORST]
+
+
+def test_a_dataset_that_is_not_available_stops_the_search_before_anything_is_written(tmp_path):
+    config = _smoke_config(tmp_path, experiment="exp5", fitness={
+        "kind": "train", "datasets": ["cifar100"], "model": "small_cnn", "runs": 1, "compare_with_ce": True})
+    out = tmp_path / "s"
+    done = _run(["--config", str(config), "--out", str(out), "--data-dir", str(tmp_path / "tfds")], timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: dataset 'cifar100' (tfds 'cifar100') is not available offline in {tmp_path / 'tfds'}")
+    assert not out.exists()
