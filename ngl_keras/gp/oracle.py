@@ -24,7 +24,7 @@ from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
 from ngl_keras.files import append_json_line, atomic_write
-from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed
+from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed, SearchStopped
 
 HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
 # An oracle call slower than this (a chief screening a whole batch) holds up every worker's
@@ -32,6 +32,7 @@ HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
 SLOW_CALL_S = 1.0
 ERROR_FILE = "error.txt"
 FAILED_METRIC = "failed_"  # + reason: a candidate's failure travels to the chief as a metric
+SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's settings
 
 
 def _role():
@@ -57,10 +58,13 @@ class GPOracle(keras_tuner.Oracle):
     fitness back to the `Evolution`; on a chief, also watches the workers (module docstring)."""
 
     def __init__(self, evolution, fitness_size=1, seed=0, worker_timeout=600.0, log=print,
-                 clock=time.monotonic):
+                 clock=time.monotonic, search_id=""):
         super().__init__(objective=keras_tuner.Objective("fitness_0", "min"), max_trials=10**7,
                          seed=seed, max_retries_per_trial=0,
                          max_consecutive_failed_trials=10**9)
+        # The search's identity in the space a worker reads first: a worker started with other
+        # settings is refused, even without a shared filesystem.
+        self.hyperparameters.Fixed(SEARCH_ID, search_id)
         self.evolution = evolution
         self.fitness_size = fitness_size
         self.worker_timeout, self.log, self.clock = worker_timeout, log, clock
@@ -186,6 +190,35 @@ class GPOracle(keras_tuner.Oracle):
         atomic_write(os.path.join(directory, "trial.json"), json.dumps(trial.get_state()))
 
 
+def _chief_address():
+    return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+
+
+def wait_for_chief(oracle, tuner_id, log):
+    """A worker's start: wait, at most `oracle.worker_timeout` seconds, for the chief to answer,
+    and check that it runs this search. Until then a worker writes nothing: it never creates
+    or claims the search directory."""
+    import grpc
+
+    # keras_tuner.src.distribute.oracle_client: not exported by keras-tuner (1.4). Its calls wait
+    # an hour for the chief (the module constant TIMEOUT, read at each call; no public setting).
+    from keras_tuner.src.distribute import oracle_client
+
+    oracle_client.TIMEOUT = oracle.worker_timeout
+    log(f"{tuner_id}: waiting up to {oracle.worker_timeout:g} s for the chief at {_chief_address()} ...")
+    try:
+        space = oracle_client.OracleClient(oracle).get_space()
+    except grpc.RpcError as error:
+        raise SearchStopped(f"{tuner_id}: no chief answered at {_chief_address()} within "
+                            f"{oracle.worker_timeout:g} s ({error.code().name}); start the chief, or check "
+                            "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.") from None
+    theirs, ours = space.values.get(SEARCH_ID), oracle.hyperparameters.values[SEARCH_ID]
+    if theirs != ours:
+        raise ValueError(f"the chief at {_chief_address()} runs a different search (settings hash "
+                         f"{theirs}, this worker's {ours}); start the worker with the chief's config and options.")
+    log(f"{tuner_id}: the chief answered; training candidates.")
+
+
 def serve(oracle, log, poll_s=0.5):
     """The chief: serve `oracle` to the workers until `oracle.search_over()`; forget lost
     workers on the way. keras-tuner's own server loop (oracle_chief.start_server) waits for
@@ -198,7 +231,7 @@ def serve(oracle, log, poll_s=0.5):
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    address = _chief_address()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
     try:
@@ -252,11 +285,7 @@ class GPTuner(base_tuner.BaseTuner):
         self.log = log
         self.role = _role()
         if self.role == "worker":
-            # keras_tuner.src.distribute.oracle_client waits an hour for the chief on every call
-            # (its module constant TIMEOUT, read at each call; no public setting in 1.4).
-            from keras_tuner.src.distribute import oracle_client
-
-            oracle_client.TIMEOUT = oracle.worker_timeout
+            wait_for_chief(oracle, os.environ["KERASTUNER_TUNER_ID"], log)
         super().__init__(oracle=oracle, directory=str(search_dir), project_name="tuner",
                          overwrite=False, **kwargs)
 
@@ -325,8 +354,5 @@ class GPTuner(base_tuner.BaseTuner):
         try:
             return call(*args)
         except grpc.RpcError as error:
-            from ngl_keras.gp.evolution import SearchStopped
-
-            address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-            raise SearchStopped(f"{self.tuner_id}: the chief at {address} did not answer "
+            raise SearchStopped(f"{self.tuner_id}: the chief at {_chief_address()} did not answer "
                                 f"({error.code().name}); this worker stops.") from None

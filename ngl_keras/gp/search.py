@@ -2,11 +2,10 @@
 fitness and evolution, run them under keras-tuner, and write the generation log, the hall of
 fame, the best loss and a plot to the search directory."""
 
+import hashlib
 import json
 import math
 import os
-import time
-import traceback
 from dataclasses import fields
 from pathlib import Path
 
@@ -194,19 +193,6 @@ class SearchDirectory:
         records = read_json_lines(path)
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
-    def wait_for_chief(self, cfg, timeout, log, poll=0.5):
-        """A worker's start: wait, at most `timeout` seconds, until the chief has made the
-        search directory, then check that it holds this search. A worker never creates it."""
-        deadline = time.monotonic() + timeout
-        if self.saved_config() is None:
-            log(f"waiting up to {timeout:g} s for the chief to create {self.path / CONFIG_FILE} ...")
-        while self.saved_config() is None:
-            if time.monotonic() > deadline:
-                raise SearchStopped(f"no chief created {self.path / CONFIG_FILE} within {timeout:g} s "
-                                    "(worker_timeout); start the chief with the same --out, or check the path.")
-            time.sleep(poll)
-        self.claim(cfg, write=False)
-
     def log_generation(self, summary):
         path = self.path / "generations.jsonl"
         if any(g.get("generation") == summary["generation"] for g in read_json_lines(path)):
@@ -301,9 +287,7 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
     fitness = build_fitness(cfg, screen, Path(search_dir), configs_dir, data_dir)
     try:
         getattr(fitness, "check_inputs", lambda: None)()
-        if worker:
-            directory.wait_for_chief(identity, worker_timeout, log)
-        else:
+        if not worker:  # a worker waits for the chief (GPTuner) and writes nothing before
             directory.claim(identity, write=True)
 
         def on_generation(summary):
@@ -316,8 +300,9 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
                                   max_attempts=s.get("max_attempts", 1000),
                                   on_generation=None if worker else on_generation)
         size = 2 if cfg["fitness"].get("compare_with_ce") else 1
+        search_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         oracle = oracle_module.GPOracle(evo, fitness_size=size, seed=cfg.get("seed", 0),
-                                        worker_timeout=worker_timeout, log=log)
+                                        worker_timeout=worker_timeout, log=log, search_id=search_id)
         try:
             tuner = oracle_module.GPTuner(oracle, fitness, str(search_dir), log=log)
         except (json.JSONDecodeError, KeyError, RuntimeError) as error:

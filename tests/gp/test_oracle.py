@@ -21,10 +21,10 @@ class Clock:
         return self.now
 
 
-def make_oracle(tmp_path, clock, logs, population=4, generations=1):
+def make_oracle(tmp_path, clock, logs, population=4, generations=1, search_id=""):
     evo = evolution.Evolution(PSET, engine.Limits(min_height=1, max_size=30, init_max_height=3),
                               engine.Rates(), population, generations, seed=0)
-    gp = oracle.GPOracle(evo, worker_timeout=10.0, log=logs.append, clock=clock)
+    gp = oracle.GPOracle(evo, worker_timeout=10.0, log=logs.append, clock=clock, search_id=search_id)
     gp._set_project_dir(str(tmp_path), "tuner")
     return gp
 
@@ -161,3 +161,53 @@ def test_a_generation_where_nothing_could_be_evaluated_stops_the_search(tmp_path
                                             r"\(out_of_memory 4\); check the data"):
         search.run(search_config(tmp_path), tmp_path / "s", search.Path("configs"), log=lambda *a: None)
     assert not (tmp_path / "s" / "best_loss.txt").exists() and not (tmp_path / "s" / "generations.jsonl").exists()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_waits_bounded_for_the_chief_and_refuses_a_different_search(tmp_path, monkeypatch):
+    import threading
+
+    port = _free_port()
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker0")
+    chief = make_oracle(tmp_path, Clock(), [], search_id="0123abcd")
+    server = threading.Thread(target=oracle.serve, args=(chief, lambda *a: None, 0.05))
+    server.start()
+    try:
+        logs = []
+        worker = make_oracle(tmp_path / "w", Clock(), [], search_id="0123abcd")
+        oracle.wait_for_chief(worker, "worker0", logs.append)
+        assert logs == [f"worker0: waiting up to 10 s for the chief at 127.0.0.1:{port} ...",
+                        "worker0: the chief answered; training candidates."]
+        other = make_oracle(tmp_path / "o", Clock(), [], search_id="ffff0000")
+        with pytest.raises(ValueError, match=f"the chief at 127.0.0.1:{port} runs a different search "
+                                             r"\(settings hash 0123abcd, this worker's ffff0000\)"):
+            oracle.wait_for_chief(other, "worker1", lambda *a: None)
+    finally:
+        chief.evolution.finished = True  # the chief's loop ends: search over, no worker owed
+        server.join(timeout=10)
+    assert not server.is_alive()
+    # No chief at all: the worker gives up after worker_timeout seconds, with one line.
+    alone = make_oracle(tmp_path / "a", Clock(), [])
+    alone.worker_timeout = 1.0
+    with pytest.raises(SearchStopped, match=f"^worker0: no chief answered at 127.0.0.1:{port} within 1 s "
+                                            r"\(DEADLINE_EXCEEDED\); start the chief"):
+        oracle.wait_for_chief(alone, "worker0", lambda *a: None)
+
+
+def test_a_worker_writes_nothing_before_its_chief_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker0")
+    out = tmp_path / "s"
+    with pytest.raises(SearchStopped, match="worker0: no chief answered at 127.0.0.1:"):
+        search.run(search_config(tmp_path, worker_timeout=10), out, search.Path("configs"), log=lambda *a: None)
+    assert not out.exists()
