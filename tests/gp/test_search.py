@@ -170,12 +170,15 @@ def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(t
     chief, worker0, worker1 = processes
     try:
         deadline = time.time() + 200
-        while "worker1" not in _ongoing(out) and time.time() < deadline:
-            time.sleep(0.05)
-        lost = json.loads((out / "tuner" / f"trial_{_ongoing(out)['worker1']}" / "trial.json").read_text())
-        lost_candidate = lost["hyperparameters"]["values"]["candidate"]
-        os.killpg(worker1.pid, signal.SIGKILL)  # mid-candidate
+        ongoing = {}
+        while "worker1" not in ongoing and time.time() < deadline:
+            time.sleep(0.02)
+            ongoing = _ongoing(out)
+        lost_trial = ongoing["worker1"]
+        os.killpg(worker1.pid, signal.SIGKILL)  # mid-candidate (one takes seconds)
         worker1.wait()
+        lost = json.loads((out / "tuner" / f"trial_{lost_trial}" / "trial.json").read_text())
+        lost_candidate = lost["hyperparameters"]["values"]["candidate"]
         assert worker0.wait(timeout=300) == 0
         chief_output = chief.communicate(timeout=120)[0]
         assert chief.returncode == 0, chief_output[-2000:]
