@@ -64,6 +64,7 @@ class GPOracle(keras_tuner.Oracle):
                          max_consecutive_failed_trials=10**9)
         # The search's identity in the space a worker reads first: a worker started with other
         # settings is refused, even without a shared filesystem.
+        self.search_id = search_id
         self.hyperparameters.Fixed(SEARCH_ID, search_id)
         self.evolution = evolution
         self.fitness_size = fitness_size
@@ -179,6 +180,8 @@ class GPOracle(keras_tuner.Oracle):
 
     def set_state(self, state):
         super().set_state(state)
+        if SEARCH_ID not in self.hyperparameters.values:  # saved before the id was kept
+            self.hyperparameters.Fixed(SEARCH_ID, self.search_id)
         self.evolution.set_state(state["gp"])
 
     def save(self):
