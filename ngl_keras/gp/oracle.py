@@ -13,6 +13,7 @@ What keras-tuner (1.4) leaves to us, and this module adds:
   reason); any other error stops the search, with the candidate, keeping its state.
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -295,19 +296,15 @@ class GPTuner(base_tuner.BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         values = trial.hyperparameters.values
         started = time.time()
-        beat = Heartbeat(self.oracle, trial.trial_id) if self.role == "worker" else None
+        alive = Heartbeat(self.oracle, trial.trial_id) if self.role == "worker" else contextlib.nullcontext()
         try:
-            if beat:
-                beat.__enter__()
-            fitness = self.fitness(values["formula"])
+            with alive:
+                fitness = self.fitness(values["formula"])
         except CandidateFailed as failure:
             self._announce(values, f"failed ({failure})", started)
             return {"fitness_0": WORST, FAILED_METRIC + failure.reason: 1.0}
         except Exception as error:
             raise CandidateError(values["candidate"], values["formula"], error) from error
-        finally:
-            if beat:
-                beat.__exit__()
         append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
                          {"trial": trial.trial_id, "candidate": values["candidate"],
                           "formula": values["formula"], "fitness": fitness, "tuner": self.tuner_id,
