@@ -16,6 +16,7 @@ import yaml
 
 import search_gp
 from ngl_keras.gp import fitness, screening, search
+from ngl_keras.gp.evolution import CandidateFailed
 from ngl_keras.losses import expression as ex
 from tests.paths import CONFIGS, ROOT, kill_when_lines
 
@@ -392,13 +393,15 @@ def test_unknown_experiment_name_and_foreign_or_corrupt_directories(tmp_path):
 
 
 @pytest.mark.realdata
-def test_training_fitness_uses_validation_error_and_gives_diverged_the_worst(tmp_path):
+def test_training_fitness_uses_validation_error_and_fails_a_diverged_candidate(tmp_path):
     cfg = search.load_config(CONFIGS / "search" / "exp2_proxy.yaml", {"limit_train": 256})
     cfg["fitness"]["runs"] = 1
     fit = search.build_fitness(cfg, SCREEN, tmp_path, CONFIGS)
     value = fit("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))")
     assert len(value) == 1 and 0.0 <= value[0] <= 1.0
-    assert fit("exp(1000*p) * y + p") == [fitness.WORST]
+    with pytest.raises(CandidateFailed) as failure:
+        fit("exp(1000*p) * y + p")
+    assert failure.value.reason == "diverged"
 
 
 def test_a_dataset_that_is_not_available_stops_the_search_before_anything_is_written(tmp_path):
