@@ -21,6 +21,22 @@ ROOT = Path(__file__).resolve().parent
 CONFIGS = ROOT / "configs"
 
 
+def at_least(least, kind=int):
+    """An argparse type: a number of `kind` >= `least`."""
+    name = "an integer" if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {name} >= {least:g}; got {text!r}") from None
+        if not value >= least:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {name} >= {least:g}; got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv):
     if argv[:1] == ["report"]:
         parser = argparse.ArgumentParser(prog="search_gp.py report")
@@ -32,11 +48,14 @@ def parse_args(argv):
     parser.add_argument("--config", help="search config (configs/search/<experiment>.yaml)")
     parser.add_argument("--experiment", help="shorthand for --config configs/search/<name>.yaml")
     parser.add_argument("--out", required=True, help="search directory (resumed when it exists)")
-    parser.add_argument("--population", type=int)
-    parser.add_argument("--generations", type=int)
+    parser.add_argument("--population", type=at_least(2))
+    parser.add_argument("--generations", type=at_least(0))
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--limit-train", type=int)
+    parser.add_argument("--epochs", type=at_least(1))
+    parser.add_argument("--limit-train", type=at_least(1), help="train on the first N images of the train split")
+    parser.add_argument("--worker-timeout", type=at_least(10, float), metavar="SECONDS",
+                        help="hand a candidate to another worker after this much silence from its worker "
+                             "(config key worker_timeout; default 600)")
     parser.add_argument("--data-dir", help="tfds data directory")
     args = parser.parse_args(argv)
     args.command = "search"
@@ -48,18 +67,23 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from ngl_keras.gp import search
+    from ngl_keras.gp.evolution import SearchStopped
 
     if args.command == "report":
         print(search.report(args.out))
         return 0
     path = Path(args.config) if args.config else CONFIGS / "search" / f"{args.experiment}.yaml"
-    if args.experiment and not path.exists():
-        known = sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml"))
+    known = sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml") if p.name != search.DEFAULTS_FILE)
+    if args.experiment and args.experiment not in known:
         raise ValueError(f"unknown experiment {args.experiment!r}; known: {', '.join(known)}.")
     overrides = {"population": args.population, "generations": args.generations, "seed": args.seed,
-                 "epochs": args.epochs, "limit_train": args.limit_train}
-    cfg = search.load_config(path, overrides)
-    evo = search.run(cfg, args.out, CONFIGS, args.data_dir)
+                 "epochs": args.epochs, "limit_train": args.limit_train, "worker_timeout": args.worker_timeout}
+    cfg = search.load_config(path, overrides, defaults=CONFIGS / "search" / search.DEFAULTS_FILE)
+    try:
+        evo = search.run(cfg, args.out, CONFIGS, args.data_dir)
+    except SearchStopped as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        return 1
     if evo is not None:
         print()
         print(search.report(args.out))
@@ -69,4 +93,5 @@ def main(argv=None):
 if __name__ == "__main__":
     from ngl_keras.files import run_cli
 
+    sys.stdout.reconfigure(line_buffering=True)  # a worker's line per candidate shows as it happens
     run_cli(main)

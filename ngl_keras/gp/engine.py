@@ -6,9 +6,20 @@ float constants), so a tree becomes a loss only through `ExpressionLoss`. Every 
 takes an explicit `random.Random`; nothing reads global random state.
 """
 
+import math
 from dataclasses import dataclass
 
 from ngl_keras.losses import expression
+
+
+def check_range(name, value):
+    """`value` must be [low, high]: two finite numbers with low < high."""
+    numbers = (isinstance(value, (list, tuple)) and len(value) == 2
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    if not numbers or not value[0] < value[1]:
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ValueError(f"{name} must be [low, high], two finite numbers with low < high; got {shown!r}.")
+
 
 @dataclass(frozen=True)
 class PrimitiveSet:
@@ -31,9 +42,10 @@ class PrimitiveSet:
             raise ValueError(f"unknown operators {unknown}; known: {', '.join(expression.OPERATORS)}.")
         if not self.variables:
             raise ValueError("the primitive set needs at least one variable.")
-        low, high = self.constant_range
-        if not low < high:
-            raise ValueError(f"constant_range must be [low, high] with low < high; got {list(self.constant_range)}.")
+        check_range("constant_range", self.constant_range)
+        probability = self.constant_probability
+        if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
+            raise ValueError(f"constant_probability must lie in [0, 1]; got {probability!r}.")
         missing = set(self.required) - set(self.variables)
         if missing:
             raise ValueError(f"required variables {sorted(missing)} are not variables {list(self.variables)}.")
@@ -55,6 +67,10 @@ class Limits:
     mutation_max_height: int = 3
 
     def __post_init__(self):
+        for name in ("min_height", "max_size", "init_max_height", "mutation_max_height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "max_size" else 0):
+                raise ValueError(f"{name} must be an integer >= {1 if name == 'max_size' else 0}; got {value!r}.")
         # The smallest tree of height h has h + 1 nodes (a chain of unary operators).
         if self.min_height + 1 > self.max_size:
             raise ValueError(f"min_height {self.min_height} needs at least {self.min_height + 1} "

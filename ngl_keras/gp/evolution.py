@@ -16,6 +16,39 @@ from ngl_keras.gp import engine
 from ngl_keras.losses import expression
 
 WORST = 1e9  # fitness of a candidate that diverged or failed
+# Why a candidate may fail without stopping the search: its training diverged (NaN/Inf), or it
+# ran out of memory. Any other error is a fault of the setup or the code, and stops the search.
+FAILURES = ("diverged", "out_of_memory")
+# A candidate's status: waiting to be handed out, handed out, evaluated, fitness taken from the
+# cache, or equivalent to a queued candidate of the same batch (it takes that one's fitness).
+STATUSES = ("queued", "running", "done", "cached", "duplicate")
+
+
+class CandidateFailed(Exception):
+    """A candidate that could not be evaluated for one of FAILURES: it gets the worst fitness,
+    is counted by reason in the generation log, and the search goes on."""
+
+    def __init__(self, reason, detail=""):
+        if reason not in FAILURES:
+            raise ValueError(f"failure reason must be one of {FAILURES}; got {reason!r}.")
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail
+
+    def __str__(self):
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+class SearchStopped(Exception):
+    """The search cannot go on (the reason is the message). Its state is kept: once the cause
+    is fixed, re-running the same command resumes it."""
+
+
+def check_settings(population_size, generations, max_attempts):
+    """The Evolution's own settings, checked where a config or a caller gives them."""
+    for name, value, least in (("population", population_size, 2), ("generations", generations, 0),
+                               ("max_attempts", max_attempts, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}; got {value!r}.")
 
 
 def _rng_state(rng):
@@ -29,12 +62,16 @@ def _set_rng_state(rng, state):
 
 
 class Evolution:
+    """(μ+λ) GP over batches of `population_size` candidates, one batch per generation.
+
+    Each candidate of a batch has one of STATUSES; a generation completes when no candidate is
+    queued or running. A generation in which no candidate could be evaluated (all failed)
+    does not complete: its candidates go back to the queue and `stopped` says why.
+    """
+
     def __init__(self, pset, limits, rates, population_size, generations, seed=0, screen=None,
                  max_attempts=1000, on_generation=None):
-        if population_size < 2:
-            raise ValueError(f"population must be >= 2; got {population_size}.")
-        if generations < 0:
-            raise ValueError(f"generations must be >= 0; got {generations}.")
+        check_settings(population_size, generations, max_attempts)
         self.pset, self.limits, self.rates = pset, limits, rates
         self.size, self.generations = population_size, generations
         self.screen = screen
@@ -44,14 +81,16 @@ class Evolution:
         self.population, self.archive, self.batch = [], [], []
         self.generation = 0
         self.cache = {}
+        self.failures = {}  # fingerprint -> reason, for the cached fitnesses that are failures
         self.counters = self._new_counters()
         self.history = []
         self.finished = False
+        self.stopped = None  # why the search cannot go on; not saved, so that a re-run retries
         self.started = time.time()
 
     @staticmethod
     def _new_counters():
-        return {"proposed": 0, "rejected": {}, "cache_hits": 0, "trained": 0}
+        return {"proposed": 0, "rejected": {}, "cache_hits": 0, "trained": 0, "failed": {}}
 
     # Candidates.
 
@@ -93,7 +132,7 @@ class Evolution:
 
     def propose(self):
         """("run", candidate id, formula text) | ("wait", None, None) | ("done", None, None)."""
-        while not self.finished:
+        while not self.finished and self.stopped is None:
             if not self.batch:
                 self._fill_batch()
             for candidate in self.batch:
@@ -105,14 +144,21 @@ class Evolution:
             self._complete_generation()
         return "done", None, None
 
-    def report(self, candidate_id, fitness):
-        """Record the fitness (a list of floats, lower is better) of a handed-out candidate."""
+    def report(self, candidate_id, fitness, failure=None):
+        """Record the fitness (a list of floats, lower is better) of a handed-out candidate;
+        `failure` (one of FAILURES) when it could not be evaluated."""
         fitness = [float(v) for v in fitness]
+        if failure is not None and failure not in FAILURES:
+            raise ValueError(f"failure must be one of {FAILURES} or None; got {failure!r}.")
         for candidate in self.batch:
             if candidate["id"] == candidate_id and candidate["status"] in ("running", "queued"):
                 candidate.update(fitness=fitness, status="done")
                 self.cache[candidate["fingerprint"]] = fitness
                 self.counters["trained"] += 1
+                if failure is not None:
+                    self.failures[candidate["fingerprint"]] = failure
+                    failed = self.counters.setdefault("failed", {})
+                    failed[failure] = failed.get(failure, 0) + 1
                 for other in self.batch:
                     if other["status"] == "duplicate" and other["fingerprint"] == candidate["fingerprint"]:
                         other.update(fitness=fitness, status="cached")
@@ -127,7 +173,29 @@ class Evolution:
 
     # Generations.
 
+    def _nothing_evaluated(self):
+        """Stop when every candidate of the batch failed: nothing can be selected, and the same
+        cause (missing data, a broken setting) would fail the next generation too. The failed
+        candidates go back to the queue, so that a re-run after the fix trains them again."""
+        if any(c["fingerprint"] not in self.failures for c in self.batch):
+            return False
+        reasons = {}
+        for candidate in self.batch:
+            reason = self.failures[candidate["fingerprint"]]
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for candidate in self.batch:
+            self.cache.pop(candidate["fingerprint"], None)
+            self.failures.pop(candidate["fingerprint"], None)
+            candidate.update(fitness=None, status="queued")
+        self.counters["trained"], self.counters["failed"] = 0, {}
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+        self.stopped = (f"generation {self.generation}: none of its {len(self.batch)} candidates could be "
+                        f"evaluated ({counts}); check the data, the model and the training settings.")
+        return True
+
     def _complete_generation(self):
+        if self._nothing_evaluated():
+            return
         evaluated = [{"tree": c["tree"], "text": c["text"], "fitness": c["fitness"]} for c in self.batch]
         if self.generation == 0:
             self.population, _ = engine.select([], evaluated, self.size)
@@ -145,6 +213,7 @@ class Evolution:
             "rejected": dict(self.counters["rejected"]),
             "cache_hits": self.counters["cache_hits"],
             "trained": self.counters["trained"],
+            "failed": dict(self.counters.get("failed", {})),
             "wall_time_s": round(time.time() - self.started, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
@@ -172,7 +241,8 @@ class Evolution:
 
     def get_state(self):
         return {"population": self.population, "archive": self.archive, "batch": self.batch,
-                "generation": self.generation, "cache": self.cache, "counters": self.counters,
+                "generation": self.generation, "cache": self.cache, "failures": self.failures,
+                "counters": self.counters,
                 "history": self.history, "finished": self.finished, "rng": _rng_state(self.rng),
                 "elapsed_s": time.time() - self.started}
 
@@ -180,17 +250,24 @@ class Evolution:
         self.population, self.archive = state["population"], state["archive"]
         self.batch, self.generation = state["batch"], state["generation"]
         self.cache, self.counters = state["cache"], state["counters"]
+        self.failures = state.get("failures", {})  # absent in searches saved before failures were kept
         self.history, self.finished = state["history"], state["finished"]
         _set_rng_state(self.rng, state["rng"])
         self.started = time.time() - state["elapsed_s"]
 
 
 def run_local(evolution, fitness):
-    """Evaluate every candidate in this process: `fitness(formula text) -> list of floats`."""
+    """Evaluate every candidate in this process: `fitness(formula text) -> list of floats`
+    (or CandidateFailed)."""
     while True:
         action, candidate_id, text = evolution.propose()
         if action == "done":
+            if evolution.stopped:
+                raise SearchStopped(evolution.stopped)
             return evolution
         if action == "wait":  # cannot happen in one process: every candidate is reported at once
             raise RuntimeError("a candidate was handed out and never reported")
-        evolution.report(candidate_id, fitness(text))
+        try:
+            evolution.report(candidate_id, fitness(text))
+        except CandidateFailed as failure:
+            evolution.report(candidate_id, [WORST], failure=failure.reason)

@@ -2,17 +2,83 @@
 
 Every fitness maps a formula to a list of floats, lower is better (compared
 lexicographically). Training reuses `ngl_keras.training` (the same data, model and training
-code as train_small.py); a diverged or failed training gets the worst fitness.
+code as train_small.py). A training that diverged or ran out of memory raises
+`CandidateFailed` (the candidate gets the worst fitness); any other error is raised as it is,
+and stops the search.
 """
 
 import functools
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ngl_keras.files import atomic_write
-from ngl_keras.gp.evolution import WORST
+from ngl_keras.gp.evolution import CandidateFailed
+
+PARENT_POLL_S = 0.5  # a training process checks this often that the search still runs
+
+
+def is_out_of_memory(error):
+    """Resource exhaustion, by any backend's name for it (no backend imported here)."""
+    return (isinstance(error, MemoryError)
+            or type(error).__name__ in ("ResourceExhaustedError", "OutOfMemoryError")
+            or "RESOURCE_EXHAUSTED" in str(error))
+
+
+def _end_with_parent(parent_pid):
+    """In a training process: exit as soon as the search process that started it is gone
+    (kill -9 included), instead of training on and then blocking forever on its pipe."""
+    def watch():
+        while os.getppid() == parent_pid:
+            threading.Event().wait(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
+
+
+class TrainingProcess:
+    """One child process that runs trainings, replaced after `recycle_every` of them, started
+    again after a crash, and ending by itself when this process dies."""
+
+    def __init__(self, recycle_every):
+        self.recycle_every = recycle_every
+        self._pool = None
+
+    def run(self, function, *args):
+        """`function(*args)` in the child. A child killed by SIGKILL (on a training machine,
+        the kernel's out-of-memory killer) raises CandidateFailed("out_of_memory"); a child
+        that died otherwise raises RuntimeError. Either way the next call starts a new child."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             max_tasks_per_child=self.recycle_every,
+                                             initializer=_end_with_parent, initargs=(os.getpid(),))
+        try:
+            return self._pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            # ProcessPoolExecutor._processes: BrokenProcessPool does not carry the child's exit
+            # code, and no public attribute does (Python 3.11).
+            children = list(self._pool._processes.values())
+            for child in children:
+                child.join(5.0)  # the pool's own thread may not have reaped it yet
+            codes = [child.exitcode for child in children]
+            self.close()
+            if -signal.SIGKILL in codes:
+                raise CandidateFailed("out_of_memory", "the training process was killed (SIGKILL), "
+                                      "most likely by the kernel's out-of-memory killer") from None
+            raise RuntimeError(f"the training process died (exit codes {codes})") from None
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 def experiment5_key(improvements):
@@ -48,31 +114,36 @@ class TrainingFitness:
         if not isinstance(self.recycle_every, int) or self.recycle_every < 0:
             raise ValueError(f"fitness recycle_every must be an integer >= 0; got {self.recycle_every!r}.")
         self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed)
-        self._pool = None
-        trainer = _Trainer(*self._args)
-        training.plan({**trainer.grid, "losses": ["ce"]}, configs_dir, trainer.overrides)  # names now
+        self._process = TrainingProcess(self.recycle_every)
+        self._trainer = _Trainer(*self._args)
+        self.runs = training.plan({**self._trainer.grid, "losses": ["ce"]}, configs_dir,
+                                  self._trainer.overrides)  # names and settings now
+
+    def check_inputs(self):
+        """Load one example of every split a training reads, and the model's pretrained
+        weights: a missing dataset or weights file stops the search before its first
+        generation, not as a failure of every candidate."""
+        from ngl_keras import data as data_module
+
+        seen = set()
+        for run in self.runs:
+            for split in ("train", "validation"):
+                key = (run.dataset, run.settings["splits"][split])
+                if key not in seen:
+                    seen.add(key)
+                    data_module.load_split(*key, data_dir=self._trainer.datasets.data_dir, limit=1)
+            if run.weights is not None and (run.model, run.weights) not in seen:
+                seen.add((run.model, run.weights))
+                _check_weights(run)
 
     def _accuracies(self, loss):
         if self.recycle_every == 0:
             return _accuracies_in_process(*self._args, loss)
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             max_tasks_per_child=self.recycle_every)
-        try:
-            return self._pool.submit(_accuracies_in_process, *self._args, loss).result()
-        except Exception:
-            self._pool.shutdown(cancel_futures=True)  # a crashed child: start a new one next time
-            self._pool = None
-            raise
+        return self._process.run(_accuracies_in_process, *self._args, loss)
 
     def close(self):
-        """Stop the training process (also done at exit)."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Stop the training process (it also ends by itself when this process dies)."""
+        self._process.close()
 
     def ce_baseline(self):
         path = self.search_dir / "ce_baseline.json"
@@ -80,26 +151,35 @@ class TrainingFitness:
             return json.loads(path.read_text())
         baseline = {}
         for dataset, accuracy in self._accuracies("ce"):
+            if accuracy is None:
+                raise RuntimeError(f"cross-entropy diverged on {dataset}: experiment 5 has no baseline "
+                                   "to compare with; check the training settings.")
             baseline.setdefault(dataset, []).append(accuracy)
         baseline = {d: float(np.mean(v)) for d, v in baseline.items()}
         atomic_write(path, json.dumps(baseline))
         return baseline
 
     def __call__(self, formula):
-        try:
-            results = self._accuracies(formula)
-        except Exception as error:  # no candidate, however broken, stops the search
-            print(f"candidate {formula!r} failed: {type(error).__name__}: {error}")
-            results = [(d, None) for d in self.settings["datasets"]]
+        results = self._accuracies(formula)
+        diverged = sorted({d for d, acc in results if acc is None})
+        if diverged:
+            raise CandidateFailed("diverged", f"no finite validation accuracy on {', '.join(diverged)}")
         if self.settings.get("compare_with_ce"):
-            if any(acc is None for _, acc in results):
-                return [0.0, WORST]
             baseline = self.ce_baseline()
             improvements = [100.0 * (acc - baseline[d]) / baseline[d] for d, acc in results]
             return experiment5_key(improvements)
-        if any(acc is None for _, acc in results):
-            return [WORST]
         return [float(np.mean([1.0 - acc for _, acc in results]))]
+
+
+def _check_weights(run):
+    import keras
+
+    from ngl_keras import models
+
+    try:
+        models.build_model(run.model, 2, run.settings["image_size"], weights=run.weights)
+    finally:
+        keras.backend.clear_session()
 
 
 class _Trainer:
@@ -140,7 +220,13 @@ def _trainer(settings_json, configs_dir, search_dir, data_dir, seed):
 
 def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, loss):
     trainer = _trainer(json.dumps(settings, sort_keys=True), configs_dir, search_dir, data_dir, seed)
-    return trainer.accuracies(loss)
+    try:
+        return trainer.accuracies(loss)
+    except Exception as error:
+        if is_out_of_memory(error):
+            first_line = (str(error).splitlines() or [""])[0][:300]
+            raise CandidateFailed("out_of_memory", f"{type(error).__name__}: {first_line}") from None
+        raise
 
 
 class ProbeFitness:
@@ -155,4 +241,6 @@ class ProbeFitness:
         from ngl_keras.losses import expression
 
         probability = self.screen.descend(expression.parse(formula), self.steps)
-        return [WORST] if probability is None or not np.isfinite(probability) else [1.0 - probability]
+        if probability is None or not np.isfinite(probability):
+            raise CandidateFailed("diverged", "a gradient on the probe batch is not finite")
+        return [1.0 - probability]

@@ -1,32 +1,105 @@
 """keras-tuner orchestration: an Oracle that owns the GP state, and a Tuner that evaluates
 one candidate per trial. The same pair runs in one process or as a chief and N workers
-(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT)."""
+(KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT).
 
+What keras-tuner (1.4) leaves to us, and this module adds:
+- a lost worker: a worker sends a heartbeat every HEARTBEAT_S seconds while it trains; the
+  chief hands the candidate of a worker silent for `worker_timeout` seconds to another, and
+  forgets the worker (one that comes back is told to stop, or its late result is used once);
+- the chief's end: it serves until the search is complete (or stopped) and every worker it
+  knows has been told so or is lost, then exits, whatever happened to the workers;
+- a bounded wait: a worker gives up on a chief that does not answer within `worker_timeout`;
+- errors: a candidate that diverged or ran out of memory is a failed candidate (counted by
+  reason); any other error stops the search, with the candidate, keeping its state.
+"""
+
+import contextlib
 import json
 import os
+import threading
 import time
+import traceback
 
 import keras_tuner
 from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
 from ngl_keras.files import append_json_line, atomic_write
-from ngl_keras.gp.evolution import WORST
+from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed, SearchStopped
+
+HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
+# An oracle call slower than this (a chief screening a whole batch) holds up every worker's
+# heartbeat: silence is counted from its end.
+SLOW_CALL_S = 1.0
+ERROR_FILE = "error.txt"
+FAILED_METRIC = "failed_"  # + reason: a candidate's failure travels to the chief as a metric
+SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's settings
+
+
+def _role():
+    # keras_tuner.src.distribute.utils: keras-tuner (1.4) exports no public way to ask the role.
+    from keras_tuner.src.distribute import utils as dist_utils
+
+    if not dist_utils.has_chief_oracle():
+        return "alone"
+    return "chief" if dist_utils.is_chief_oracle() else "worker"
+
+
+class CandidateError(keras_tuner.errors.FatalError):
+    """An error while evaluating a candidate that is not one of FAILURES: it stops the search."""
+
+    def __init__(self, candidate, formula, error):
+        self.candidate, self.formula = candidate, formula
+        self.traceback = "".join(traceback.format_exception(error))
+        super().__init__(f"candidate {candidate} ({formula}) raised {type(error).__name__}: {error}")
 
 
 class GPOracle(keras_tuner.Oracle):
     """Hands out GP candidates as trials ({"candidate": id, "formula": text}) and feeds their
-    fitness back to the `Evolution`. A failed trial gets the worst fitness, and failures
-    never end the search."""
+    fitness back to the `Evolution`; on a chief, also watches the workers (module docstring)."""
 
-    def __init__(self, evolution, fitness_size=1, seed=0):
+    def __init__(self, evolution, fitness_size=1, seed=0, worker_timeout=600.0, log=print,
+                 clock=time.monotonic, search_id=""):
         super().__init__(objective=keras_tuner.Objective("fitness_0", "min"), max_trials=10**7,
                          seed=seed, max_retries_per_trial=0,
                          max_consecutive_failed_trials=10**9)
+        # The search's identity in the space a worker reads first: a worker started with other
+        # settings is refused, even without a shared filesystem.
+        self.search_id = search_id
+        self.hyperparameters.Fixed(SEARCH_ID, search_id)
         self.evolution = evolution
         self.fitness_size = fitness_size
+        self.worker_timeout, self.log, self.clock = worker_timeout, log, clock
+        self.last_seen = {}  # tuner id -> clock time of its last call
+        self.stalled_until = clock()
+        self.lost_trials = set()
+        self.fatal = None  # why the search stops, after an error in a worker
+
+    # What workers call (through the chief's gRPC server).
+
+    def _seen(self, tuner_id):
+        self.last_seen[tuner_id] = self.clock()
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id):
+        self._seen(tuner_id)
+        started = self.clock()
+        trial = super().create_trial(tuner_id)
+        if self.clock() - started > SLOW_CALL_S:
+            self.stalled_until = self.clock()
+        return trial
+
+    @keras_tuner.synchronized
+    def get_trial(self, trial_id):
+        """Also a worker's heartbeat for the trial it trains."""
+        for tuner_id, trial in self.ongoing_trials.items():
+            if trial.trial_id == trial_id:
+                self._seen(tuner_id)
+        return super().get_trial(trial_id)
 
     def populate_space(self, trial_id):
+        if self.fatal:
+            return {"status": trial_module.TrialStatus.STOPPED}
         action, candidate_id, text = self.evolution.propose()
         if action == "done":
             return {"status": trial_module.TrialStatus.STOPPED}
@@ -35,18 +108,71 @@ class GPOracle(keras_tuner.Oracle):
         return {"status": trial_module.TrialStatus.RUNNING,
                 "values": {"candidate": candidate_id, "formula": text}}
 
+    @keras_tuner.synchronized
     def end_trial(self, trial):
+        for tuner_id, ongoing in self.ongoing_trials.items():
+            if ongoing.trial_id == trial.trial_id:
+                self._seen(tuner_id)
         stored = self.trials[trial.trial_id]
         candidate = stored.hyperparameters.values["candidate"]
-        fitness = [WORST] * self.fitness_size
         if trial.status == trial_module.TrialStatus.COMPLETED:
             metrics = stored.metrics
             names = [f"fitness_{i}" for i in range(self.fitness_size)]
-            if all(metrics.exists(n) for n in names):
+            failure = next((r for r in FAILURES if metrics.exists(FAILED_METRIC + r)), None)
+            if failure is None and all(metrics.exists(n) for n in names):
                 fitness = [metrics.get_last_value(n) for n in names]
-        # Report before keras-tuner saves, so that the saved state includes this fitness.
-        self.evolution.report(candidate, fitness)
+            else:
+                fitness = [WORST] * self.fitness_size
+                failure = failure or FAILURES[0]
+            # Report before keras-tuner saves, so that the saved state includes this fitness. A
+            # late result of a worker thought lost counts once; the second is ignored.
+            self.evolution.report(candidate, fitness, failure=failure)
+        elif trial.trial_id not in self.lost_trials:
+            # The worker's own error (not one of FAILURES): the search stops; the candidate
+            # goes back to the queue, so that a re-run after the fix evaluates it.
+            self.evolution.release(candidate)
+            self.fatal = self._error_summary(candidate, stored.hyperparameters.values["formula"])
         super().end_trial(trial)
+
+    def _error_summary(self, candidate, formula):
+        path = os.path.join(str(self._directory), ERROR_FILE)
+        first = open(path).readline().strip() if os.path.exists(path) else ""
+        return (first or f"candidate {candidate} ({formula}) failed in a worker") + \
+            f" (traceback in {path}); the search state is kept: fix the cause and re-run the same commands to resume."
+
+    # What the chief does between calls.
+
+    @keras_tuner.synchronized
+    def release_lost_workers(self):
+        """Forget the workers silent for more than `worker_timeout` seconds, and hand the
+        candidates they were training to others."""
+        now = self.clock()
+        for tuner_id in sorted(self.tuner_ids):
+            silence = now - max(self.last_seen.get(tuner_id, now), self.stalled_until)
+            if silence <= self.worker_timeout:
+                continue
+            self.tuner_ids.discard(tuner_id)
+            trial = self.ongoing_trials.pop(tuner_id, None)
+            if trial is None:
+                self.log(f"{tuner_id}: silent for {silence:.0f} s; forgotten.")
+                continue
+            values = trial.hyperparameters.values
+            self.evolution.release(values["candidate"])
+            self.lost_trials.add(trial.trial_id)
+            trial.status = trial_module.TrialStatus.FAILED
+            trial.message = f"{tuner_id} was silent for {silence:.0f} s (worker_timeout)"
+            self._save_trial(trial)
+            self.save()
+            self.log(f"{tuner_id}: silent for {silence:.0f} s while training candidate {values['candidate']}; "
+                     "it goes back to the queue.")
+
+    @keras_tuner.synchronized
+    def search_over(self):
+        """The search is complete or stopped, and no worker is still owed an answer."""
+        ended = self.evolution.finished or self.evolution.stopped is not None or self.fatal is not None
+        return ended and not self.tuner_ids
+
+    # State: written atomically.
 
     def get_state(self):
         state = super().get_state()
@@ -55,6 +181,8 @@ class GPOracle(keras_tuner.Oracle):
 
     def set_state(self, state):
         super().set_state(state)
+        if SEARCH_ID not in self.hyperparameters.values:  # saved before the id was kept
+            self.hyperparameters.Fixed(SEARCH_ID, self.search_id)
         self.evolution.set_state(state["gp"])
 
     def save(self):
@@ -66,41 +194,165 @@ class GPOracle(keras_tuner.Oracle):
         atomic_write(os.path.join(directory, "trial.json"), json.dumps(trial.get_state()))
 
 
-class GPTuner(base_tuner.BaseTuner):
-    """Evaluates one candidate per trial with `fitness(formula) -> list of floats` and logs
-    each finished evaluation to `evaluations.jsonl` in the search directory."""
+def _chief_address():
+    return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
 
-    def __init__(self, oracle, fitness, search_dir, **kwargs):
+
+def wait_for_chief(oracle, tuner_id, log):
+    """A worker's start: wait, at most `oracle.worker_timeout` seconds, for the chief to answer,
+    and check that it runs this search. Until then a worker writes nothing: it never creates
+    or claims the search directory."""
+    import grpc
+
+    # keras_tuner.src.distribute.oracle_client: not exported by keras-tuner (1.4). Its calls wait
+    # an hour for the chief (the module constant TIMEOUT, read at each call; no public setting).
+    from keras_tuner.src.distribute import oracle_client
+
+    oracle_client.TIMEOUT = oracle.worker_timeout
+    log(f"{tuner_id}: waiting up to {oracle.worker_timeout:g} s for the chief at {_chief_address()} ...")
+    try:
+        space = oracle_client.OracleClient(oracle).get_space()
+    except grpc.RpcError as error:
+        raise SearchStopped(f"{tuner_id}: no chief answered at {_chief_address()} within "
+                            f"{oracle.worker_timeout:g} s ({error.code().name}); start the chief, or check "
+                            "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.") from None
+    theirs, ours = space.values.get(SEARCH_ID), oracle.hyperparameters.values[SEARCH_ID]
+    if theirs != ours:
+        raise ValueError(f"the chief at {_chief_address()} runs a different search (settings hash "
+                         f"{theirs}, this worker's {ours}); start the worker with the chief's config and options.")
+    log(f"{tuner_id}: the chief answered; training candidates.")
+
+
+def serve(oracle, log, poll_s=0.5):
+    """The chief: serve `oracle` to the workers until `oracle.search_over()`; forget lost
+    workers on the way. keras-tuner's own server loop (oracle_chief.start_server) waits for
+    every worker id it has seen, so one dead worker kept the chief alive forever."""
+    import grpc
+    from concurrent import futures
+
+    # keras_tuner.src.distribute.oracle_chief and keras_tuner.src.protos: the servicer and its
+    # registration are not exported by keras-tuner (1.4); reused as they are.
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    address = _chief_address()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    protos.get_service_grpc().add_OracleServicer_to_server(oracle_chief.OracleServicer(oracle), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise ValueError(f"the chief cannot listen on {address}; is the port free and the address this machine's?")
+    server.start()
+    log(f"chief: serving the search on {address}; workers are forgotten after "
+        f"{oracle.worker_timeout:g} s of silence.")
+    try:
+        while not oracle.search_over():
+            time.sleep(poll_s)
+            oracle.release_lost_workers()
+    finally:
+        server.stop(grace=1.0)
+
+
+class Heartbeat:
+    """While a worker trains a trial, tell the chief every HEARTBEAT_S seconds that it is alive."""
+
+    def __init__(self, oracle, trial_id):
+        self.oracle, self.trial_id = oracle, trial_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self.oracle.get_trial(self.trial_id)
+            except Exception:  # the chief is gone: the worker's next call says so
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+
+class GPTuner(base_tuner.BaseTuner):
+    """Evaluates one candidate per trial with `fitness(formula) -> list of floats` (or
+    CandidateFailed) and logs each finished evaluation to `evaluations.jsonl` in the search
+    directory."""
+
+    def __init__(self, oracle, fitness, search_dir, log=print, **kwargs):
         self.fitness = fitness
         self.search_dir = search_dir
+        self.log = log
+        self.role = _role()
+        if self.role == "worker":
+            wait_for_chief(oracle, os.environ["KERASTUNER_TUNER_ID"], log)
         super().__init__(oracle=oracle, directory=str(search_dir), project_name="tuner",
                          overwrite=False, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
         values = trial.hyperparameters.values
         started = time.time()
-        fitness = self.fitness(values["formula"])
+        alive = Heartbeat(self.oracle, trial.trial_id) if self.role == "worker" else contextlib.nullcontext()
+        try:
+            with alive:
+                fitness = self.fitness(values["formula"])
+        except CandidateFailed as failure:
+            self._announce(values, f"failed ({failure})", started)
+            return {"fitness_0": WORST, FAILED_METRIC + failure.reason: 1.0}
+        except Exception as error:
+            raise CandidateError(values["candidate"], values["formula"], error) from error
         append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
                          {"trial": trial.trial_id, "candidate": values["candidate"],
                           "formula": values["formula"], "fitness": fitness, "tuner": self.tuner_id,
                           "seconds": round(time.time() - started, 3)})
+        self._announce(values, "fitness (" + ", ".join(f"{v:.4g}" for v in fitness) + ")", started)
         return {f"fitness_{i}": float(v) for i, v in enumerate(fitness)}
 
-    def search(self, *args, **kwargs):
-        from keras_tuner.src.distribute import utils as dist_utils
+    def _announce(self, values, outcome, started):
+        if self.role == "worker":  # the chief logs generations; a worker, each candidate it trains
+            self.log(f"{self.tuner_id}: candidate {values['candidate']} {outcome} in "
+                     f"{time.time() - started:.1f} s: {values['formula']}")
 
-        if dist_utils.is_chief_oracle():
-            return super().search(*args, **kwargs)  # serves the oracle until the search ends
-        # Own loop, as keras-tuner's, but resting while the oracle waits for other workers.
+    def record_error(self, error):
+        atomic_write(os.path.join(self.search_dir, ERROR_FILE), f"{error}\n\n{error.traceback}")
+
+    def search(self, *args, **kwargs):
+        if self.role == "chief":
+            self.save()
+            return serve(self.oracle, self.log)
+        # Our own loop, as keras-tuner's, but resting while the oracle waits for other workers,
+        # and telling the chief when an error stops this worker.
         self.on_search_begin()
         while True:
-            trial = self.oracle.create_trial(self.tuner_id)
+            trial = self._call_chief(self.oracle.create_trial, self.tuner_id)
             if trial.status == trial_module.TrialStatus.STOPPED:
                 break
             if trial.status == trial_module.TrialStatus.IDLE:
                 time.sleep(0.1)
                 continue
             self.on_trial_begin(trial)
-            self._try_run_and_update_trial(trial, *args, **kwargs)
-            self.on_trial_end(trial)
+            try:
+                self._try_run_and_update_trial(trial, *args, **kwargs)
+            except CandidateError as error:
+                self.record_error(error)
+                if self.role == "worker":
+                    trial.status = trial_module.TrialStatus.FAILED
+                    self._call_chief(self.oracle.end_trial, trial)
+                raise
+            self._call_chief(self.on_trial_end, trial)
         self.on_search_end()
+
+    def _call_chief(self, call, *args):
+        if self.role != "worker":
+            return call(*args)
+        import grpc
+
+        try:
+            return call(*args)
+        except grpc.RpcError as error:
+            raise SearchStopped(f"{self.tuner_id}: the chief at {_chief_address()} did not answer "
+                                f"({error.code().name}); this worker stops.") from None

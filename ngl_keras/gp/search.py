@@ -2,37 +2,82 @@
 fitness and evolution, run them under keras-tuner, and write the generation log, the hall of
 fame, the best loss and a plot to the search directory."""
 
+import hashlib
 import json
+import math
+import os
 from dataclasses import fields
 from pathlib import Path
 
 from ngl_keras import config as config_module
+from ngl_keras.files import append_json_line, atomic_write, read_json_lines
 from ngl_keras.gp import engine, evolution, fitness as fitness_module, screening
-from ngl_keras.files import append_json_line, atomic_write
-from ngl_keras.gp.oracle import GPOracle, GPTuner
+from ngl_keras.gp.evolution import SearchStopped
 from ngl_keras.losses import expression
 
-GP = {"operators": [str], "constant_range": [float], "constant_probability": float,
-      "min_height": int, "max_size": int, "init_max_height": int, "mutation_max_height": int,
-      "crossover": float, "subtree_mutation": float, "point_mutation": float,
-      "archive_use": float, "archive_save": float, "tournament_size": int,
-      "protected_epsilon": float}
-SCREENING = {"allowed_range": [float], "probe_batch": int, "probe_classes": int,
-             "improvement_steps": int, "max_attempts": int, "rules": [str]}
+
+def dataclass_schema(cls, names=None):
+    """Config keys and types of the fields of dataclass `cls` (all, or `names`), from their
+    defaults: the class that consumes a setting is the one place that says what it is."""
+    def expected(default):
+        if isinstance(default, bool):
+            return bool
+        if isinstance(default, (int, float)):
+            return type(default)
+        if isinstance(default, tuple):
+            return [str] if default and isinstance(default[0], str) else [float]
+        raise TypeError(f"no config type for the default {default!r} of {cls.__name__}")
+
+    return {f.name: expected(f.default) for f in fields(cls) if names is None or f.name in names}
+
+
+GP = {"operators": [str], **dataclass_schema(engine.PrimitiveSet, ("constant_range", "constant_probability")),
+      **dataclass_schema(engine.Limits), **dataclass_schema(engine.Rates), "protected_epsilon": float}
+SCREENING = {**dataclass_schema(screening.ScreeningSettings), "max_attempts": int}
 FITNESS = {"kind": str, "datasets": [str], "model": str, "runs": int, "epochs": (int, type(None)),
            "limit_train": (int, type(None)), "weights": (str, type(None)), "compare_with_ce": bool,
            "settings": dict, "probe_steps": int, "recycle_every": int}
 SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
-          "hall_of_fame": int, "gp": GP, "screening": SCREENING, "fitness": FITNESS}
+          "hall_of_fame": int, "worker_timeout": float, "gp": GP, "screening": SCREENING, "fitness": FITNESS}
+# The smallest accepted value of the integer settings no consuming class checks itself.
+MINIMUM = {"hall_of_fame": 1, "epochs": 1, "limit_train": 1, "runs": 1, "probe_steps": 1,
+           "recycle_every": 0, "fingerprint_digits": 0}
 EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
 FITNESS_KINDS = ("train", "probe")
 CONFIG_FILE = "search.yaml"
+DEFAULTS_FILE = "defaults.yaml"
+# Seconds a worker may be silent before its candidate is handed to another; at least a few of
+# the heartbeats a training worker sends (oracle.HEARTBEAT_S).
+MIN_WORKER_TIMEOUT = 10.0
+# Settings that change how a search runs, not what it computes: not part of its identity.
+RUN_SETTINGS = ("worker_timeout",)
 
 
-def load_config(path, overrides=None):
-    """The search config at `path` with command-line `overrides` (population, generations,
-    seed, epochs, limit_train) applied and every value checked."""
-    data = config_module.validate(config_module.read_yaml(path), SEARCH, str(path))
+def check_numbers(data, where):
+    """Every number finite, and the settings of MINIMUM at or above their minimum."""
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "settings":
+            check_numbers(value, f"{where}: {key}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}: {key} must be a finite number; got {value!r}.")
+        elif key in MINIMUM and value is not None and value < MINIMUM[key]:
+            raise ValueError(f"{where}: {key} must be an integer >= {MINIMUM[key]}; got {value!r}.")
+
+
+def load_config(path, overrides=None, defaults=None):
+    """The search config at `path`, merged over the shared `defaults` file (default: the
+    defaults.yaml next to it, if any), with command-line `overrides` (population, generations,
+    seed, epochs, limit_train, worker_timeout) applied and every value checked."""
+    path = Path(path)
+    own = config_module.read_yaml(path)
+    if own == {}:
+        raise ValueError(f"config file {str(path)!r} is empty; see configs/search/ for examples.")
+    config_module.validate(own, SEARCH, str(path))
+    defaults = Path(defaults) if defaults else path.parent / DEFAULTS_FILE
+    if defaults.exists() and defaults.resolve() != path.resolve():
+        base = config_module.validate(config_module.read_yaml(defaults), SEARCH, str(defaults))
+        own = config_module.merge(base, own)
+    data = own
     for key in ("experiment", "population", "generations", "gp", "screening", "fitness"):
         if key not in data:
             raise ValueError(f"{path}: missing key {key!r}.")
@@ -45,9 +90,22 @@ def load_config(path, overrides=None):
             data["fitness"][key] = value
         else:
             data[key] = value
-    if data["fitness"].get("kind", "train") not in FITNESS_KINDS:
-        raise ValueError(f"{path}: fitness kind must be one of {FITNESS_KINDS}; got {data['fitness']['kind']!r}.")
-    build_engine_parts(data)  # rates, limits and operators are checked here
+    config_module.validate(data, SEARCH, str(path))
+    check_numbers(data, str(path))
+    kind = data["fitness"].get("kind", "train")
+    if kind not in FITNESS_KINDS:
+        raise ValueError(f"{path}: fitness kind must be one of {FITNESS_KINDS}; got {kind!r}.")
+    if kind == "train":
+        for key in ("datasets", "model", "runs"):
+            if key not in data["fitness"]:
+                raise ValueError(f"{path}: fitness: missing key {key!r} for kind 'train'.")
+        if not data["fitness"]["datasets"]:
+            raise ValueError(f"{path}: fitness: datasets is empty; give at least one dataset.")
+    timeout = data.get("worker_timeout", 600.0)
+    if not timeout >= MIN_WORKER_TIMEOUT:
+        raise ValueError(f"{path}: worker_timeout must be >= {MIN_WORKER_TIMEOUT:g} seconds; got {timeout!r}.")
+    build_engine_parts(data)  # rates, limits, operators and evolution settings are checked here
+    screening_settings(data)
     return data
 
 
@@ -58,10 +116,25 @@ def build_engine_parts(cfg):
                                gp.get("constant_probability", 0.3))
     limits = engine.Limits(**{f.name: gp[f.name] for f in fields(engine.Limits) if f.name in gp})
     rates = engine.Rates(**{f.name: gp[f.name] for f in fields(engine.Rates) if f.name in gp})
-    for key in ("population", "generations"):
-        if not isinstance(cfg[key], int) or cfg[key] < (2 if key == "population" else 0):
-            raise ValueError(f"{key} must be an integer >= {2 if key == 'population' else 0}; got {cfg[key]!r}.")
+    evolution.check_settings(cfg["population"], cfg["generations"], cfg["screening"].get("max_attempts", 1000))
+    epsilon = gp.get("protected_epsilon", expression.EPSILON)
+    if not epsilon > 0:
+        raise ValueError(f"protected_epsilon must be > 0; got {epsilon!r}.")
     return pset, limits, rates
+
+
+def screening_settings(cfg):
+    s = cfg["screening"]
+    if "allowed_range" in s:
+        engine.check_range("allowed_range", s["allowed_range"])
+    if not s.get("improvement_rate", 1.0) > 0:
+        raise ValueError(f"improvement_rate must be > 0; got {s['improvement_rate']!r}.")
+    return screening.ScreeningSettings(**{k: (tuple(v) if isinstance(v, list) else v)
+                                          for k, v in s.items() if k != "max_attempts"})
+
+
+GENERATION_KEYS = ("generation", "best_fitness", "median_fitness", "best_formula", "proposed",
+                   "rejected", "cache_hits", "trained", "wall_time_s", "peak_rss_mb")
 
 
 class SearchDirectory:
@@ -70,14 +143,22 @@ class SearchDirectory:
     def __init__(self, path):
         self.path = Path(path)
 
+    def saved_config(self):
+        """The settings of the search held here, or None when there is none yet."""
+        saved = self.path / CONFIG_FILE
+        if not saved.exists():
+            return None
+        try:
+            return json.loads(saved.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"search directory {self.path} is corrupt: {CONFIG_FILE} is unreadable.") from None
+
     def claim(self, cfg, write):
         """Make or resume the search directory for `cfg`; refuse a foreign or corrupt one."""
-        saved = self.path / CONFIG_FILE
-        if saved.exists():
-            try:
-                previous = json.loads(saved.read_text())
-            except json.JSONDecodeError:
-                raise ValueError(f"search directory {self.path} is corrupt: {CONFIG_FILE} is unreadable.") from None
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} is a file, not a directory; give a directory for the search.")
+        previous = self.saved_config()
+        if previous is not None:
             if previous != cfg:
                 differing = sorted(k for k in set(previous) | set(cfg) if previous.get(k) != cfg.get(k))
                 raise ValueError(f"search directory {self.path} holds a different search (settings that "
@@ -85,29 +166,49 @@ class SearchDirectory:
         elif self.path.exists() and any(self.path.iterdir()):
             raise ValueError(f"{self.path} is not empty and holds no search ({CONFIG_FILE} is missing); "
                              "use a new --out.")
-        elif write:
+        if not write:
+            return
+        try:
             self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write(saved, json.dumps(cfg, sort_keys=True))
+            if previous is None:
+                atomic_write(self.path / CONFIG_FILE, json.dumps(cfg, sort_keys=True))
+            for name in ("generations.jsonl", "evaluations.jsonl"):
+                self.repair(self.path / name)
+            probe = self.path / ".writable"
+            atomic_write(probe, "")
+            probe.unlink()
+        except OSError as error:
+            raise ValueError(f"cannot write the search directory {self.path}: {error.strerror or error}.") from None
+
+    @staticmethod
+    def repair(path):
+        """Drop a line cut by a crash from the end of a JSON-lines file (an atomic rewrite), so
+        that the next append starts on a line of its own."""
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) == b"\n":
+                return
+        records = read_json_lines(path)
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
     def log_generation(self, summary):
         path = self.path / "generations.jsonl"
-        done = {json.loads(line)["generation"] for line in path.read_text().splitlines() if line.strip()} \
-            if path.exists() else set()
-        if summary["generation"] in done:  # re-done after a crash between log and checkpoint
-            return
+        if any(g.get("generation") == summary["generation"] for g in read_json_lines(path)):
+            return  # re-done after a crash between log and checkpoint
         append_json_line(path, summary)
 
     def generations(self):
+        """The generation log; a line cut by a crash at its end is skipped (it is logged again
+        on resume), a line without the keys of a generation summary is named."""
         path = self.path / "generations.jsonl"
-        if not path.exists():
-            return []
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash; the generation is logged again on resume
+        out = read_json_lines(path)
+        for number, record in enumerate(out, 1):
+            missing = [k for k in GENERATION_KEYS if k not in record] if isinstance(record, dict) else GENERATION_KEYS
+            if missing:
+                raise ValueError(f"{path}: record {number} is not a generation summary (missing "
+                                 f"{', '.join(missing)}).")
         return out
 
     def write_results(self, evo, cfg):
@@ -163,70 +264,96 @@ def build_fitness(cfg, screen, search_dir, configs_dir, data_dir=None):
 
 def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
     """Run (or resume) the search of `cfg` in `search_dir`; return the Evolution when this
-    process is the chief or runs alone (a worker returns None when the search ends)."""
+    process is the chief or runs alone (a worker returns None when the search ends).
+
+    Raises SearchStopped when the search cannot go on (a generation where nothing could be
+    evaluated, an error while evaluating a candidate, no chief): the state is kept, and
+    re-running the same command resumes.
+    """
+    # keras_tuner.src.distribute.utils: keras-tuner (1.4) exports no public way to ask the role.
     from keras_tuner.src.distribute import utils as dist_utils
 
+    from ngl_keras.gp import oracle as oracle_module
+
     worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+    identity = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}
+    worker_timeout = float(cfg.get("worker_timeout", 600.0))
     directory = SearchDirectory(search_dir)
-    directory.claim(cfg, write=not worker)
     pset, limits, rates = build_engine_parts(cfg)
     s = cfg["screening"]
-    screen = screening.LossScreen(
-        screening.ScreeningSettings(**{k: (tuple(v) if isinstance(v, list) else v)
-                                       for k, v in s.items() if k != "max_attempts"}),
-        epsilon=cfg["gp"].get("protected_epsilon", expression.EPSILON))
-
-    def on_generation(summary):
-        directory.log_generation(summary)
-        log(format_generation(summary))
-        directory.write_results(evo, cfg)
-
-    evo = evolution.Evolution(pset, limits, rates, cfg["population"], cfg["generations"],
-                              seed=cfg.get("seed", 0), screen=screen,
-                              max_attempts=s.get("max_attempts", 1000),
-                              on_generation=None if worker else on_generation)
+    screen = screening.LossScreen(screening_settings(cfg),
+                                  epsilon=cfg["gp"].get("protected_epsilon", expression.EPSILON))
+    # Data, model and training settings are checked before anything is written.
     fitness = build_fitness(cfg, screen, Path(search_dir), configs_dir, data_dir)
-    size = 2 if cfg["fitness"].get("compare_with_ce") else 1
-    oracle = GPOracle(evo, fitness_size=size, seed=cfg.get("seed", 0))
     try:
-        tuner = GPTuner(oracle, fitness, str(search_dir))
-    except (json.JSONDecodeError, KeyError, RuntimeError) as error:
-        raise ValueError(f"search directory {search_dir} is corrupt: its keras-tuner state cannot be "
-                         f"read ({type(error).__name__}).") from None
-    try:
+        getattr(fitness, "check_inputs", lambda: None)()
+        if not worker:  # a worker waits for the chief (GPTuner) and writes nothing before
+            directory.claim(identity, write=True)
+
+        def on_generation(summary):
+            directory.log_generation(summary)
+            log(format_generation(summary))
+            directory.write_results(evo, cfg)
+
+        evo = evolution.Evolution(pset, limits, rates, cfg["population"], cfg["generations"],
+                                  seed=cfg.get("seed", 0), screen=screen,
+                                  max_attempts=s.get("max_attempts", 1000),
+                                  on_generation=None if worker else on_generation)
+        size = 2 if cfg["fitness"].get("compare_with_ce") else 1
+        search_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        oracle = oracle_module.GPOracle(evo, fitness_size=size, seed=cfg.get("seed", 0),
+                                        worker_timeout=worker_timeout, log=log, search_id=search_id)
+        try:
+            tuner = oracle_module.GPTuner(oracle, fitness, str(search_dir), log=log)
+        except (json.JSONDecodeError, KeyError, RuntimeError) as error:
+            raise ValueError(f"search directory {search_dir} is corrupt: its keras-tuner state cannot be "
+                             f"read ({type(error).__name__}).") from None
         if evo.finished:
             log("the search in this directory is complete.")
         else:
-            tuner.search()
+            try:
+                tuner.search()
+            except oracle_module.CandidateError as error:
+                raise SearchStopped(f"{error} (traceback in {directory.path / oracle_module.ERROR_FILE}); the "
+                                    "search state is kept: fix the cause and re-run the same command to resume.") from None
     finally:
         getattr(fitness, "close", lambda: None)()
     if worker:
         return None
+    stopped = oracle.fatal or evo.stopped
+    if stopped:
+        raise SearchStopped(stopped)
     directory.write_results(evo, cfg)
     return evo
 
 
 def format_generation(g):
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(g["rejected"].items())) or "none"
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(g.get("failed", {}).items())) or "none"
     fitness = lambda f: "(" + ", ".join(f"{v:.4g}" for v in f) + ")"  # noqa: E731
     return (f"generation {g['generation']}: best {fitness(g['best_fitness'])}, median "
             f"{fitness(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
-            f"{g['cache_hits']}, trained {g['trained']}; {g['wall_time_s']:.1f} s, peak RSS "
+            f"{g['cache_hits']}, trained {g['trained']}, failed [{failed}]; {g['wall_time_s']:.1f} s, peak RSS "
             f"{g['peak_rss_mb']:.0f} MB; best {g['best_formula']}")
 
 
 def report(search_dir):
     """The generation log, hall of fame and best loss of a search directory, as text."""
     directory = SearchDirectory(search_dir)
-    if not (directory.path / CONFIG_FILE).exists():
+    if not directory.path.is_dir() or not (directory.path / CONFIG_FILE).exists():
         raise ValueError(f"{search_dir} holds no search ({CONFIG_FILE} is missing).")
     lines = [format_generation(g) for g in directory.generations()]
     fame_path = directory.path / "hall_of_fame.json"
     if fame_path.exists():
         lines.append("\nhall of fame:")
-        for entry in json.loads(fame_path.read_text()):
-            lines.append(f"  {entry['rank']:>2}. fitness {entry['fitness']}  {entry['display']}")
-            lines.append(f"      LaTeX: {entry['latex']}")
+        try:
+            fame = json.loads(fame_path.read_text())
+            entries = [(e["rank"], e["fitness"], e["display"], e["latex"]) for e in fame]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{fame_path} is corrupt; re-running the search rewrites it.") from None
+        for rank, fitness, display, latex in entries:
+            lines.append(f"  {rank:>2}. fitness {fitness}  {display}")
+            lines.append(f"      LaTeX: {latex}")
     best = directory.path / "best_loss.txt"
     if best.exists():
         lines.append("\nbest loss: " + best.read_text().strip())

@@ -1,5 +1,6 @@
 """The GP engine on its own: operators, limits, the archive, selection, Koza's quartic."""
 
+import json
 import random
 
 import numpy as np
@@ -53,13 +54,40 @@ def test_one_point_mutation_keeps_arity_and_shape():
             assert ex.arity(mutant[i]) == ex.arity(tree[i])
 
 
-def test_subtree_mutation_replaces_one_subtree():
-    rng = random.Random(7)
-    tree = ex.parse("p * y + sin(p)")
-    for _ in range(50):
+class PositionRecorder(random.Random):
+    """A random generator that records the one-argument `randrange` draws (the positions an
+    operator picks; `randint` calls randrange with two arguments)."""
+
+    def __init__(self, seed):
+        super().__init__(seed)
+        self.positions = []
+
+    def randrange(self, start, *rest):
+        value = super().randrange(start, *rest)
+        if not rest:
+            self.positions.append(value)
+        return value
+
+
+def test_subtree_mutation_replaces_exactly_the_subtree_at_the_drawn_position():
+    tree = ex.parse("p * y + sin(p) - exp(y / 2)")
+    replaced_root = replaced_inner = 0
+    for seed in range(200):
+        rng = PositionRecorder(seed)
         mutant = engine.subtree_mutation(tree, PSET, rng, LIMITS)
+        i = rng.positions[0]
+        end = ex.subtree_end(tree, i)
+        head, tail = tree[:i], tree[end:]
+        # Everything outside the subtree at i is unchanged, and what replaced it is one
+        # complete subtree no higher than mutation_max_height.
+        assert mutant[:i] == head and mutant[len(mutant) - len(tail):] == tail
+        new = mutant[i:len(mutant) - len(tail)]
+        assert new and ex.subtree_end(new, 0) == len(new)
+        assert engine.height(new) <= LIMITS.mutation_max_height
         ex.compile_tree(mutant, ex.operator_functions(np))
-        assert engine.height(mutant) <= engine.height(tree) + LIMITS.mutation_max_height + 1
+        replaced_root += i == 0
+        replaced_inner += i > 0
+    assert replaced_root and replaced_inner > 100
 
 
 def test_truncation_selection_and_archive():
@@ -137,3 +165,50 @@ def test_same_seed_gives_the_same_history_and_state_round_trips():
     evolution.run_local(resumed, quartic_error)
     assert [i["text"] for i in resumed.population] == [i["text"] for i in whole.population]
     assert a.generation == 31
+
+
+def test_failed_candidates_are_counted_by_reason_and_a_generation_of_failures_stops():
+    pset = engine.PrimitiveSet(("add", "sub", "mul"), ("x",), required=("x",), constant_probability=0.0)
+    raised = {}  # generation -> candidates that failed in it
+
+    def fitness(text):
+        calls.append(text)
+        if len(calls) % 3 == 0:
+            raised[evo.generation] = raised.get(evo.generation, 0) + 1
+            raise evolution.CandidateFailed("diverged", "NaN in epoch 1")
+        return quartic_error(text)
+
+    calls, history = [], []
+    evo = evolution.Evolution(pset, engine.Limits(init_max_height=3), engine.Rates(), 6, 2, seed=3,
+                              on_generation=history.append)
+    evolution.run_local(evo, fitness)
+    assert sum(g["trained"] for g in history) == len(calls) and len(calls) >= 9
+    assert [g["failed"] for g in history] == [({"diverged": raised[k]} if k in raised else {}) for k in range(3)]
+    failed_texts = {calls[k] for k in range(2, len(calls), 3)}
+    assert all(ind["fitness"] == [evolution.WORST] for ind in evo.population if ind["text"] in failed_texts)
+
+    def broken(text):
+        raise evolution.CandidateFailed("out_of_memory", "RESOURCE_EXHAUSTED")
+
+    evo = evolution.Evolution(pset, engine.Limits(init_max_height=3), engine.Rates(), 4, 2, seed=3)
+    with pytest.raises(evolution.SearchStopped) as stopped:
+        evolution.run_local(evo, broken)
+    assert str(stopped.value) == ("generation 0: none of its 4 candidates could be evaluated (out_of_memory 4); "
+                                  "check the data, the model and the training settings.")
+    # Nothing was selected, and the failed candidates wait to be trained again by a re-run.
+    assert evo.generation == 0 and evo.population == [] and evo.history == []
+    assert [c["status"] for c in evo.batch] == ["queued"] * 4 and evo.cache == {} and evo.failures == {}
+    resumed = evolution.Evolution(pset, engine.Limits(init_max_height=3), engine.Rates(), 4, 2, seed=3)
+    resumed.set_state(json.loads(json.dumps(evo.get_state())))
+    assert resumed.stopped is None
+    evolution.run_local(resumed, quartic_error)
+    assert resumed.finished and resumed.generation == 3
+
+
+def test_a_failure_reason_outside_the_known_ones_is_refused():
+    with pytest.raises(ValueError, match=r"failure reason must be one of \('diverged', 'out_of_memory'\); got 'typo'"):
+        evolution.CandidateFailed("typo")
+    evo = evolution.Evolution(PSET, LIMITS, engine.Rates(), 2, 0)
+    _, candidate, _ = evo.propose()
+    with pytest.raises(ValueError, match="failure must be one of"):
+        evo.report(candidate, [1.0], failure="crash")

@@ -3,6 +3,8 @@ SIGKILL, a chief with two workers, and bad input."""
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import yaml
 
 import search_gp
 from ngl_keras.gp import fitness, screening, search
+from ngl_keras.gp.evolution import CandidateFailed
 from ngl_keras.losses import expression as ex
 from tests.paths import CONFIGS, ROOT, kill_when_lines
 
@@ -50,7 +53,7 @@ def test_experiment5_ranking_follows_the_paper():
 
 def _smoke_config(tmp_path, **changes):
     cfg = yaml.safe_load((CONFIGS / "search" / "smoke.yaml").read_text())
-    cfg.update(changes)
+    cfg.update(changes)  # a gp or screening block is merged over configs/search/defaults.yaml
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -108,53 +111,264 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _start(args, env, tuner_id):
+    return subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
+                            env={**os.environ, **env, "KERASTUNER_TUNER_ID": tuner_id},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _stop_all(processes):
+    """Kill each process's whole group (its training children included), whatever is left."""
+    for p in processes:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
 @pytest.mark.slow
-def test_a_chief_and_two_workers_complete_the_search(tmp_path):
+def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
     out = tmp_path / "s"
     args = ["--config", str(_smoke_config(tmp_path, generations=2)), "--out", str(out)]
     env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
-    chief = subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
-                             env={**os.environ, **env, "KERASTUNER_TUNER_ID": "chief"},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(8)
-    workers = [subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
-                                env={**os.environ, **env, "KERASTUNER_TUNER_ID": f"worker{i}"},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    # As a cluster scheduler does: workers first, the chief at the same moment.
+    processes = [_start(args, env, f"worker{i}") for i in range(2)] + [_start(args, env, "chief")]
     try:
-        for worker in workers:
-            assert worker.wait(timeout=300) == 0
-        chief_output, _ = chief.communicate(timeout=120)
-        assert chief.returncode == 0, chief_output[-2000:]
+        outputs = [p.communicate(timeout=400)[0] for p in processes]
     finally:
-        for p in workers + [chief]:
-            if p.poll() is None:
-                p.kill()
+        _stop_all(processes)
+    for p, output in zip(processes, outputs):
+        assert p.returncode == 0, output[-2000:]
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
-    assert {e["tuner"] for e in evaluations} == {"worker0", "worker1"}
+    assert {e["tuner"] for e in evaluations} <= {"worker0", "worker1"}
+    for i in range(2):  # one line per candidate a worker trained
+        mine = [e for e in evaluations if e["tuner"] == f"worker{i}"]
+        lines = [x for x in outputs[i].splitlines() if x.startswith(f"worker{i}: candidate ")]
+        assert [x.split()[2] for x in lines] == [e["candidate"] for e in mine]
     generations = [json.loads(x)["generation"] for x in (out / "generations.jsonl").read_text().splitlines()]
     assert generations == [0, 1, 2]
     assert json.loads((out / "hall_of_fame.json").read_text())[0]["rank"] == 1
+    assert sorted(p.name for p in (out / "tuner").iterdir() if not p.name.startswith("trial_")) == [
+        "chief.json", "oracle.json", "worker0.json", "worker1.json"]
+
+
+def _ongoing(out):
+    try:
+        return json.loads((out / "tuner" / "oracle.json").read_text())["ongoing_trials"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return {}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(tmp_path):
+    out = tmp_path / "s"
+    config = _smoke_config(tmp_path, generations=1, population=4,
+                           fitness={"kind": "probe", "probe_steps": 150})  # seconds per candidate
+    args = ["--config", str(config), "--out", str(out), "--worker-timeout", "10"]
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = [_start(args, env, "chief"), _start(args, env, "worker0"), _start(args, env, "worker1")]
+    chief, worker0, worker1 = processes
+    try:
+        deadline = time.time() + 200
+        ongoing = {}
+        while "worker1" not in ongoing and time.time() < deadline:
+            time.sleep(0.02)
+            ongoing = _ongoing(out)
+        lost_trial = ongoing["worker1"]
+        os.killpg(worker1.pid, signal.SIGKILL)  # mid-candidate (one takes seconds)
+        worker1.wait()
+        lost = json.loads((out / "tuner" / f"trial_{lost_trial}" / "trial.json").read_text())
+        lost_candidate = lost["hyperparameters"]["values"]["candidate"]
+        assert worker0.wait(timeout=300) == 0
+        chief_output = chief.communicate(timeout=120)[0]
+        assert chief.returncode == 0, chief_output[-2000:]
+    finally:
+        _stop_all(processes)
+    assert re.search(rf"worker1: silent for 1\d s while training candidate {lost_candidate}; it goes back to "
+                     "the queue.", chief_output), chief_output[-2000:]
+    evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert [e["tuner"] for e in evaluations if e["candidate"] == lost_candidate] == ["worker0"]
+    generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["generation"] for g in generations] == [0, 1]
+    assert sum(g["trained"] for g in generations) == len({e["candidate"] for e in evaluations})
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("role", ["alone", "worker"])
+def test_kill_9_of_a_training_search_leaves_no_training_process(tmp_path, role):
+    import psutil
+
+    out = tmp_path / "s"
+    args = ["--experiment", "exp1_proxy", "--out", str(out), "--population", "2", "--generations", "0",
+            "--limit-train", "512"]
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    processes = [_start(args, env, "chief"), _start(args, env, "worker0")] if role == "worker" else \
+        [_start(args, {}, "tuner0")]
+    search_process = psutil.Process(processes[-1].pid)
+
+    def training_child():
+        for child in search_process.children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()) and child.cpu_times().user > 5:
+                    return child  # TensorFlow imported, the training under way
+            except psutil.Error:  # a short-lived helper that has just ended
+                continue
+
+    try:
+        deadline = time.time() + 300
+        while training_child() is None and time.time() < deadline:
+            time.sleep(0.2)
+        children = [c for c in search_process.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+        assert training_child() in children  # with the resource tracker
+        os.kill(search_process.pid, signal.SIGKILL)
+        processes[-1].wait()
+        assert psutil.wait_procs(children, timeout=10)[1] == []  # ended by themselves within seconds
+    finally:
+        _stop_all(processes)
 
 
 @pytest.mark.parametrize("change,message", [
     ({"gp": {"crossover": 1.2}}, "rate crossover must lie in [0, 1]; got 1.2"),
     ({"gp": {"min_height": 9, "max_size": 5}}, "min_height 9 needs at least 10 nodes, above max_size 5"),
     ({"gp": {"operators": []}}, "the operator set is empty"),
+    ({"gp": {"max_size": 0}}, "max_size must be an integer >= 1; got 0"),
+    ({"gp": {"mutation_max_height": -1}}, "mutation_max_height must be an integer >= 0; got -1"),
+    ({"gp": {"constant_range": [1.0]}}, "constant_range must be [low, high], two finite numbers with low < high; got [1.0]"),
+    ({"gp": {"constant_probability": 1.5}}, "constant_probability must lie in [0, 1]; got 1.5"),
+    ({"gp": {"protected_epsilon": 0.0}}, "protected_epsilon must be > 0; got 0.0"),
+    ({"gp": {"tournament_size": 2.5}}, "'tournament_size' must be an integer; got 2.5"),
+    ({"gp": {"crosover": 0.5}}, "unknown key 'crosover'; accepted keys: operators"),
+    ({"screening": {"allowed_range": [1.0]}}, "allowed_range must be [low, high], two finite numbers with low < high; got [1.0]"),
+    ({"screening": {"allowed_range": [5.0, -5.0]}}, "allowed_range must be [low, high], two finite numbers with low < high; got [5.0, -5.0]"),
+    ({"screening": {"allowed_range": [float("nan"), 1.0]}}, "allowed_range must be [low, high], two finite numbers with low < high; got [nan, 1.0]"),
+    ({"screening": {"max_attempts": 0}}, "max_attempts must be an integer >= 1; got 0"),
+    ({"screening": {"probe_batch": 0}}, "probe_batch must be a positive integer; got 0"),
+    ({"screening": {"improvement_rate": -1.0}}, "improvement_rate must be > 0; got -1.0"),
+    ({"screening": {"fingerprint_digits": -2}}, "fingerprint_digits must be an integer >= 0; got -2"),
     ({"experiment": "exp9"}, "unknown experiment 'exp9'; known: exp1"),
     ({"fitness": {"kind": "train", "datasets": ["mnist"], "model": "small_cnn", "runs": 1}},
      "unknown dataset 'mnist'; known datasets"),
+    ({"fitness": {"kind": "train", "datasets": [], "model": "small_cnn", "runs": 1}},
+     "fitness: datasets is empty; give at least one dataset"),
+    ({"fitness": {"kind": "train", "datasets": ["fashion_mnist"], "model": "small_cnn", "runs": 1,
+                  "limit_train": -5}}, "limit_train must be an integer >= 1; got -5"),
+    ({"fitness": {"kind": "train", "datasets": ["fashion_mnist"], "model": "small_cnn", "runs": 0}},
+     "runs must be an integer >= 1; got 0"),
+    ({"fitness": {"kind": "probe", "probe_steps": 0}}, "probe_steps must be an integer >= 1; got 0"),
+    ({"fitness": {"kind": "probe", "recycle_every": -1}}, "recycle_every must be an integer >= 0; got -1"),
     ({"population": 1}, "population must be an integer >= 2; got 1"),
-    ({"gp": {"crosover": 0.5}}, "unknown key 'crosover'; accepted keys: operators"),
+    ({"generations": -1}, "generations must be an integer >= 0; got -1"),
+    ({"hall_of_fame": 0}, "hall_of_fame must be an integer >= 1; got 0"),
+    ({"worker_timeout": 1}, "worker_timeout must be >= 10 seconds; got 1"),
 ])
 def test_bad_search_configs_are_named(tmp_path, change, message):
     cfg = yaml.safe_load((CONFIGS / "search" / "smoke.yaml").read_text())
-    for key, value in change.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and key in ("gp",) else value
+    cfg.update(change)  # a gp or screening block is merged over configs/search/defaults.yaml
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError) as error:
         search_gp.main(["--config", str(path), "--out", str(tmp_path / "out")])
     assert message in str(error.value)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_every_search_config_is_the_defaults_plus_its_own_settings():
+    defaults = yaml.safe_load((CONFIGS / "search" / "defaults.yaml").read_text())
+    assert set(defaults["gp"]) == set(search.GP) and set(defaults["screening"]) <= set(search.SCREENING)
+    for name in search.EXPERIMENTS:
+        own = yaml.safe_load((CONFIGS / "search" / f"{name}.yaml").read_text())
+        assert "gp" not in own and "screening" not in own  # one place for the shared block
+        cfg = search.load_config(CONFIGS / "search" / f"{name}.yaml")
+        assert cfg["gp"] == defaults["gp"] and cfg["screening"] == defaults["screening"]
+        assert cfg["fitness"] == own["fitness"] and cfg["experiment"] == name
+
+
+def test_the_config_schema_follows_the_classes_that_use_it():
+    from dataclasses import fields
+
+    from ngl_keras.gp import engine
+
+    assert {f.name for f in fields(engine.Limits)} | {f.name for f in fields(engine.Rates)} <= set(search.GP)
+    assert search.GP["min_height"] is int and search.GP["crossover"] is float
+    assert search.GP["constant_range"] == [float] and search.SCREENING["allowed_range"] == [float]
+    assert {f.name for f in fields(screening.ScreeningSettings)} | {"max_attempts"} == set(search.SCREENING)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "-1"], "argument --epochs: must be an integer >= 1; got -1"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1; got 0"),
+    (["--limit-train", "0"], "argument --limit-train: must be an integer >= 1; got 0"),
+    (["--limit-train", "-5"], "argument --limit-train: must be an integer >= 1; got -5"),
+    (["--population", "1"], "argument --population: must be an integer >= 2; got 1"),
+    (["--generations", "-2"], "argument --generations: must be an integer >= 0; got -2"),
+    (["--worker-timeout", "nan"], "argument --worker-timeout: must be a number >= 10; got nan"),
+    (["--worker-timeout", "3"], "argument --worker-timeout: must be a number >= 10; got 3"),
+])
+def test_bad_numbers_on_the_command_line_exit_2_with_one_line(tmp_path, args, message):
+    done = _run(["--experiment", "smoke", "--out", str(tmp_path / "o")] + args, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(message)
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_empty_or_malformed_config_files_are_named(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="empty.yaml' is empty; see configs/search/"):
+        search_gp.main(["--config", str(empty), "--out", str(tmp_path / "o")])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="expected a mapping of settings, got list"):
+        search_gp.main(["--config", str(listed), "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="unknown experiment 'defaults'"):
+        search_gp.main(["--experiment", "defaults", "--out", str(tmp_path / "o")])
+
+
+def test_out_that_is_a_file_or_unwritable_is_refused_in_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("mine")
+    done = _run(["--experiment", "smoke", "--out", str(a_file)], timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: --out {a_file} is a file, not a directory; give a directory for the search."
+    assert a_file.read_text() == "mine"
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere: the unwritable case needs an ordinary user")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ValueError, match=f"cannot write the search directory {locked / 's'}: Permission denied"):
+        search_gp.main(["--experiment", "smoke", "--out", str(locked / "s")])
+
+
+def test_report_names_a_generation_line_without_keys_and_skips_a_cut_last_line(tmp_path):
+    out = tmp_path / "s"
+    search_gp.main(["--experiment", "smoke", "--out", str(out), "--generations", "1", "--population", "4"])
+    log = out / "generations.jsonl"
+    good = log.read_text()
+    log.write_text(good + '{"generation": 2, "best_fit')  # a crash while appending
+    lines = search.report(out).splitlines()
+    assert [x.split(":")[0] for x in lines if x.startswith("generation ")] == ["generation 0", "generation 1"]
+    assert log.read_text().endswith('"best_fit')  # and reading did not rewrite the file
+    log.write_text(good + '{"generation": 2}\n')
+    with pytest.raises(ValueError, match=r"generations.jsonl: record 3 is not a generation summary \(missing best_fitness"):
+        search.report(out)
+    log.write_text('{"generation": 0, \n' + good)
+    with pytest.raises(ValueError, match="generations.jsonl: line 1 is not valid JSON; the file is corrupt"):
+        search.report(out)
+    done = _run(["report", str(out)], timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "line 1 is not valid JSON" in done.stderr
+
+
+def test_a_cut_last_line_is_dropped_by_the_search_before_it_appends(tmp_path):
+    out = tmp_path / "s"
+    args = ["--experiment", "smoke", "--out", str(out), "--population", "4"]
+    search_gp.main(args + ["--generations", "0"])
+    log = out / "generations.jsonl"
+    log.write_text(log.read_text() + '{"generation": 1, "be')
+    # The search resumed: its writer repairs the log (an atomic rewrite) before it appends.
+    search_gp.main(args + ["--generations", "0"])
+    assert [json.loads(x)["generation"] for x in log.read_text().splitlines()] == [0]
 
 
 def test_unknown_experiment_name_and_foreign_or_corrupt_directories(tmp_path):
@@ -179,10 +393,23 @@ def test_unknown_experiment_name_and_foreign_or_corrupt_directories(tmp_path):
 
 
 @pytest.mark.realdata
-def test_training_fitness_uses_validation_error_and_gives_diverged_the_worst(tmp_path):
+def test_training_fitness_uses_validation_error_and_fails_a_diverged_candidate(tmp_path):
     cfg = search.load_config(CONFIGS / "search" / "exp2_proxy.yaml", {"limit_train": 256})
     cfg["fitness"]["runs"] = 1
     fit = search.build_fitness(cfg, SCREEN, tmp_path, CONFIGS)
     value = fit("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))")
     assert len(value) == 1 and 0.0 <= value[0] <= 1.0
-    assert fit("exp(1000*p) * y + p") == [fitness.WORST]
+    with pytest.raises(CandidateFailed) as failure:
+        fit("exp(1000*p) * y + p")
+    assert failure.value.reason == "diverged"
+
+
+def test_a_dataset_that_is_not_available_stops_the_search_before_anything_is_written(tmp_path):
+    config = _smoke_config(tmp_path, experiment="exp5", fitness={
+        "kind": "train", "datasets": ["cifar100"], "model": "small_cnn", "runs": 1, "compare_with_ce": True})
+    out = tmp_path / "s"
+    done = _run(["--config", str(config), "--out", str(out), "--data-dir", str(tmp_path / "tfds")], timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: dataset 'cifar100' (tfds 'cifar100') is not available offline in {tmp_path / 'tfds'}")
+    assert not out.exists()
