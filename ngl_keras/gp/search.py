@@ -21,12 +21,13 @@ SCREENING = {"allowed_range": [float], "probe_batch": int, "probe_classes": int,
              "improvement_steps": int, "max_attempts": int}
 FITNESS = {"kind": str, "datasets": [str], "model": str, "runs": int, "epochs": (int, type(None)),
            "limit_train": (int, type(None)), "weights": (str, type(None)), "compare_with_ce": bool,
-           "settings": dict, "probe_steps": int, "recycle_every": int}
+           "settings": dict, "probe_steps": int, "recycle_every": int, "references": [str]}
 SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
           "hall_of_fame": int, "gp": GP, "screening": SCREENING, "fitness": FITNESS}
 EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
 FITNESS_KINDS = ("train", "probe")
 CONFIG_FILE = "search.yaml"
+REFERENCES_FILE = "references.json"
 
 
 def load_config(path, overrides=None):
@@ -48,7 +49,26 @@ def load_config(path, overrides=None):
     if data["fitness"].get("kind", "train") not in FITNESS_KINDS:
         raise ValueError(f"{path}: fitness kind must be one of {FITNESS_KINDS}; got {data['fitness']['kind']!r}.")
     build_engine_parts(data)  # rates, limits and operators are checked here
+    check_references(data)
     return data
+
+
+def check_references(cfg):
+    """`fitness.references`: losses scored with the search's own fitness as reference points;
+    registry names or formulas for a training fitness, formulas only for the probe fitness."""
+    from ngl_keras import losses
+
+    settings = cfg["fitness"]
+    names = settings.get("references", [])
+    if len(set(names)) != len(names):
+        raise ValueError(f"fitness references must be unique; got {names}.")
+    for name in names:
+        losses.entry(name)  # an unknown name fails here
+        if name.strip().lower() not in losses.REGISTRY:
+            expression.parse(name)  # a formula: it must parse
+        elif settings.get("kind", "train") == "probe":
+            raise ValueError(f"fitness reference {name!r}: the probe fitness scores formulas only; "
+                             "give the loss as a formula.")
 
 
 def build_engine_parts(cfg):
@@ -125,6 +145,24 @@ class SearchDirectory:
             atomic_write(self.path / "best_loss.txt", best_loss_line(fame[0]["formula"], epsilon) + "\n")
         self.plot(self.generations())
 
+    def references(self, names, fitness, log=print):
+        """{name: fitness} of the reference losses, each scored once by `fitness` and kept in
+        references.json (written after each one, so that a resume scores only the missing)."""
+        path = self.path / REFERENCES_FILE
+        scored = json.loads(path.read_text()) if path.exists() else {}
+        for name in names:
+            if name in scored:
+                continue
+            log(f"reference {name}: scoring with the search's fitness")
+            value = [float(v) for v in fitness(name)]
+            log(f"reference {name}: fitness {value}")
+            if all(v < evolution.WORST for v in value):  # a failed training is tried again on resume
+                scored[name] = value
+                atomic_write(path, json.dumps(scored, indent=2))
+            else:
+                log(f"reference {name} failed; it is not kept and is scored again on resume")
+        return {name: scored[name] for name in names if name in scored}
+
     def plot(self, generations):
         if not generations:
             return
@@ -137,6 +175,9 @@ class SearchDirectory:
         xs = [g["generation"] for g in generations]
         axis.plot(xs, [g["best_fitness"][0] for g in generations], marker="o", label="best")
         axis.plot(xs, [g["median_fitness"][0] for g in generations], marker="s", label="median")
+        references = generations[-1].get("references", {})
+        for (name, value), style in zip(references.items(), ("--", ":", "-.", (0, (5, 1)))):
+            axis.axhline(value[0], linestyle=style, color="0.3", label=f"{name} (reference)")
         axis.set_xlabel("generation")
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
@@ -177,6 +218,8 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
         epsilon=cfg["gp"].get("protected_epsilon", expression.EPSILON))
 
     def on_generation(summary):
+        if references:
+            summary = {**summary, "references": references}
         directory.log_generation(summary)
         log(format_generation(summary))
         directory.write_results(evo, cfg)
@@ -186,6 +229,9 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
                               max_attempts=s.get("max_attempts", 1000),
                               on_generation=None if worker else on_generation)
     fitness = build_fitness(cfg, screen, Path(search_dir), configs_dir, data_dir)
+    references = {}
+    if not worker and not evo.finished:
+        references = directory.references(cfg["fitness"].get("references", []), fitness, log)
     size = 2 if cfg["fitness"].get("compare_with_ce") else 1
     oracle = GPOracle(evo, fitness_size=size, seed=cfg.get("seed", 0))
     try:
@@ -212,7 +258,8 @@ def format_generation(g):
     return (f"generation {g['generation']}: best {fitness(g['best_fitness'])}, median "
             f"{fitness(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
             f"{g['cache_hits']}, trained {g['trained']}; {g['wall_time_s']:.1f} s, peak RSS "
-            f"{g['peak_rss_mb']:.0f} MB; best {g['best_formula']}")
+            f"{g['peak_rss_mb']:.0f} MB; best {g['best_formula']}"
+            + "".join(f"; {name} {fitness(value)}" for name, value in g.get("references", {}).items()))
 
 
 def report(search_dir):
