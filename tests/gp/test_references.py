@@ -68,3 +68,16 @@ def test_proxy_configs_score_ce_and_ngl_as_references():
     for i in range(1, 6):
         cfg = search.load_config(CONFIGS / "search" / f"exp{i}_proxy.yaml")
         assert cfg["fitness"]["references"] == ["ce", "ngl"]
+
+
+def test_the_plot_draws_each_reference_as_a_horizontal_line(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda self, y, **kw: drawn.append((y, kw["label"])))
+    generations = [{"generation": g, "best_fitness": [0.3 - 0.01 * g], "median_fitness": [0.5],
+                    "references": {"ce": [0.24], "ngl": [0.27]}} for g in range(3)]
+    search.SearchDirectory(tmp_path).plot(generations)
+    assert drawn == [(0.24, "ce (reference)"), (0.27, "ngl (reference)")]
+    assert (tmp_path / "fitness.png").stat().st_size > 0
