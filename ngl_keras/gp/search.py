@@ -170,6 +170,7 @@ class SearchDirectory:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         figure, axis = plt.subplots(figsize=(6, 3.5))
         xs = [g["generation"] for g in generations]
@@ -179,6 +180,7 @@ class SearchDirectory:
         for (name, value), style in zip(references.items(), ("--", ":", "-.", (0, (5, 1)))):
             axis.axhline(value[0], linestyle=style, color="0.3", label=f"{name} (reference)")
         axis.set_xlabel("generation")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
         figure.tight_layout()
