@@ -222,9 +222,10 @@ def check_proxy(args, log=print):
         name = item if isinstance(item, str) else item["name"]
         entries = proxy_runs(cfg, name, out / "proxy.jsonl", args.data_dir, log)
         ok = [e for e in entries if e["status"] == "ok"]
-        proxy[loss] = {"val_accuracy": float(np.mean([e["val_accuracy"] for e in ok])) if len(ok) == len(entries) else None,
-                       "train_accuracy": float(np.mean([e["train_accuracy"] for e in ok])) if ok else None,
-                       "runs": len(entries)}
+        mean = lambda key: float(np.mean([e[key] for e in ok])) if ok else None  # noqa: E731
+        # the search's fitness: a failed run makes the whole candidate fail (no validation accuracy)
+        proxy[loss] = {"val_accuracy": mean("val_accuracy") if len(ok) == len(entries) else None,
+                       "train_accuracy": mean("train_accuracy"), "runs": len(entries)}
     epochs = args.check_epochs or quick.get("epochs") or config.grid(GRID_CONFIG)["settings"]["fashion_mnist"]["epochs"]
     seeds = args.check_seeds or quick.get("seeds", 1)
     runs = full_data_runs(grid_losses, seeds, epochs, quick.get("limit_train"))

@@ -28,7 +28,8 @@ def test_found_losses_skip_failed_candidates_and_keep_the_order():
             {"rank": 3, "formula": "c*p", "display": "c", "latex": "c", "fitness": [0.3]},
             {"rank": 4, "formula": "d*p", "display": "d", "latex": "d", "fitness": [0.4]}]
     found = sq.found_losses(fame, 2)
-    assert [(f["label"], f["name"], f["fitness"]) for f in found] == [("found1", "a*p", [0.2]), ("found2", "c*p", [0.3])]
+    assert [(f["label"], f["name"], f["fitness"]) for f in found] == [("found1", "a*p", [0.2]),
+                                                                       ("found2", "c*p", [0.3])]
 
 
 def _record(loss, seed, accuracy, status="ok"):
