@@ -36,7 +36,7 @@ GP = {"operators": [str], **dataclass_schema(engine.PrimitiveSet, ("constant_ran
 SCREENING = {**dataclass_schema(screening.ScreeningSettings), "max_attempts": int}
 FITNESS = {"kind": str, "datasets": [str], "model": str, "runs": int, "epochs": (int, type(None)),
            "limit_train": (int, type(None)), "weights": (str, type(None)), "compare_with_ce": bool,
-           "settings": dict, "probe_steps": int, "recycle_every": int}
+           "settings": dict, "probe_steps": int, "recycle_every": int, "references": [str]}
 SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
           "hall_of_fame": int, "worker_timeout": float, "gp": GP, "screening": SCREENING, "fitness": FITNESS}
 # The smallest accepted value of the integer settings no consuming class checks itself.
@@ -51,6 +51,7 @@ DEFAULTS_FILE = "defaults.yaml"
 MIN_WORKER_TIMEOUT = 10.0
 # Settings that change how a search runs, not what it computes: not part of its identity.
 RUN_SETTINGS = ("worker_timeout",)
+REFERENCES_FILE = "references.json"
 
 
 def check_numbers(data, where):
@@ -106,7 +107,26 @@ def load_config(path, overrides=None, defaults=None):
         raise ValueError(f"{path}: worker_timeout must be >= {MIN_WORKER_TIMEOUT:g} seconds; got {timeout!r}.")
     build_engine_parts(data)  # rates, limits, operators and evolution settings are checked here
     screening_settings(data)
+    check_references(data)
     return data
+
+
+def check_references(cfg):
+    """`fitness.references`: losses scored with the search's own fitness as reference points;
+    registry names or formulas for a training fitness, formulas only for the probe fitness."""
+    from ngl_keras import losses
+
+    settings = cfg["fitness"]
+    names = settings.get("references", [])
+    if len(set(names)) != len(names):
+        raise ValueError(f"fitness references must be unique; got {names}.")
+    for name in names:
+        losses.entry(name)  # an unknown name fails here
+        if name.strip().lower() not in losses.REGISTRY:
+            expression.parse(name)  # a formula: it must parse
+        elif settings.get("kind", "train") == "probe":
+            raise ValueError(f"fitness reference {name!r}: the probe fitness scores formulas only; "
+                             "give the loss as a formula.")
 
 
 def build_engine_parts(cfg):
@@ -226,6 +246,24 @@ class SearchDirectory:
             atomic_write(self.path / "best_loss.txt", best_loss_line(fame[0]["formula"], epsilon) + "\n")
         self.plot(self.generations())
 
+    def references(self, names, fitness, log=print):
+        """{name: fitness} of the reference losses, each scored once by `fitness` and kept in
+        references.json (written after each one, so that a resume scores only the missing)."""
+        path = self.path / REFERENCES_FILE
+        scored = json.loads(path.read_text()) if path.exists() else {}
+        for name in names:
+            if name in scored:
+                continue
+            log(f"reference {name}: scoring with the search's fitness")
+            value = [float(v) for v in fitness(name)]
+            log(f"reference {name}: fitness {value}")
+            if all(v < evolution.WORST for v in value):  # a failed training is tried again on resume
+                scored[name] = value
+                atomic_write(path, json.dumps(scored, indent=2))
+            else:
+                log(f"reference {name} failed; it is not kept and is scored again on resume")
+        return {name: scored[name] for name in names if name in scored}
+
     def plot(self, generations):
         if not generations:
             return
@@ -233,12 +271,17 @@ class SearchDirectory:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         figure, axis = plt.subplots(figsize=(6, 3.5))
         xs = [g["generation"] for g in generations]
         axis.plot(xs, [g["best_fitness"][0] for g in generations], marker="o", label="best")
         axis.plot(xs, [g["median_fitness"][0] for g in generations], marker="s", label="median")
+        references = generations[-1].get("references", {})
+        for (name, value), style in zip(references.items(), ("--", ":", "-.", (0, (5, 1)))):
+            axis.axhline(value[0], linestyle=style, color="0.3", label=f"{name} (reference)")
         axis.set_xlabel("generation")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
         figure.tight_layout()
@@ -290,7 +333,11 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
         if not worker:  # a worker waits for the chief (GPTuner) and writes nothing before
             directory.claim(identity, write=True)
 
+        references = {}  # CE's and NGL's fitness under the same fitness, logged with every generation
+
         def on_generation(summary):
+            if references:
+                summary = {**summary, "references": references}
             directory.log_generation(summary)
             log(format_generation(summary))
             directory.write_results(evo, cfg)
@@ -299,6 +346,8 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
                                   seed=cfg.get("seed", 0), screen=screen,
                                   max_attempts=s.get("max_attempts", 1000),
                                   on_generation=None if worker else on_generation)
+        if not worker and not evo.finished:
+            references.update(directory.references(cfg["fitness"].get("references", []), fitness, log))
         size = 2 if cfg["fitness"].get("compare_with_ce") else 1
         search_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         oracle = oracle_module.GPOracle(evo, fitness_size=size, seed=cfg.get("seed", 0),
@@ -334,7 +383,8 @@ def format_generation(g):
     return (f"generation {g['generation']}: best {fitness(g['best_fitness'])}, median "
             f"{fitness(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
             f"{g['cache_hits']}, trained {g['trained']}, failed [{failed}]; {g['wall_time_s']:.1f} s, peak RSS "
-            f"{g['peak_rss_mb']:.0f} MB; best {g['best_formula']}")
+            f"{g['peak_rss_mb']:.0f} MB; best {g['best_formula']}"
+            + "".join(f"; {name} {fitness(value)}" for name, value in g.get("references", {}).items()))
 
 
 def report(search_dir):

@@ -1,0 +1,84 @@
+"""benchmarks/search_quality.py: the pieces computed by hand, and its --quick path end to end."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from tests.paths import ROOT
+
+_spec = importlib.util.spec_from_file_location("search_quality", ROOT / "benchmarks" / "search_quality.py")
+sq = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sq)
+
+
+def test_spearman_matches_the_rank_formula_and_averages_ties():
+    # no ties: 1 - 6 Σd² / (n (n² - 1)); ranks of a: 1 2 3 4, of b: 2 1 4 3 -> Σd² = 4
+    assert sq.spearman([0.1, 0.2, 0.3, 0.4], [5, 1, 9, 7]) == pytest.approx(1 - 6 * 4 / (4 * 15))
+    assert sq.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    # ties share their mean rank: a -> 1.5 1.5 3, b -> 1 2 3; Pearson of the ranks
+    expected = np.corrcoef([1.5, 1.5, 3], [1, 2, 3])[0, 1]
+    assert sq.spearman([7, 7, 9], [1, 2, 3]) == pytest.approx(expected)
+
+
+def test_found_losses_skip_failed_candidates_and_keep_the_order():
+    fame = [{"rank": 1, "formula": "a*p", "display": "a", "latex": "a", "fitness": [0.2]},
+            {"rank": 2, "formula": "b*p", "display": "b", "latex": "b", "fitness": [1e9]},
+            {"rank": 3, "formula": "c*p", "display": "c", "latex": "c", "fitness": [0.3]},
+            {"rank": 4, "formula": "d*p", "display": "d", "latex": "d", "fitness": [0.4]}]
+    found = sq.found_losses(fame, 2)
+    assert [(f["label"], f["name"], f["fitness"]) for f in found] == [("found1", "a*p", [0.2]),
+                                                                       ("found2", "c*p", [0.3])]
+
+
+def _record(loss, seed, accuracy, status="ok"):
+    return {"loss": loss, "seed": seed, "status": status, "test_accuracy": accuracy}
+
+
+def test_summary_pairs_seeds_with_ce_and_applies_the_half_percent_rule():
+    records = [_record("ce", 0, 0.80), _record("ce", 1, 0.90), _record("ce", 2, 0.70),
+               _record("ngl", 0, 0.81), _record("ngl", 1, 0.91),       # seed 2 not trained yet
+               _record("f1", 0, 0.79), _record("f1", 1, None, "diverged"), _record("f1", 2, 0.60)]
+    a = sq.summarise(records, ["ce", "ngl", "f1"])
+    assert a["ce"]["mean"] == pytest.approx(0.8) and a["ce"]["std"] == pytest.approx(0.1)
+    assert "change_vs_ce" not in a["ce"]
+    # NGL on seeds 0, 1 against CE on the same seeds (0.85), not CE's mean over 3 seeds (0.80)
+    assert a["ngl"]["paired_seeds"] == [0, 1]
+    assert a["ngl"]["change_vs_ce"] == pytest.approx(round(100 * (0.86 - 0.85) / 0.85, 2))
+    assert a["ngl"]["verdict"] == "better"   # +1.18 % > 0.5 %
+    assert a["f1"]["diverged"] == 1 and a["f1"]["seeds"] == [0, 2]
+    assert a["f1"]["change_vs_ce"] == pytest.approx(round(100 * (0.695 - 0.75) / 0.75, 2))
+    assert a["f1"]["verdict"] == "worse"
+
+
+def test_full_data_runs_are_paired_seed_by_seed():
+    runs = sq.full_data_runs(["ce", "ngl", {"name": "p*y", "label": "found1"}], 2, 15)
+    assert [(r.loss.label, r.seed) for r in runs] == [("ce", 0), ("ngl", 0), ("found1", 0),
+                                                      ("ce", 1), ("ngl", 1), ("found1", 1)]
+    assert all(r.settings["epochs"] == 15 and r.settings["limit_train"] is None for r in runs)
+    assert {r.model for r in runs} == {"small_cnn"}
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_quick_path_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sq.QUICK, "population", 2)
+    monkeypatch.setitem(sq.QUICK, "generations", 0)
+    monkeypatch.setitem(sq.QUICK, "fitness", {"epochs": 1, "limit_train": 128, "runs": 1, "recycle_every": 0})
+    monkeypatch.setitem(sq.QUICK, "limit_train", 128)
+    monkeypatch.setitem(sq.QUICK, "top", 1)
+    out = tmp_path / "q"
+    assert sq.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    records = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in records] == ["ce", "ngl", "found1"]
+    by_loss = {r["loss"]: r for r in records}
+    assert result["ce_accuracy"] == round(by_loss["ce"]["test_accuracy"], 4)
+    assert result["best_found_accuracy"] == round(by_loss["found1"]["test_accuracy"], 4)
+    assert by_loss["found1"]["loss_name"] == result["best_formula"]
+    generations = [json.loads(x) for x in (out / "search" / "generations.jsonl").read_text().splitlines()]
+    assert result["proxy_fitness"]["ce"] == generations[-1]["references"]["ce"]
+    assert result["proxy_fitness"]["found1"] == [generations[-1]["best_fitness"][0]]
+    assert sq.main(["--quick", "--out", str(out)]) == 0  # a re-run resumes: nothing trained again
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3
