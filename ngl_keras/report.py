@@ -294,6 +294,9 @@ def _spread_text(stats, baseline):
     return "; ".join(parts)
 
 
+GRID_RECORD_KEYS = ("dataset", "model", "loss", "seed", "weights", "config", "test_accuracy")
+
+
 def trust_note(records, reference_dir=None, baseline="ce"):
     """One line saying how far the table's differences can be trusted.
 
@@ -302,7 +305,7 @@ def trust_note(records, reference_dir=None, baseline="ce"):
     schedule (dataset, model, weights, settings) and losses in the benchmark records under
     `reference_dir` (every runs.jsonl there), or that none is recorded.
     """
-    from ngl_keras.training import read_records
+    from ngl_keras.files import read_json_lines
 
     losses = {r["loss"] for r in records}
     stats = spread(records, baseline)
@@ -312,8 +315,9 @@ def trust_note(records, reference_dir=None, baseline="ce"):
     mine = {schedule(r) for r in records}
     matches, sources = {}, []
     for path in sorted(Path(reference_dir).rglob("runs.jsonl")) if reference_dir else []:
-        found = [r for r in read_records(path) if r.get("status") == "ok" and "config" in r
-                 and r["loss"] in losses and schedule(r) in mine]
+        # Every runs.jsonl there; records of other tools (without a grid run's keys) are not runs of a schedule.
+        found = [r for r in read_json_lines(path) if r.get("status") == "ok" and
+                 all(k in r for k in GRID_RECORD_KEYS) and r["loss"] in losses and schedule(r) in mine]
         for record in found:  # a copy of the same run counts once
             matches[schedule(record), record["loss"], record["seed"], record["test_accuracy"]] = record
         if found:

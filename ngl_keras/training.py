@@ -410,6 +410,19 @@ class EpochLog(keras.callbacks.Callback):
                                      "plateau": state, "seconds": round(time.perf_counter() - self.started, 3)})
 
 
+class SynchronousBatches(keras.callbacks.Callback):
+    """Keeps Keras from reading each batch's logs in a thread pool while the next batch runs, which
+    it does when no callback looks at batches. With DataParallel over XLA's CPU devices those reads
+    and the next step's all-reduce were seen to deadlock (threads waiting in `ArrayImpl._value`,
+    the main thread in the next step, for good). Defining the batch hooks turns the pool off."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+
 def _finished_epochs(run_dir):
     """The epoch a run in `run_dir` resumes from (None: nothing to resume), and the EpochLog
     lines before it; lines past the backup (a kill between the two writes) are cut."""
@@ -464,6 +477,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
                       keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), delete_checkpoint=False)]
     if logs and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
+    synchronous = [SynchronousBatches()] if keras.backend.backend() != "tensorflow" and strategy.replicas > 1 else []
+    callbacks += synchronous
     with strategy.scope():
         model = build_model(run, loss, train)
         model.compile(optimizer=_optimizer(run.settings), loss=loss, metrics=["accuracy"],
@@ -473,7 +488,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         history = _history(previous, fitted, run_dir if resume else None)
         seconds = [line["seconds"] for line in read_json_lines(run_dir / EPOCH_LOG)] if resume else None
         finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
-        accuracy = float(model.evaluate(test, verbose=0)[1]) if finite and evaluate_test else None
+        accuracy = float(model.evaluate(test, verbose=0, callbacks=synchronous)[1]) \
+            if finite and evaluate_test else None
     if logs:
         _write_history_csv(run_dir / "history.csv", history)
     record = {"key": run.key, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
