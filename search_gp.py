@@ -39,19 +39,25 @@ def at_least(least, kind=int):
 
 def parse_args(argv):
     if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog="search_gp.py report")
+        parser = argparse.ArgumentParser(prog="search_gp.py report",
+                                         description="Print a search's generation log, hall of fame and best loss.")
         parser.add_argument("out", help="the search directory")
         args = parser.parse_args(argv[1:])
         args.command = "report"
         return args
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="search config (configs/search/<experiment>.yaml)")
-    parser.add_argument("--experiment", help="shorthand for --config configs/search/<name>.yaml")
+    experiments = ", ".join(sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml") if p.stem != "defaults"))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
+        epilog="Also: `search_gp.py report OUT` prints a search's generation log, hall of fame and best "
+               "loss. Options left out take the config's values (configs/search/<experiment>.yaml over "
+               "configs/search/defaults.yaml).")
+    parser.add_argument("--config", help="search config (YAML); give this or --experiment")
+    parser.add_argument("--experiment", help=f"shorthand for --config configs/search/<name>.yaml: {experiments}")
     parser.add_argument("--out", required=True, help="search directory (resumed when it exists)")
-    parser.add_argument("--population", type=at_least(2))
-    parser.add_argument("--generations", type=at_least(0))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--epochs", type=at_least(1))
+    parser.add_argument("--population", type=at_least(2), help="individuals kept per generation (μ)")
+    parser.add_argument("--generations", type=at_least(0), help="generations after the initial population")
+    parser.add_argument("--seed", type=int, help="seed of the search's random generator and of its trainings")
+    parser.add_argument("--epochs", type=at_least(1), help="epochs of each fitness training")
     parser.add_argument("--limit-train", type=at_least(1), help="train on the first N images of the train split")
     parser.add_argument("--worker-timeout", type=at_least(10, float), metavar="SECONDS",
                         help="hand a candidate to another worker after this much silence from its worker "
@@ -64,8 +70,8 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv=None, args=None):
+    args = args or parse_args(sys.argv[1:] if argv is None else argv)
     from ngl_keras.gp import search
     from ngl_keras.gp.evolution import SearchStopped
 
@@ -91,7 +97,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    arguments = parse_args(sys.argv[1:])  # --help and bad arguments answer before any framework loads
     from ngl_keras.files import run_cli
 
     sys.stdout.reconfigure(line_buffering=True)  # a worker's line per candidate shows as it happens
-    run_cli(main)
+    run_cli(lambda: main(args=arguments))

@@ -5,6 +5,8 @@
     python train_small.py --config configs/paper_scratch.yaml --out runs/scratch
     python train_small.py --losses ce ngl "exp(p) - y*p" --epochs 1 --limit-train 2048
     python train_small.py report runs/quick --compare-paper
+
+Subcommand `report OUT [--compare-paper]` prints the table of a finished (or partial) grid.
 """
 
 import argparse
@@ -29,7 +31,11 @@ def parse_args(argv):
         args = parser.parse_args(argv[1:])
         args.command = "report"
         return args
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
+        epilog="Also: `train_small.py report OUT [--compare-paper]` prints the table of OUT/runs.jsonl. "
+               "Options left out take the grid config's values.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", default=str(CONFIGS / "quick.yaml"), help="grid config (YAML)")
     parser.add_argument("--out", default=None, help="output directory (default runs/<config name>)")
     parser.add_argument("--datasets", nargs="+", help="override the grid's datasets")
@@ -38,7 +44,12 @@ def parse_args(argv):
     parser.add_argument("--runs", type=int, help="runs per dataset × model × loss")
     parser.add_argument("--epochs", type=int, help="epochs for every dataset")
     parser.add_argument("--limit-train", type=int, help="train on the first N training images")
-    parser.add_argument("--strategy", choices=("auto", "mirrored", "multiworker", "none"))
+    parser.add_argument("--weights", choices=("none", "imagenet"),
+                        help="backbone weights: none (from scratch, Table 2) or imagenet (fine-tuning, Table "
+                             "B.2.2; the file must be in ~/.keras/models offline)")
+    parser.add_argument("--strategy", choices=("auto", "mirrored", "multiworker", "none"),
+                        help="where runs train: auto (several GPUs: mirrored), mirrored (all local devices), "
+                             "multiworker (TensorFlow, TF_CONFIG), none (one device)")
     parser.add_argument("--mixed-precision", nargs="?", const=True, default=None,
                         choices=(True, "mixed_float16", "mixed_bfloat16"), metavar="POLICY",
                         help="mixed precision: mixed_float16 (the default when no POLICY is given) or "
@@ -55,8 +66,8 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv=None, args=None):
+    args = args or parse_args(sys.argv[1:] if argv is None else argv)
     from ngl_keras import config, report, training
     from ngl_keras.files import output_directory
 
@@ -71,6 +82,8 @@ def main(argv=None):
         print(report.write(records, args.out, args.compare_paper, BENCHMARK_RECORDS))
         return 0
     grid = config.grid(args.config)
+    if args.weights is not None:
+        grid["weights"] = None if args.weights == "none" else args.weights
     overrides = {"datasets": args.datasets, "models": args.models, "losses": args.losses,
                  "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train}
     runs = training.plan(grid, CONFIGS, overrides)
@@ -88,6 +101,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    arguments = parse_args(sys.argv[1:])  # --help and bad arguments answer before any framework loads
     from ngl_keras.files import run_cli
 
-    run_cli(main)
+    run_cli(lambda: main(args=arguments))
