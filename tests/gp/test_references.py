@@ -60,7 +60,7 @@ def test_references_are_scored_once_per_directory_and_a_failure_is_not_kept(tmp_
 ])
 def test_bad_references_are_named(tmp_path, references, message):
     with pytest.raises(ValueError) as error:
-        search.load_config(_config(tmp_path, references))
+        search.load_config(_config(tmp_path, references), defaults=CONFIGS / "search" / "defaults.yaml")
     assert message in str(error.value)
 
 

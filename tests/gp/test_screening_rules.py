@@ -48,7 +48,7 @@ def test_screening_rules_from_a_search_config_turn_our_rejections_off(tmp_path):
     for label, rules in (("all", None), ("paper", ["out_of_range"])):
         cfg = yaml.safe_load((CONFIGS / "search" / "smoke.yaml").read_text())
         if rules is not None:
-            cfg["screening"]["rules"] = rules
+            cfg["screening"] = {**cfg.get("screening", {}), "rules": rules}  # over configs/search/defaults.yaml
         path = tmp_path / f"{label}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         out = tmp_path / label
