@@ -8,6 +8,7 @@ from ngl_keras import data, layers, models
 from tests import reference
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("shape", [(6, 16, 20, 3), (6, 28, 28, 1)])
 def test_the_layer_runs_the_pipeline_kernel_with_its_parameters(shape):
     """RandomAffine's output is data.affine_transform of the uniforms it drew (one kernel)."""
@@ -20,6 +21,7 @@ def test_the_layer_runs_the_pipeline_kernel_with_its_parameters(shape):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+@pytest.mark.any_backend
 def test_flip_only_mirrors_some_images_and_leaves_the_rest():
     x = np.random.default_rng(0).uniform(0, 255, (32, 8, 10, 1)).astype("float32")
     layer = layers.RandomAffine(horizontal_flip=True, width_shift=0.0, height_shift=0.0, zoom=0.0, seed=3)
@@ -29,6 +31,7 @@ def test_flip_only_mirrors_some_images_and_leaves_the_rest():
     assert np.all(same | mirrored) and 4 < mirrored.sum() < 28
 
 
+@pytest.mark.any_backend
 def test_training_only_seeded_and_serializable():
     x = np.random.default_rng(1).uniform(0, 255, (4, 12, 12, 3)).astype("float32")
     layer = layers.RandomAffine(seed=5)
@@ -43,6 +46,7 @@ def test_training_only_seeded_and_serializable():
         layers.RandomAffine(zoom=1.5)
 
 
+@pytest.mark.any_backend
 def test_a_model_with_it_keeps_jit_compile():
     inputs = keras.Input((12, 12, 1))
     x = layers.RandomAffine(seed=0)(inputs)
@@ -70,6 +74,7 @@ def test_input_layers_give_the_pipeline_batch_for_the_same_images():
     assert not np.allclose(np.asarray(stack(images.astype("float32"), training=True)), expected, atol=1.0)
 
 
+@pytest.mark.any_backend
 def test_a_model_with_the_input_layers_saves_and_reloads(tmp_path):
     """Resize, gray to RGB, RandomAffine and Preprocess are registered: a .keras file reloads
     without custom_objects and computes the same outputs."""

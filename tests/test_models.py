@@ -6,6 +6,8 @@ import pytest
 
 from ngl_keras import models
 
+pytestmark = pytest.mark.any_backend  # runs again under KERAS_BACKEND=jax
+
 
 def test_backbone_gets_the_published_head():
     model = models.build_model("resnet50", 7, 32)

@@ -9,6 +9,8 @@ import pytest
 from ngl_keras.gp import engine, evolution
 from ngl_keras.losses import expression as ex
 
+pytestmark = pytest.mark.any_backend  # runs again under KERAS_BACKEND=jax
+
 PSET = engine.PrimitiveSet(("add", "sub", "mul", "div", "sin", "cos", "exp", "log"), ("p", "y"),
                            (-5.0, 5.0), ("p", "y"))
 LIMITS = engine.Limits(min_height=2, max_size=100, init_max_height=5)

@@ -8,6 +8,8 @@ import pytest
 from ngl_keras.gp import screening
 from ngl_keras.losses import expression as ex
 
+pytestmark = pytest.mark.any_backend  # runs again under KERAS_BACKEND=jax
+
 SCREEN = screening.LossScreen()
 
 # Every operator, and every branch of the protected ones: with EDGES below, p - 0.5 and
