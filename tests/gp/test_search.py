@@ -315,7 +315,7 @@ def test_bad_numbers_on_the_command_line_exit_2_with_one_line(tmp_path, args, me
 def test_empty_or_malformed_config_files_are_named(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
-    with pytest.raises(ValueError, match="empty.yaml' is empty; see configs/search/"):
+    with pytest.raises(ValueError, match="empty.yaml' is empty: it must hold a mapping of settings"):
         search_gp.main(["--config", str(empty), "--out", str(tmp_path / "o")])
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")
