@@ -92,8 +92,11 @@ def test_mixed_weights_are_refused_for_the_comparison_and_labelled_otherwise(tmp
         report.markdown(report.table(records), compare_paper=True)
     text = report.markdown(report.table(records))
     assert "These records mix from-scratch and pre-trained runs (weights: null, imagenet)" in text
-    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    with pytest.raises(ValueError, match="the records mix from-scratch and pre-trained runs"):
+    # The CLI reads complete records and refuses one dataset trained two ways before any table.
+    complete = [{**r, "key": f"{r['dataset']}/{r['model']}/{r['loss']}/{i}", "run": 0, "history": {}}
+                for i, r in enumerate(records)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in complete))
+    with pytest.raises(ValueError, match=r"would mix settings for dataset 'malaria'.*weights \(null vs \"imagenet\"\)"):
         train_small.main(["report", str(tmp_path), "--compare-paper"])
 
 
