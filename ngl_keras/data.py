@@ -279,10 +279,11 @@ def _resample_rows(images, a, b):
 
 @functools.cache
 def _compiled_affine_transform():
-    """One XLA-compiled `affine_transform` per process, shared by every tf.data pipeline."""
+    """One XLA-compiled `affine_transform` per process, shared by every tf.data pipeline; traced
+    once per image size (the kernel needs static height and width, so no shape relaxation)."""
     import tensorflow as tf
 
-    return tf.function(affine_transform, jit_compile=True, reduce_retracing=True)
+    return tf.function(affine_transform, jit_compile=True)
 
 
 def input_pipeline(source, *, classes, image_size, channels, preprocess, batch_size,

@@ -197,3 +197,14 @@ def test_separable_resampling_equals_the_projective_kernel_with_the_same_matrix(
                                                      zoom_x, zoom_y).numpy(),
                                data.affine_transform(x.round(), flip, shift_x, shift_y, zoom_x, zoom_y).numpy(),
                                atol=1e-4)
+
+
+def test_augmented_pipelines_of_several_image_sizes_in_one_process():
+    """The one compiled kernel is traced per image size: it needs static height and width, so
+    tf.function's shape relaxation after a few sizes would break it."""
+    for size in (16, 20, 24, 28):
+        images = np.random.default_rng(size).integers(0, 256, (8, size, size, 1), dtype=np.uint8)
+        x, _ = next(iter(data.input_pipeline((images, np.arange(8) % 2), classes=2, image_size=size, channels=1,
+                                             preprocess=models.scale_to_unit, batch_size=4,
+                                             augmentation=data.Augmentation(), shuffle_seed=0)))
+        assert x.shape == (4, size, size, 1) and not np.allclose(x, images[:4] / 255.0, atol=1e-3)
