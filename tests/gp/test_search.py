@@ -164,7 +164,7 @@ def _ongoing(out):
 def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(tmp_path):
     out = tmp_path / "s"
     config = _smoke_config(tmp_path, generations=1, population=4,
-                           fitness={"kind": "probe", "probe_steps": 150})  # seconds per candidate
+                           fitness={"kind": "probe", "probe_steps": 40000})  # seconds per candidate (numpy: ~0.1 ms a step)
     args = ["--config", str(config), "--out", str(out), "--worker-timeout", "10"]
     env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
     processes = [_start(args, env, "chief"), _start(args, env, "worker0"), _start(args, env, "worker1")]
