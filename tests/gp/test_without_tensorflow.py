@@ -141,3 +141,21 @@ def test_a_chief_and_a_worker_on_jax_without_tensorflow(without_tf, tmp_path):
     assert generations == [0, 1]
     fame = json.loads((out / "hall_of_fame.json").read_text())
     assert (out / "best_loss.txt").read_text() == f'ExpressionLoss("{fame[0]["formula"]}")\n'
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_trained_proxy_search_on_jax_without_tensorflow(without_tf, tmp_path):
+    """exp2_proxy's training fitness (small_cnn on Fashion-MNIST, the CE/NGL references included) on
+    JAX with TensorFlow unimportable: the training path itself needs no TensorFlow."""
+    out, report = tmp_path / "s", tmp_path / "report.json"
+    done = subprocess.run([sys.executable, str(ROOT / "search_gp.py"), "--experiment", "exp2_proxy", "--out", str(out),
+                           "--population", "2", "--generations", "0", "--limit-train", "256", "--epochs", "1"],
+                          cwd=ROOT, env=without_tf(report), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    no_tensorflow_from_the_project(report)
+    (generation,) = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert set(generation["references"]) == {"ce", "ngl"} and generation["trained"] >= 1
+    assert all(0.0 <= value[0] <= 1.0 for value in generation["references"].values())  # validation errors
+    evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert evaluations and all(0.0 <= e["fitness"][0] <= 1.0 for e in evaluations)
