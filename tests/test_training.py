@@ -110,7 +110,8 @@ def test_a_truncated_last_line_is_skipped_by_readers_and_removed_by_the_next_app
     with pytest.warns(UserWarning, match="skipping a truncated last line"):
         assert [r["run"] for r in training.read_records(path)] == [0, 1]
     assert path.read_text() == text  # a reader never writes
-    training.append_record(path, _record("d/m/l/2"))
+    with pytest.warns(UserWarning, match="removing a truncated last line"):
+        training.append_record(path, _record("d/m/l/2"))
     assert path.read_text() == f"{a}\n{b}\n{json.dumps(_record('d/m/l/2'))}\n"
     assert not (tmp_path / "runs.jsonl.tmp").exists()
     # A last record that lost only its newline is kept, and the next record goes on a new line.
