@@ -1,6 +1,7 @@
 """The evaluation protocol: a grid of datasets × models × losses × runs, each run trained,
 tested and appended to OUT/runs.jsonl, so that a re-run resumes where it stopped."""
 
+import contextlib
 import hashlib
 import json
 import math
@@ -201,8 +202,6 @@ def finished_keys(runs, records, path, mixed_precision=False):
 
 def versions():
     """Versions of what a record's numbers depend on: Python, Keras, the backend's library, numpy."""
-    import keras
-
     backend = keras.backend.backend()
     out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
            "backend": backend}
@@ -260,10 +259,6 @@ def make_strategy(name):
     several devices, are `keras.distribution.DataParallel` over every local device (each global
     batch split evenly, one model replica per device, gradients all-reduced by XLA).
     """
-    import contextlib
-
-    import keras
-
     if name not in config_module.STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(config_module.STRATEGIES)}.")
     backend = keras.backend.backend()
@@ -287,8 +282,6 @@ def make_strategy(name):
 
 
 def _optimizer(settings):
-    import keras
-
     opt = settings["optimizer"]
     if opt["name"] == "sgd":
         return keras.optimizers.SGD(opt["learning_rate"], momentum=opt.get("momentum", 0.0))
@@ -303,8 +296,6 @@ def takes_logits(loss):
 def schedule_callbacks(settings):
     """ReduceLROnPlateau with the dataset's settings (none when `reduce_lr` is null: Table
     B.2.1's SGD datasets), and a stop on a NaN loss."""
-    import keras
-
     reduce = settings["reduce_lr"]
     plateau = [] if reduce is None else [keras.callbacks.ReduceLROnPlateau(
         monitor=reduce["monitor"], factor=reduce["factor"], patience=reduce["patience"],
@@ -357,8 +348,6 @@ class Datasets:
 def build_model(run, loss, train_input):
     """The run's model; on backends without tf.data it starts with the input layers (resize,
     channels, augmentation, preprocessing) that the tf.data pipeline does on TensorFlow."""
-    import keras
-
     from ngl_keras import layers
 
     dataset, settings = data_module.info(run.dataset), run.settings
@@ -433,7 +422,7 @@ def _finished_epochs(run_dir):
             log.unlink()
         return None, []
     epoch = int(json.loads(metadata.read_text())["epoch"])
-    lines = [line for line in read_json_lines(log) if line["epoch"] < epoch] if log.exists() else []
+    lines = [line for line in read_json_lines(log) if line["epoch"] < epoch]
     if len(lines) != epoch:  # the log must cover every backed-up epoch; else start over
         shutil.rmtree(run_dir / BACKUP_DIR)
         log.unlink(missing_ok=True)
@@ -458,8 +447,6 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     every epoch and continues a killed run from its last finished epoch; the caller removes the
     backup (`discard_backup`) once the record is safe.
     """
-    import keras
-
     keras.backend.clear_session()
     keras.utils.set_random_seed(run.seed)
     policy = dtype_policy(mixed_precision)
@@ -485,8 +472,11 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
                       jit_compile=jit_compile)
         fitted = model.fit(train, validation_data=validation, epochs=run.settings["epochs"],
                            callbacks=callbacks, shuffle=False, verbose=verbose).history
-        history = _history(previous, fitted, run_dir if resume else None)
-        seconds = [line["seconds"] for line in read_json_lines(run_dir / EPOCH_LOG)] if resume else None
+        if resume:  # the epoch log holds the whole run, the epochs before a resume included
+            epochs = read_json_lines(run_dir / EPOCH_LOG)
+            history, seconds = _history([line["logs"] for line in epochs]), [line["seconds"] for line in epochs]
+        else:
+            history, seconds = _history([dict(zip(fitted, values)) for values in zip(*fitted.values())]), None
         finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
         accuracy = float(model.evaluate(test, verbose=0, callbacks=synchronous)[1]) \
             if finite and evaluate_test else None
@@ -520,13 +510,10 @@ def dtype_policy(mixed_precision):
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-def _history(previous, fitted, run_dir):
-    """The whole run's per-epoch logs: the epochs before a resume (from the EpochLog) and this fit's."""
-    if run_dir is not None:
-        lines = read_json_lines(run_dir / EPOCH_LOG) if (run_dir / EPOCH_LOG).exists() else []
-        keys = list(dict.fromkeys(k for line in lines for k in line["logs"]))
-        return {k: [float(line["logs"].get(k, float("nan"))) for line in lines] for k in keys}
-    return {k: [float(v) for v in values] for k, values in fitted.items()}
+def _history(epochs):
+    """{metric: [value per epoch]} from one logs mapping per epoch (NaN where an epoch lacks it)."""
+    keys = list(dict.fromkeys(k for logs in epochs for k in logs))
+    return {k: [float(logs.get(k, float("nan"))) for logs in epochs] for k in keys}
 
 
 def _write_history_csv(path, history):
