@@ -155,6 +155,15 @@ GENERATION_KEYS = ("generation", "best_fitness", "median_fitness", "best_formula
                    "rejected", "cache_hits", "trained", "wall_time_s", "peak_rss_mb")
 
 
+def with_later_defaults(saved):
+    """A saved search config with the settings added since it was written set to what that search ran
+    with: `screening.rules` (all of REASONS before the setting existed)."""
+    screen = saved.get("screening")
+    if isinstance(screen, dict) and "rules" not in screen:
+        return {**saved, "screening": {**screen, "rules": list(screening.REASONS)}}
+    return saved
+
+
 class SearchDirectory:
     """What a search writes, and the checks that a directory holds this search."""
 
@@ -177,6 +186,7 @@ class SearchDirectory:
             raise ValueError(f"--out {self.path} is a file, not a directory; give a directory for the search.")
         previous = self.saved_config()
         if previous is not None:
+            previous = with_later_defaults(previous)
             if previous != cfg:
                 differing = sorted(k for k in set(previous) | set(cfg) if previous.get(k) != cfg.get(k))
                 raise ValueError(f"search directory {self.path} holds a different search (settings that "

@@ -392,6 +392,21 @@ def test_unknown_experiment_name_and_foreign_or_corrupt_directories(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_search_saved_before_screening_rules_existed_resumes_and_other_rules_are_refused(tmp_path):
+    out = tmp_path / "s"
+    args = ["--experiment", "smoke", "--out", str(out), "--generations", "0", "--population", "4"]
+    search_gp.main(args)
+    saved = out / "search.yaml"
+    cfg = json.loads(saved.read_text())
+    assert cfg["screening"].pop("rules") == ["non_finite", "out_of_range", "constant", "no_improvement"]
+    saved.write_text(json.dumps(cfg))  # as written before the setting existed: every rule applied
+    search_gp.main(args)  # resumes: nothing to refuse
+    cfg["screening"]["rules"] = ["out_of_range"]
+    saved.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"settings that differ: screening\)"):
+        search_gp.main(args)
+
+
 @pytest.mark.realdata
 def test_training_fitness_uses_validation_error_and_fails_a_diverged_candidate(tmp_path):
     cfg = search.load_config(CONFIGS / "search" / "exp2_proxy.yaml", {"limit_train": 256})
