@@ -1,0 +1,55 @@
+"""README.md's Python examples run as written, and show what their text says they show."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+# Each python block of the README is found by a piece of code only it contains; a new block needs
+# an entry here and a test below.
+EXAMPLES = {"losses": "loss=ngl_keras.NGL()", "figure_1": "plots.loss_curves("}
+
+
+def blocks():
+    return BLOCK.findall(README.read_text())
+
+
+def run_example(name, tmp_path, monkeypatch):
+    """Run the README block of example `name` in a fresh namespace, working directory tmp_path."""
+    (code,) = [block for block in blocks() if EXAMPLES[name] in block]
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__readme__"}
+    exec(compile(code, f"README.md ({name} example)", "exec"), namespace)
+    return namespace
+
+
+def test_every_python_block_of_the_readme_is_an_example_tested_here():
+    owners = [[name for name, marker in EXAMPLES.items() if marker in block] for block in blocks()]
+    assert all(len(names) == 1 for names in owners), owners
+    assert sorted(name for names in owners for name in names) == sorted(EXAMPLES)
+
+
+@pytest.mark.any_backend
+def test_losses_example_trains_saves_and_reloads_ngl(tmp_path, monkeypatch, capsys):
+    import ngl_keras
+
+    ns = run_example("losses", tmp_path, monkeypatch)
+    reloaded, x = ns["reloaded"], ns["x"]
+    assert type(reloaded.loss) is ngl_keras.NGL and reloaded.loss.get_config()["alpha"] == pytest.approx(2.4092)
+    assert "alpha=2.4092" in capsys.readouterr().out  # what the comment says it prints
+    assert int(reloaded.optimizer.iterations) == 256 // 64  # it trained: one epoch of 4 batches
+    np.testing.assert_allclose(reloaded.predict(x[:8], verbose=0), ns["model"].predict(x[:8], verbose=0),
+                               rtol=1e-6)
+
+
+@pytest.mark.any_backend
+def test_figure_1_example_draws_the_curves_and_ngls_minimum_is_where_the_text_says(tmp_path, monkeypatch):
+    ns = run_example("figure_1", tmp_path, monkeypatch)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(ns["curves"]) == {"ce", "ngl", "focal"}
+    assert ns["curves"]["ngl"][2] == pytest.approx(0.566, abs=0.002)
+    assert ns["curves"]["ce"][2] == pytest.approx(1.0)  # CE falls all the way to p = 1
