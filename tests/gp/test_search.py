@@ -64,9 +64,10 @@ def _run(args, env=None, **kwargs):
                           text=True, env={**os.environ, **(env or {})}, **kwargs)
 
 
-def test_smoke_search_writes_every_output(tmp_path):
+def test_smoke_search_writes_every_output(tmp_path, capsys):
     out = tmp_path / "s"
     search_gp.main(["--config", str(_smoke_config(tmp_path)), "--out", str(out), "--generations", "2"])
+    printed = capsys.readouterr().out.splitlines()
     generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["generation"] for g in generations] == [0, 1, 2]
     for g in generations:
@@ -78,14 +79,29 @@ def test_smoke_search_writes_every_output(tmp_path):
     assert fame[0]["rank"] == 1 and fame[0]["experiment"] == "smoke" and fame[0]["latex"]
     assert fame[0]["fitness"] == [generations[-1]["best_fitness"][0]]
     line = (out / "best_loss.txt").read_text().strip()
-    assert line == f'ExpressionLoss("{fame[0]["formula"]}")'
+    # The best loss folded as the hall of fame shows it (constants exact), the same function.
+    formula = re.fullmatch(r'ExpressionLoss\("(.*)"\)', line).group(1)
+    assert ex.to_text(ex.parse(formula), digits=4) == fame[0]["display"] and formula != fame[0]["formula"]
     loss = eval(line, {"ExpressionLoss": __import__("ngl_keras").ExpressionLoss})  # the line is usable
-    assert np.isfinite(float(loss([0, 1], [[0.2, 0.8], [0.6, 0.4]])))
+    unfolded = __import__("ngl_keras").ExpressionLoss(fame[0]["formula"])
+    y_true, y_pred = [0, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]]
+    assert np.isfinite(float(loss(y_true, y_pred)))
+    np.testing.assert_allclose(float(loss(y_true, y_pred)), float(unfolded(y_true, y_pred)), rtol=1e-5)
     assert (out / "fitness.png").read_bytes()[:4] == b"\x89PNG"
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
     assert len(evaluations) == sum(g["trained"] for g in generations)
     text = search.report(out)
-    assert "generation 2: best" in text and "hall of fame:" in text and line in text
+    assert "generation 2: best" in text and "hall of fame (probe fitness: 1 - the true-class" in text
+    assert f"best loss by the probe (untrained; train it to judge it): {line}" in text
+    assert "  1. probe fitness [" in text
+    # What the command printed: one line per candidate trained, one per generation (once), the summary.
+    candidates = [x for x in printed if x.startswith("candidate ")]
+    assert len(candidates) == len(evaluations) and all(re.fullmatch(r"candidate g\d-\d+ fitness \(.+\) in "
+                                                                      r"\d+\.\d s: .+", x) for x in candidates)
+    assert [x.split(":")[0] for x in printed if x.startswith("generation ")] == [f"generation {g}" for g in range(3)]
+    summary = printed[printed.index("") + 1:]
+    assert summary == search.report(out, generations=False).splitlines() and summary[0].startswith("hall of fame")
+    assert len(printed) == len(candidates) + 3 + 1 + len(summary)  # nothing else: no keras-tuner tables
 
 
 @pytest.mark.slow
@@ -427,4 +443,6 @@ def test_a_dataset_that_is_not_available_stops_the_search_before_anything_is_wri
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
         f"error: dataset 'cifar100' (tfds 'cifar100') is not available offline in {tmp_path / 'tfds'}")
+    # ... and it is all the command printed: no framework banner, no tfds warning, no search.
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", done.stderr
     assert not out.exists()
