@@ -207,6 +207,7 @@ def accuracy_curves(records, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     datasets = sorted({r["dataset"] for r in records})
     figure, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5 * max(len(datasets), 1), 3.5),
@@ -222,6 +223,7 @@ def accuracy_curves(records, path):
             axis.plot(range(1, length + 1), mean, marker="o", label=loss)
         axis.set_title(dataset)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5, also for one
         axis.set_ylabel("validation accuracy")
         axis.legend()
     figure.tight_layout()

@@ -446,3 +446,15 @@ def test_a_dataset_that_is_not_available_stops_the_search_before_anything_is_wri
     # ... and it is all the command printed: no framework banner, no tfds warning, no search.
     assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", done.stderr
     assert not out.exists()
+
+
+def test_the_fitness_plot_has_whole_generation_ticks(tmp_path, monkeypatch):
+    from tests.test_report import saved_figures, visible_ticks
+
+    figures = saved_figures(monkeypatch)
+    directory = search.SearchDirectory(tmp_path)
+    for count in (1, 3):
+        directory.plot([{"generation": g, "best_fitness": [0.5 - 0.1 * g], "median_fitness": [0.6]}
+                        for g in range(count)])
+        ticks = visible_ticks(figures[-1].axes[0])
+        assert ticks and all(t == int(t) for t in ticks) and set(range(count)) <= set(ticks)
