@@ -6,7 +6,8 @@ TensorFlow's C++ writes a start-up banner to file descriptor 2 before absl loggi
 (so TF_CPP_MIN_LOG_LEVEL cannot stop it), on `import tensorflow` and again on the first device
 query. `load_frameworks` runs both under `filtered_stderr`, which drops the lines known to be
 harmless and passes every other line on as it arrives: an unknown message, a Python traceback, a
-fatal error are never swallowed.
+fatal error are never swallowed (the filter is a process of its own: it still passes on the last
+lines of a process that aborts).
 
 Verbosity travels in the environment variable NGL_KERAS_VERBOSE, so that the search's training
 processes (spawned) and a distributed search's workers started with it are as quiet as the command:
@@ -19,8 +20,8 @@ import contextlib
 import logging
 import os
 import re
+import subprocess
 import sys
-import threading
 from pathlib import Path
 
 VERBOSE = "NGL_KERAS_VERBOSE"
@@ -62,33 +63,37 @@ def is_harmless(line, nvidia_gpu=False):
             or (not nvidia_gpu and any(p.search(line) for p in NO_GPU)))
 
 
+FILTER = "--filter-stderr"  # this file run as a script: the filter process
+
+
 @contextlib.contextmanager
 def filtered_stderr(nvidia_gpu=None):
-    """Point file descriptor 2 at a pipe for the duration, and pass each line that is not
-    `is_harmless` on to the real stderr as soon as it is complete (a thread reads the pipe, so a
-    crash inside loses at most the line being written)."""
+    """Point file descriptor 2 at a pipe for the duration; a filter process (this file run as a
+    script) passes each line that is not `is_harmless` on to the real stderr as it arrives. Being a
+    process of its own, it outlives a crash of this one (an abort inside a framework's start-up)
+    and still passes that crash's last words on."""
     nvidia_gpu = has_nvidia_gpu() if nvidia_gpu is None else nvidia_gpu
     sys.stderr.flush()
     saved = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def forward():
-        with os.fdopen(read_end, "rb") as pipe:
-            for raw in pipe:
-                if not is_harmless(raw.decode(errors="replace"), nvidia_gpu):
-                    os.write(saved, raw)
-
-    reader = threading.Thread(target=forward, daemon=True, name="stderr-filter")
-    reader.start()
+    filter_process = subprocess.Popen(
+        [sys.executable, "-I", os.path.abspath(__file__), FILTER, "1" if nvidia_gpu else "0"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=saved)
+    os.dup2(filter_process.stdin.fileno(), 2)
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees its end
-        reader.join(5.0)
+        os.dup2(saved, 2)
         os.close(saved)
+        filter_process.stdin.close()  # the last write end: the filter reads to the end and exits
+        filter_process.wait(30)
+
+
+def _filter(nvidia_gpu):
+    for raw in sys.stdin.buffer:
+        if not is_harmless(raw.decode(errors="replace"), nvidia_gpu):
+            sys.stderr.buffer.write(raw)
+            sys.stderr.buffer.flush()
 
 
 class MissingDatasetFolder(logging.Filter):
@@ -121,3 +126,7 @@ def load_frameworks():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the first device query: CUDA start-up lines
+
+
+if __name__ == "__main__" and sys.argv[1:2] == [FILTER]:
+    _filter(sys.argv[2] == "1")

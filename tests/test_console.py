@@ -56,6 +56,22 @@ def test_filtered_stderr_drops_the_banners_and_passes_every_other_line_on(capfd)
     assert capfd.readouterr().err.splitlines() == NO_GPU
 
 
+ABORT = """
+import os
+from ngl_keras import console
+with console.filtered_stderr(nvidia_gpu=False):
+    os.write(2, {lines!r})
+    os.abort()
+"""
+
+
+def test_the_last_lines_of_a_process_that_aborts_inside_the_filter_are_not_lost():
+    lines = (BANNERS[0] + "\n" + REAL[1] + "\n").encode()
+    done = subprocess.run([sys.executable, "-c", ABORT.format(lines=lines)], cwd=ROOT, capture_output=True,
+                          timeout=120)
+    assert done.returncode == -6 and done.stderr.decode().splitlines() == [REAL[1]]
+
+
 def test_tfds_warning_about_a_missing_dataset_folder_is_dropped_and_other_absl_warnings_kept(caplog):
     console.load_frameworks()
     absl = logging.getLogger("absl")
