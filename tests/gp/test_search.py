@@ -362,7 +362,8 @@ def test_report_names_a_generation_line_without_keys_and_skips_a_cut_last_line(t
     log = out / "generations.jsonl"
     good = log.read_text()
     log.write_text(good + '{"generation": 2, "best_fit')  # a crash while appending
-    lines = search.report(out).splitlines()
+    with pytest.warns(UserWarning, match=r"generations.jsonl: skipping a truncated last line \(a crash while writing\)"):
+        lines = search.report(out).splitlines()
     assert [x.split(":")[0] for x in lines if x.startswith("generation ")] == ["generation 0", "generation 1"]
     assert log.read_text().endswith('"best_fit')  # and reading did not rewrite the file
     log.write_text(good + '{"generation": 2}\n')
@@ -383,7 +384,8 @@ def test_a_cut_last_line_is_dropped_by_the_search_before_it_appends(tmp_path):
     log = out / "generations.jsonl"
     log.write_text(log.read_text() + '{"generation": 1, "be')
     # The search resumed: its writer repairs the log (an atomic rewrite) before it appends.
-    search_gp.main(args + ["--generations", "0"])
+    with pytest.warns(UserWarning, match=r"generations.jsonl: skipping a truncated last line"):
+        search_gp.main(args + ["--generations", "0"])
     assert [json.loads(x)["generation"] for x in log.read_text().splitlines()] == [0]
 
 
