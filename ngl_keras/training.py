@@ -460,8 +460,18 @@ class Progress(keras.callbacks.Callback):
         return f"epoch {self.epoch + 1}/{self.params.get('epochs', '?')}"
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._flush()
         self.epoch = epoch
         self.started = self.last = self.clock()
+
+    def on_train_end(self, logs=None):
+        self._flush()
+
+    def _flush(self):
+        """The ETA line held back until Keras's progress bar has finished the epoch's line."""
+        if getattr(self, "pending", None):
+            self.log(self.pending)
+        self.pending = None
 
     def on_test_begin(self, logs=None):
         self.validation_started = self.clock()
@@ -485,8 +495,8 @@ class Progress(keras.callbacks.Callback):
         if self.grid is not None:
             self.grid.epoch_finished()
         eta = f"; {self.grid.eta()}" if self.grid is not None else ""
-        if not self.periodic:
-            self.log(f"  {self._epoch()} done{eta}")
+        if not self.periodic:  # Keras's bar writes its epoch line after every other callback
+            self.pending = f"  {self._epoch()} done{eta}"
             return
         metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())
         self.log(f"  {self._epoch()}: {self.clock() - self.started:.0f} s, {metrics}{eta}")

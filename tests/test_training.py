@@ -422,4 +422,6 @@ def test_progress_writes_a_line_every_ten_seconds_and_each_epoch_with_the_grids_
         quiet.on_train_batch_begin(batch)
         clock.now += 3.0
     quiet.on_epoch_end(1, {"loss": 0.4})
+    assert lines[4:] == []  # held back: Keras's progress bar has yet to finish its line
+    quiet.on_train_end()
     assert lines[4:] == ["  epoch 2/2 done; ETA 1.2 min"]  # 75 s for 2 epochs, 2 left
