@@ -5,7 +5,8 @@ frameworks' own output too.
 TensorFlow's C++ writes a start-up banner to file descriptor 2 before absl logging is initialised
 (so TF_CPP_MIN_LOG_LEVEL cannot stop it), on `import tensorflow` and again on the first device
 query. `load_frameworks` runs both under `filtered_stderr`, which drops the lines known to be
-harmless and passes every other line on as it arrives: an unknown message, a Python traceback, a
+harmless and passes every other line on as it arrives (on another backend, a later import of
+TensorFlow by a library runs under it too): an unknown message, a Python traceback, a
 fatal error are never swallowed (the filter is a process of its own: it still passes on the last
 lines of a process that aborts).
 
@@ -17,6 +18,8 @@ import) filters the harmless start-up lines only. This module imports no framewo
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import re
@@ -108,6 +111,29 @@ class MissingDatasetFolder(logging.Filter):
 MISSING_DATASET_FOLDER = MissingDatasetFolder()
 
 
+class _LaterTensorFlowImport(importlib.abc.MetaPathFinder):
+    """On another backend, TensorFlow is never imported by us, but may be later by a library
+    (tfds, some Keras layers) when it is installed: that import, and the device query that prints
+    the CUDA start-up lines, then run under `filtered_stderr`. Only the module's execution is
+    wrapped; its spec and loader are TensorFlow's own."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once; and find_spec below must not come back here
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                with filtered_stderr():
+                    execute(module)
+                    module.config.list_physical_devices("GPU")  # its CUDA start-up lines, now
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
 def load_frameworks():
     """Import Keras (and its backend) and, on TensorFlow, query the devices once, with the
     harmless start-up lines filtered out; nothing to do when Keras is loaded already or -v asks
@@ -126,6 +152,8 @@ def load_frameworks():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the first device query: CUDA start-up lines
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, _LaterTensorFlowImport())
 
 
 if __name__ == "__main__" and sys.argv[1:2] == [FILTER]:

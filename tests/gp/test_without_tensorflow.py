@@ -68,8 +68,10 @@ def no_tensorflow_from_the_project(report_path):
     """No tensorflow module was loaded, and none of the project's files tried to import one."""
     report = json.loads(report_path.read_text())
     assert report["loaded"] == []
+    # ngl_keras/console.py is on the stack of a library's import of TensorFlow (it wraps that import
+    # in its stderr filter, starting none itself); any other file of ours there started one.
     ours = [f for stack in report["attempts"] for f in stack
-            if f.startswith(str(ROOT)) and "site-packages" not in f]
+            if f.startswith(str(ROOT)) and "site-packages" not in f and f != str(ROOT / "ngl_keras" / "console.py")]
     assert ours == []
 
 
