@@ -99,7 +99,7 @@ def _backbone(name, input_shape, weights):
         raise ValueError(
             f"{weights!r} weights for {name} cannot be loaded offline: Keras expects the weights "
             f"file in {home}/models/ ({type(error).__name__}); place it there, or train from scratch: "
-            "--weights none on the command line (weights: null in a config, weights=None in Python)."
+            "--weights none (train_small.py), weights: null (a config file) or weights=None (Python)."
         ) from None
 
 

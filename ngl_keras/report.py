@@ -223,7 +223,8 @@ def accuracy_curves(records, path):
             axis.plot(range(1, length + 1), mean, marker="o", label=loss)
         axis.set_title(dataset)
         axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 1.5, also for one
+        # whole epochs, even when there is only one
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         axis.set_ylabel("validation accuracy")
         axis.legend()
     figure.tight_layout()

@@ -363,9 +363,10 @@ def test_absent_imagenet_weights_are_reported_before_the_grid_starts_naming_the_
                                                                         build_backbone=offline))
     grid = _grid(tmp_path, models=["resnet50"], settings={"fashion_mnist": {"image_size": 32, "batch_size": 64}})
     with pytest.raises(ValueError) as error:
-        train_small.main(["--config", str(grid), "--weights", "imagenet", "--epochs", "1", "--out", str(tmp_path / "o")])
+        train_small.main(["--config", str(grid), "--weights", "imagenet", "--epochs", "1",
+                          "--out", str(tmp_path / "o")])
     assert str(error.value).startswith("'imagenet' weights for resnet50 cannot be loaded offline: Keras expects")
-    assert "(OSError); place it there, or train from scratch: --weights none on the command line" in str(error.value)
+    assert "(OSError); place it there, or train from scratch: --weights none (train_small.py)" in str(error.value)
     assert capsys.readouterr().out == ""  # no grid planned, nothing trained
 
 

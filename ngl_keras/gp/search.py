@@ -290,7 +290,8 @@ class SearchDirectory:
         for (name, value), style in zip(references.items(), ("--", ":", "-.", (0, (5, 1)))):
             axis.axhline(value[0], linestyle=style, color="0.3", label=f"{name} (reference)")
         axis.set_xlabel("generation")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # also for one
+        # whole generations, even when there is only one
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
         figure.tight_layout()
