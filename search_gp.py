@@ -15,8 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 ROOT = Path(__file__).resolve().parent
 CONFIGS = ROOT / "configs"
 
@@ -63,6 +61,10 @@ def parse_args(argv):
                         help="hand a candidate to another worker after this much silence from its worker "
                              "(config key worker_timeout; default 600)")
     parser.add_argument("--data-dir", help="tfds data directory")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also the frameworks' own lines (TensorFlow's start-up banners and C++ logs, "
+                             "tfds's warnings, keras-tuner's per-trial tables); "
+                             "sets NGL_KERAS_VERBOSE=1 for every process it starts")
     args = parser.parse_args(argv)
     args.command = "search"
     if bool(args.config) == bool(args.experiment):
@@ -70,8 +72,15 @@ def parse_args(argv):
     return args
 
 
+def set_verbosity(args):
+    """Before the package loads the frameworks: what ngl_keras.console shows, in this process and
+    in every process it starts."""
+    os.environ["NGL_KERAS_VERBOSE"] = "1" if getattr(args, "verbose", False) else "0"
+
+
 def main(argv=None, args=None):
     args = args or parse_args(sys.argv[1:] if argv is None else argv)
+    set_verbosity(args)
     from ngl_keras.gp import search
     from ngl_keras.gp.evolution import SearchStopped
 
@@ -90,14 +99,15 @@ def main(argv=None, args=None):
     except SearchStopped as stopped:
         print(f"error: {stopped}", file=sys.stderr)
         return 1
-    if evo is not None:
+    if evo is not None:  # the generations were printed as they finished
         print()
-        print(search.report(args.out))
+        print(search.report(args.out, generations=False))
     return 0
 
 
 if __name__ == "__main__":
     arguments = parse_args(sys.argv[1:])  # --help and bad arguments answer before any framework loads
+    set_verbosity(arguments)
     from ngl_keras.files import run_cli
 
     sys.stdout.reconfigure(line_buffering=True)  # a worker's line per candidate shows as it happens

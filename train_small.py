@@ -14,8 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 ROOT = Path(__file__).resolve().parent
 CONFIGS = ROOT / "configs"
 BENCHMARK_RECORDS = ROOT / "benchmarks" / "results"  # the seed-to-seed spreads the table is read against
@@ -57,6 +55,10 @@ def parse_args(argv):
     parser.add_argument("--data-dir", help="tfds data directory")
     parser.add_argument("--compare-paper", action="store_true", help="show the published numbers")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also the frameworks' own lines (TensorFlow's start-up banners and C++ logs, "
+                             "tfds's warnings); "
+                             "sets NGL_KERAS_VERBOSE=1 for every process it starts")
     args = parser.parse_args(argv)
     args.command = "train"
     for name in ("runs", "epochs", "limit_train"):
@@ -66,8 +68,15 @@ def parse_args(argv):
     return args
 
 
+def set_verbosity(args):
+    """Before the package loads the frameworks: what ngl_keras.console shows, in this process and
+    in every process it starts."""
+    os.environ["NGL_KERAS_VERBOSE"] = "1" if getattr(args, "verbose", False) else "0"
+
+
 def main(argv=None, args=None):
     args = args or parse_args(sys.argv[1:] if argv is None else argv)
+    set_verbosity(args)
     from ngl_keras import config, report, training
     from ngl_keras.files import output_directory
 
@@ -84,6 +93,8 @@ def main(argv=None, args=None):
     grid = config.grid(args.config)
     if args.weights is not None:
         grid["weights"] = None if args.weights == "none" else args.weights
+    if args.datasets:  # the config's settings for the datasets --datasets leaves out do not apply
+        grid["settings"] = {k: v for k, v in grid.get("settings", {}).items() if k in args.datasets}
     overrides = {"datasets": args.datasets, "models": args.models, "losses": args.losses,
                  "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train}
     runs = training.plan(grid, CONFIGS, overrides)
@@ -102,6 +113,7 @@ def main(argv=None, args=None):
 
 if __name__ == "__main__":
     arguments = parse_args(sys.argv[1:])  # --help and bad arguments answer before any framework loads
+    set_verbosity(arguments)
     from ngl_keras.files import run_cli
 
     run_cli(lambda: main(args=arguments))

@@ -20,10 +20,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from ngl_keras import data, models  # noqa: E402  (first: it loads TensorFlow with its start-up banners filtered)
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from ngl_keras import data, models  # noqa: E402
 
 BATCH = 128
 

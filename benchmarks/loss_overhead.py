@@ -21,11 +21,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import ngl_keras  # noqa: E402  (first: it loads Keras with the frameworks' start-up banners filtered)
+from ngl_keras import models  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-import ngl_keras  # noqa: E402
-from ngl_keras import models  # noqa: E402
 
 LOSSES = {
     "ce": lambda: keras.losses.CategoricalCrossentropy(),

@@ -7,14 +7,18 @@ the other submodules load on first use (`ngl_keras.plots`, `ngl_keras.training`,
 
 import importlib
 
-from ngl_keras import losses
-from ngl_keras.losses import (
+from ngl_keras import console
+
+console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
+
+from ngl_keras import losses  # noqa: E402
+from ngl_keras.losses import (  # noqa: E402
     NGL, AnyLoss, BiTemperedLogisticLoss, ExpressionLoss, SoftDice, SymmetricCrossEntropy,
 )
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "data", "files", "gp", "layers", "models", "plots", "report", "training")
+_SUBMODULES = ("config", "console", "data", "files", "gp", "layers", "models", "plots", "report", "training")
 
 __all__ = [
     "NGL", "AnyLoss", "BiTemperedLogisticLoss", "ExpressionLoss", "SoftDice",

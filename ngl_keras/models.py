@@ -98,7 +98,8 @@ def _backbone(name, input_shape, weights):
         home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
         raise ValueError(
             f"{weights!r} weights for {name} cannot be loaded offline: Keras expects the weights "
-            f"file in {home}/models/ ({type(error).__name__}); place it there or use weights=None."
+            f"file in {home}/models/ ({type(error).__name__}); place it there, or train from scratch: "
+            "--weights none (train_small.py), weights: null (a config file) or weights=None (Python)."
         ) from None
 
 

@@ -207,6 +207,7 @@ def accuracy_curves(records, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     datasets = sorted({r["dataset"] for r in records})
     figure, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5 * max(len(datasets), 1), 3.5),
@@ -222,6 +223,8 @@ def accuracy_curves(records, path):
             axis.plot(range(1, length + 1), mean, marker="o", label=loss)
         axis.set_title(dataset)
         axis.set_xlabel("epoch")
+        # whole epochs, even when there is only one
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         axis.set_ylabel("validation accuracy")
         axis.legend()
     figure.tight_layout()

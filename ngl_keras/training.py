@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -412,6 +413,95 @@ class SynchronousBatches(keras.callbacks.Callback):
         pass
 
 
+# Progress: Keras's progress bar when stdout is a terminal; else (a log file, a job's output) a line
+# every PROGRESS_EVERY_S seconds inside an epoch and one per finished epoch, each epoch line with the
+# grid's time left.
+
+PROGRESS_EVERY_S = 10.0
+
+
+class GridClock:
+    """The time a grid has left, from the epochs finished so far in this process: an estimate
+    from the first finished epoch on (the first epoch includes tracing: an overestimate)."""
+
+    def __init__(self, epochs, clock=time.monotonic):
+        self.epochs, self.clock = epochs, clock
+        self.finished = 0
+        self.started = clock()
+
+    def epoch_finished(self):
+        self.finished += 1
+
+    def elapsed(self):
+        return self.clock() - self.started
+
+    def eta(self):
+        """'ETA 12.3 min', or 'ETA after the first epoch' before one has finished."""
+        if not self.finished:
+            return "ETA after the first epoch"
+        left = self.elapsed() / self.finished * max(self.epochs - self.finished, 0)
+        return f"ETA {left / 60:.1f} min"
+
+
+class Progress(keras.callbacks.Callback):
+    """Progress lines for output that is not a terminal: inside an epoch, at most one line every
+    `every` seconds (step/steps, images/s, elapsed; the same during validation), and one line per
+    finished epoch with its metrics and the grid's ETA (`grid`, a GridClock). With `periodic`
+    False (Keras's progress bar shows the steps and metrics) only the ETA line is written.
+    Hooks are on batch *begin*: Keras keeps reading batch logs asynchronously."""
+
+    def __init__(self, batch_size, grid=None, every=PROGRESS_EVERY_S, periodic=True, log=print,
+                 clock=time.monotonic):
+        super().__init__()
+        self.batch_size, self.grid, self.every, self.periodic = batch_size, grid, every, periodic
+        self.log, self.clock = log, clock
+
+    def _epoch(self):
+        return f"epoch {self.epoch + 1}/{self.params.get('epochs', '?')}"
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush()
+        self.epoch = epoch
+        self.started = self.last = self.clock()
+
+    def on_train_end(self, logs=None):
+        self._flush()
+
+    def _flush(self):
+        """The ETA line held back until Keras's progress bar has finished the epoch's line."""
+        if getattr(self, "pending", None):
+            self.log(self.pending)
+        self.pending = None
+
+    def on_test_begin(self, logs=None):
+        self.validation_started = self.clock()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._tick(batch, self.started, f"step {batch}/{self.params.get('steps') or '?'}")
+
+    def on_test_batch_begin(self, batch, logs=None):
+        if hasattr(self, "epoch"):  # validation inside fit
+            self._tick(batch, self.validation_started, f"validation step {batch}")
+
+    def _tick(self, done, since, where):
+        now = self.clock()
+        if not self.periodic or now - self.last < self.every:
+            return
+        self.last = now
+        rate = done * self.batch_size / (now - since) if now > since else 0.0
+        self.log(f"  {self._epoch()}: {where}, {rate:.0f} images/s, {now - self.started:.0f} s")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.grid is not None:
+            self.grid.epoch_finished()
+        eta = f"; {self.grid.eta()}" if self.grid is not None else ""
+        if not self.periodic:  # Keras's bar writes its epoch line after every other callback
+            self.pending = f"  {self._epoch()} done{eta}"
+            return
+        metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())
+        self.log(f"  {self._epoch()}: {self.clock() - self.started:.0f} s, {metrics}{eta}")
+
+
 def _finished_epochs(run_dir):
     """The epoch a run in `run_dir` resumes from (None: nothing to resume), and the EpochLog
     lines before it; lines past the backup (a kill between the two writes) are cut."""
@@ -438,14 +528,14 @@ def discard_backup(run_dir):
 
 
 def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compile="auto",
-              verbose=2, evaluate_test=True, logs=True, resume=False):
+              verbose=2, evaluate_test=True, logs=True, resume=False, progress=()):
     """Train and test one run; return its record (status "ok" or "diverged").
 
     `strategy` is a `Replication` (`make_strategy`). `mixed_precision` is False, True
     (mixed_float16) or a Keras dtype policy name. `logs` writes the per-run CSV (and, on
     TensorFlow, TensorBoard) logs to `run_dir`. `resume` backs the run up in `run_dir` after
     every epoch and continues a killed run from its last finished epoch; the caller removes the
-    backup (`discard_backup`) once the record is safe.
+    backup (`discard_backup`) once the record is safe. `progress`: more callbacks (`Progress`).
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(run.seed)
@@ -465,7 +555,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     if logs and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
     synchronous = [SynchronousBatches()] if keras.backend.backend() != "tensorflow" and strategy.replicas > 1 else []
-    callbacks += synchronous
+    callbacks += synchronous + list(progress)
     with strategy.scope():
         model = build_model(run, loss, train)
         model.compile(optimizer=_optimizer(run.settings), loss=loss, metrics=["accuracy"],
@@ -493,6 +583,25 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
                   strategy=strategy.name, replicas=strategy.replicas,
                   input="tf.data" if data_module.uses_tf_data() else "ArrayBatches")
     return record
+
+
+def check_inputs(runs, datasets, splits=("train", "validation", "test")):
+    """Load one example of each of `splits` of every dataset the runs read, and build each model
+    with its pretrained weights once: a dataset that is not prepared offline, or an absent weights
+    file, is a one-line ValueError before anything trains."""
+    seen = set()
+    for run in runs:
+        for split in splits:
+            key = (run.dataset, run.settings["splits"][split])
+            if key not in seen:
+                seen.add(key)
+                data_module.load_split(*key, data_dir=datasets.data_dir, limit=1)
+        if run.weights is not None and (run.model, run.weights) not in seen:
+            seen.add((run.model, run.weights))
+            try:
+                models_module.build_model(run.model, 2, run.settings["image_size"], weights=run.weights)
+            finally:
+                keras.backend.clear_session()
 
 
 def dtype_policy(mixed_precision):
@@ -529,6 +638,10 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
              jit_compile="auto", verbose=2, log=print):
     """Train every run of `runs` not yet in OUT/runs.jsonl; return all records.
 
+    Every dataset split and pretrained weights file the runs need is checked first
+    (`check_inputs`). `verbose` 0: one line per run; else also progress (`Progress`; Keras's
+    progress bar when stdout is a terminal).
+
     A run counts as finished only when its record has the same identity (`RunSpec.identity`:
     every setting that changes its result); records of other settings in OUT make this refuse
     with a ValueError naming them, so that one directory never holds a table of mixed settings.
@@ -537,19 +650,22 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     path = out_dir / "runs.jsonl"
     done = finished_keys(runs, read_records(path), path, mixed_precision)
     todo = [r for r in runs if r.key not in done]
+    datasets = Datasets(data_dir)
+    check_inputs(todo, datasets)  # a missing dataset or weights file fails before the grid starts
     log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to train.")
     if todo:
         strategy = make_strategy(strategy)
-        datasets = Datasets(data_dir)
-        started = time.time()
+        grid = GridClock(sum(run.settings["epochs"] for run in todo))
+        interactive = sys.stdout.isatty()
+        progress = [Progress(0, grid, periodic=not interactive, log=log)] if verbose else []
         for k, run in enumerate(todo, 1):
-            elapsed = time.time() - started
-            eta = elapsed / (k - 1) * (len(todo) - k + 1) if k > 1 else float("nan")
-            log(f"run {k} of {len(todo)}: {run.key} (seed {run.seed}); elapsed {elapsed / 60:.1f} min, "
-                f"ETA {eta / 60:.1f} min")
+            log(f"run {k} of {len(todo)}: {run.key} (seed {run.seed}); elapsed {grid.elapsed() / 60:.1f} min, "
+                f"{grid.eta()}")
+            for callback in progress:
+                callback.batch_size = run.settings["batch_size"]
             run_dir = out_dir / "runs" / run.directory
-            record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile, verbose,
-                               resume=True)
+            record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
+                               verbose=1 if verbose and interactive else 0, resume=True, progress=progress)
             record.update(identity=run.identity(mixed_precision), run_dir=f"runs/{run.directory}")
             append_record(path, record)
             discard_backup(run_dir)

@@ -57,7 +57,12 @@ def dice(y, p, smooth=1.0):
 
 
 def _exp_t(u, t):
-    return np.exp(u) if t == 1 else np.maximum(1 + (1 - t) * u, 0) ** (1 / (1 - t))
+    if t == 1:
+        return np.exp(u)
+    # For t > 1, exp_t has a pole at u = 1/(t - 1): past it the value is +inf on purpose (the
+    # bisection reads it as "too large"), 0 ** negative, not a warning.
+    with np.errstate(divide="ignore"):
+        return np.maximum(1 + (1 - t) * u, 0) ** (1 / (1 - t))
 
 
 def _log_t(u, t):

@@ -134,3 +134,33 @@ def test_a_single_run_is_read_against_the_benchmark_spread_of_the_same_schedule(
     assert report.trust_note(other, tmp_path / "results") == (
         "One run per loss, and no seed-to-seed spread recorded for this schedule: a difference of a point "
         "or two may be noise (--runs 3 measures it).")
+
+
+def visible_ticks(axis):
+    """The x tick values a reader sees on a matplotlib axis (inside its view)."""
+    low, high = axis.get_xlim()
+    return [float(t) for t in axis.get_xticks() if low <= t <= high]
+
+
+def saved_figures(monkeypatch):
+    """The figures saved from now on (Figure.savefig still writes them)."""
+    import matplotlib.figure
+
+    figures, save = [], matplotlib.figure.Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        figures.append(figure)
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_accuracy_curves_have_whole_epoch_ticks(tmp_path, monkeypatch, epochs):
+    figures = saved_figures(monkeypatch)
+    records = [{**record("fashion_mnist", loss, 0.8), "history": {"val_accuracy": list(np.linspace(0.5, 0.8, epochs))}}
+               for loss in ("ce", "ngl")]
+    report.accuracy_curves(records, tmp_path / "val_accuracy.png")
+    ticks = visible_ticks(figures[0].axes[0])
+    assert ticks and all(t == int(t) for t in ticks) and set(range(1, epochs + 1)) <= set(ticks)

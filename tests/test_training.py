@@ -1,6 +1,8 @@
 """The evaluation grid: records, resume, divergence, the table, strategies, config errors."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -31,7 +33,19 @@ def test_grid_writes_one_record_per_run_and_a_table_the_numbers_support(tmp_path
     assert [r.key for r in runs] == ["fashion_mnist/small_cnn/ce/0", "fashion_mnist/small_cnn/ce/1",
                                      "fashion_mnist/small_cnn/ngl/0", "fashion_mnist/small_cnn/ngl/1"]
     assert [r.seed for r in runs] == [5, 6, 5, 6]
-    records = training.run_grid(runs, out, strategy="none", verbose=0, log=lambda *_: None)
+    messages = []
+    records = training.run_grid(runs, out, strategy="none", verbose=2, log=messages.append)
+    # One line per run before and after it, and its epoch line (stdout is no terminal here); the
+    # ETA from the first finished epoch on, never nan. How many progress lines (one every 10 s inside
+    # an epoch) depends on the machine's speed: they are checked for their form and set aside.
+    progress = r"  epoch 1/1: (validation )?step \d+(/\d+)?, \d+ images/s, \d+ s"
+    steps = [m for m in messages if re.fullmatch(progress, m)]
+    messages = [m for m in messages if m not in steps]
+    assert messages[:2] == ["4 runs in the grid, 0 already finished, 4 to train.",
+                            "run 1 of 4: fashion_mnist/small_cnn/ce/0 (seed 5); elapsed 0.0 min, ETA after the first epoch"]
+    assert messages[2].startswith("  epoch 1/1: ") and " val_accuracy " in messages[2]
+    assert re.search(r"; ETA \d+\.\d min$", messages[2]) and re.search(r", ETA \d+\.\d min$", messages[4])
+    assert len(messages) == 1 + 3 * 4 and not any("nan" in m for m in messages)
     lines = (out / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 4 and [json.loads(x)["key"] for x in lines] == [r.key for r in runs]
     for record in records:
@@ -329,12 +343,35 @@ def test_an_output_directory_that_is_a_file_or_unwritable_is_refused(tmp_path, w
     assert str(error.value) == f"output directory {str(out)!r} {message}"
 
 
-def test_offline_dataset_error_names_the_dataset(tmp_path):
+def test_offline_dataset_error_names_the_dataset_before_the_grid_starts(tmp_path):
     runs = training.plan(config.grid(_grid(tmp_path, datasets=["cifar10"], settings={})), CONFIGS,
                          {**TINY, "models": ["small_cnn"]})
+    messages = []
     with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline"):
         training.run_grid(runs[:1], tmp_path / "out", strategy="none", data_dir=str(tmp_path / "none"),
-                          verbose=0, log=lambda *_: None)
+                          verbose=0, log=messages.append)
+    assert messages == []
+
+
+@pytest.mark.realdata
+def test_absent_imagenet_weights_are_reported_before_the_grid_starts_naming_the_flag(tmp_path, monkeypatch, capsys):
+    from ngl_keras import models
+
+    def offline(input_shape, weights):  # what Keras does without the file and without internet
+        if weights is not None:
+            raise OSError("URL fetch failure: no network")
+        return original(input_shape, weights)
+
+    original = models.MODELS["resnet50"].build_backbone
+    monkeypatch.setitem(models.MODELS, "resnet50", dataclasses.replace(models.MODELS["resnet50"],
+                                                                        build_backbone=offline))
+    grid = _grid(tmp_path, models=["resnet50"], settings={"fashion_mnist": {"image_size": 32, "batch_size": 64}})
+    with pytest.raises(ValueError) as error:
+        train_small.main(["--config", str(grid), "--weights", "imagenet", "--epochs", "1",
+                          "--out", str(tmp_path / "o")])
+    assert str(error.value).startswith("'imagenet' weights for resnet50 cannot be loaded offline: Keras expects")
+    assert "(OSError); place it there, or train from scratch: --weights none (train_small.py)" in str(error.value)
+    assert capsys.readouterr().out == ""  # no grid planned, nothing trained
 
 
 @pytest.mark.slow
@@ -351,3 +388,45 @@ def test_sigkill_mid_grid_then_rerun_keeps_every_run_exactly_once(tmp_path):
     keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
     assert sorted(keys) == sorted(f"fashion_mnist/small_cnn/{loss}/{run}" for loss in ("ce", "ngl")
                                   for run in (0, 1))
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_writes_a_line_every_ten_seconds_and_each_epoch_with_the_grids_eta():
+    clock, lines = _Clock(), []
+    grid = training.GridClock(4, clock=clock)  # 4 epochs in the grid
+    assert grid.eta() == "ETA after the first epoch"
+    progress = training.Progress(32, grid, every=10.0, log=lines.append, clock=clock)
+    progress.set_params({"epochs": 2, "steps": 100})
+    progress.on_epoch_begin(0)
+    for batch in range(10):  # 3 s per step: lines at 12 s (4 steps done) and 24 s (8 steps done)
+        progress.on_train_batch_begin(batch)
+        clock.now += 3.0
+    progress.on_test_begin()
+    for batch in range(3):  # validation from 30 s, 5 s per step: a line at 35 s (1 step done, 32 images in 5 s)
+        progress.on_test_batch_begin(batch)
+        clock.now += 5.0
+    progress.on_epoch_end(0, {"loss": 0.51234, "accuracy": 0.75, "val_accuracy": 0.8})
+    assert lines == ["  epoch 1/2: step 4/100, 11 images/s, 12 s",
+                     "  epoch 1/2: step 8/100, 11 images/s, 24 s",
+                     "  epoch 1/2: validation step 1, 6 images/s, 35 s",
+                     "  epoch 1/2: 45 s, loss 0.5123, accuracy 0.75, val_accuracy 0.8; ETA 2.2 min"]
+    assert grid.eta() == "ETA 2.2 min"  # 45 s per epoch, 3 epochs left
+    quiet = training.Progress(32, grid, every=10.0, periodic=False, log=lines.append, clock=clock)
+    quiet.set_params({"epochs": 2, "steps": 100})
+    quiet.on_epoch_begin(1)
+    for batch in range(10):
+        quiet.on_train_batch_begin(batch)
+        clock.now += 3.0
+    quiet.on_epoch_end(1, {"loss": 0.4})
+    assert lines[4:] == []  # held back: Keras's progress bar has yet to finish its line
+    quiet.on_train_end()
+    assert lines[4:] == ["  epoch 2/2 done; ETA 1.2 min"]  # 75 s for 2 epochs, 2 left

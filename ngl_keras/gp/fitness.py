@@ -123,18 +123,9 @@ class TrainingFitness:
         """Load one example of every split a training reads, and the model's pretrained
         weights: a missing dataset or weights file stops the search before its first
         generation, not as a failure of every candidate."""
-        from ngl_keras import data as data_module
+        from ngl_keras import training
 
-        seen = set()
-        for run in self.runs:
-            for split in ("train", "validation"):
-                key = (run.dataset, run.settings["splits"][split])
-                if key not in seen:
-                    seen.add(key)
-                    data_module.load_split(*key, data_dir=self._trainer.datasets.data_dir, limit=1)
-            if run.weights is not None and (run.model, run.weights) not in seen:
-                seen.add((run.model, run.weights))
-                _check_weights(run)
+        training.check_inputs(self.runs, self._trainer.datasets, splits=("train", "validation"))
 
     def _accuracies(self, loss):
         if self.recycle_every == 0:
@@ -169,17 +160,6 @@ class TrainingFitness:
             improvements = [100.0 * (acc - baseline[d]) / baseline[d] for d, acc in results]
             return experiment5_key(improvements)
         return [float(np.mean([1.0 - acc for _, acc in results]))]
-
-
-def _check_weights(run):
-    import keras
-
-    from ngl_keras import models
-
-    try:
-        models.build_model(run.model, 2, run.settings["image_size"], weights=run.weights)
-    finally:
-        keras.backend.clear_session()
 
 
 class _Trainer:

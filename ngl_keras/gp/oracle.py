@@ -24,6 +24,7 @@ import keras_tuner
 from keras_tuner.engine import base_tuner
 from keras_tuner.engine import trial as trial_module
 
+from ngl_keras import console
 from ngl_keras.files import append_json_line, atomic_write
 from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed, SearchStopped
 
@@ -74,6 +75,8 @@ class GPOracle(keras_tuner.Oracle):
         self.stalled_until = clock()
         self.lost_trials = set()
         self.fatal = None  # why the search stops, after an error in a worker
+        # keras-tuner's per-trial tables (Display) only with -v: we log a line per candidate.
+        self.verbose = 1 if console.is_verbose() else 0
 
     # What workers call (through the chief's gRPC server).
 
@@ -313,9 +316,10 @@ class GPTuner(base_tuner.BaseTuner):
         return {f"fitness_{i}": float(v) for i, v in enumerate(fitness)}
 
     def _announce(self, values, outcome, started):
-        if self.role == "worker":  # the chief logs generations; a worker, each candidate it trains
-            self.log(f"{self.tuner_id}: candidate {values['candidate']} {outcome} in "
-                     f"{time.time() - started:.1f} s: {values['formula']}")
+        """One line per candidate (the chief evaluates none: it logs the generations)."""
+        who = f"{self.tuner_id}: " if self.role == "worker" else ""
+        self.log(f"{who}candidate {values['candidate']} {outcome} in {time.time() - started:.1f} s: "
+                 f"{values['formula']}")
 
     def record_error(self, error):
         atomic_write(os.path.join(self.search_dir, ERROR_FILE), f"{error}\n\n{error.traceback}")

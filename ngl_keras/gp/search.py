@@ -242,16 +242,17 @@ class SearchDirectory:
     def write_results(self, evo, cfg):
         k = cfg.get("hall_of_fame", 10)
         epsilon = cfg["gp"].get("protected_epsilon", expression.EPSILON)
-        fame = []
-        for rank, ind in enumerate(evo.hall_of_fame(k), 1):
+        fame, best = [], evo.hall_of_fame(k)
+        for rank, ind in enumerate(best, 1):
             tree = ind["tree"]
             fame.append({"rank": rank, "formula": ind["text"],
                          "display": expression.to_text(expression.fold_constants(tree, epsilon), digits=4),
                          "latex": expression.to_latex(expression.fold_constants(tree, epsilon)),
                          "fitness": ind["fitness"], "experiment": cfg["experiment"]})
         atomic_write(self.path / "hall_of_fame.json", json.dumps(fame, indent=2))
-        if fame:
-            atomic_write(self.path / "best_loss.txt", best_loss_line(fame[0]["formula"], epsilon) + "\n")
+        if fame:  # folded as the hall of fame shows it, the constants exact
+            folded = expression.to_text(expression.fold_constants(best[0]["tree"], epsilon))
+            atomic_write(self.path / "best_loss.txt", best_loss_line(folded, epsilon) + "\n")
         self.plot(self.generations())
 
     def references(self, names, fitness, log=print):
@@ -289,7 +290,8 @@ class SearchDirectory:
         for (name, value), style in zip(references.items(), ("--", ":", "-.", (0, (5, 1)))):
             axis.axhline(value[0], linestyle=style, color="0.3", label=f"{name} (reference)")
         axis.set_xlabel("generation")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        # whole generations, even when there is only one
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
         figure.tight_layout()
@@ -395,24 +397,32 @@ def format_generation(g):
             + "".join(f"; {name} {fitness(value)}" for name, value in g.get("references", {}).items()))
 
 
-def report(search_dir):
-    """The generation log, hall of fame and best loss of a search directory, as text."""
+PROBE_NOTE = ("probe fitness: 1 - the true-class probability reached by gradient descent on the screening "
+              "batch; no model was trained, so these numbers rank candidates, they are no accuracy")
+
+
+def report(search_dir, generations=True):
+    """The generation log (unless `generations` is False: the search printed it as it ran), hall
+    of fame and best loss of a search directory, as text."""
     directory = SearchDirectory(search_dir)
     if not directory.path.is_dir() or not (directory.path / CONFIG_FILE).exists():
         raise ValueError(f"{search_dir} holds no search ({CONFIG_FILE} is missing).")
-    lines = [format_generation(g) for g in directory.generations()]
+    saved = directory.saved_config() or {}
+    probe = isinstance(saved.get("fitness"), dict) and saved["fitness"].get("kind") == "probe"
+    lines = [format_generation(g) for g in directory.generations()] if generations else []
     fame_path = directory.path / "hall_of_fame.json"
     if fame_path.exists():
-        lines.append("\nhall of fame:")
+        lines.append("\nhall of fame" + (f" ({PROBE_NOTE}):" if probe else ":"))
         try:
             fame = json.loads(fame_path.read_text())
             entries = [(e["rank"], e["fitness"], e["display"], e["latex"]) for e in fame]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(f"{fame_path} is corrupt; re-running the search rewrites it.") from None
         for rank, fitness, display, latex in entries:
-            lines.append(f"  {rank:>2}. fitness {fitness}  {display}")
+            lines.append(f"  {rank:>2}. {'probe ' if probe else ''}fitness {fitness}  {display}")
             lines.append(f"      LaTeX: {latex}")
     best = directory.path / "best_loss.txt"
     if best.exists():
-        lines.append("\nbest loss: " + best.read_text().strip())
-    return "\n".join(lines)
+        lines.append(("\nbest loss by the probe (untrained; train it to judge it): " if probe else "\nbest loss: ")
+                     + best.read_text().strip())
+    return "\n".join(lines).lstrip("\n")

@@ -64,9 +64,10 @@ def _run(args, env=None, **kwargs):
                           text=True, env={**os.environ, **(env or {})}, **kwargs)
 
 
-def test_smoke_search_writes_every_output(tmp_path):
+def test_smoke_search_writes_every_output(tmp_path, capsys):
     out = tmp_path / "s"
     search_gp.main(["--config", str(_smoke_config(tmp_path)), "--out", str(out), "--generations", "2"])
+    printed = capsys.readouterr().out.splitlines()
     generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["generation"] for g in generations] == [0, 1, 2]
     for g in generations:
@@ -78,14 +79,29 @@ def test_smoke_search_writes_every_output(tmp_path):
     assert fame[0]["rank"] == 1 and fame[0]["experiment"] == "smoke" and fame[0]["latex"]
     assert fame[0]["fitness"] == [generations[-1]["best_fitness"][0]]
     line = (out / "best_loss.txt").read_text().strip()
-    assert line == f'ExpressionLoss("{fame[0]["formula"]}")'
+    # The best loss folded as the hall of fame shows it (constants exact), the same function.
+    formula = re.fullmatch(r'ExpressionLoss\("(.*)"\)', line).group(1)
+    assert ex.to_text(ex.parse(formula), digits=4) == fame[0]["display"] and formula != fame[0]["formula"]
     loss = eval(line, {"ExpressionLoss": __import__("ngl_keras").ExpressionLoss})  # the line is usable
-    assert np.isfinite(float(loss([0, 1], [[0.2, 0.8], [0.6, 0.4]])))
+    unfolded = __import__("ngl_keras").ExpressionLoss(fame[0]["formula"])
+    y_true, y_pred = [0, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]]
+    assert np.isfinite(float(loss(y_true, y_pred)))
+    np.testing.assert_allclose(float(loss(y_true, y_pred)), float(unfolded(y_true, y_pred)), rtol=1e-5)
     assert (out / "fitness.png").read_bytes()[:4] == b"\x89PNG"
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
     assert len(evaluations) == sum(g["trained"] for g in generations)
     text = search.report(out)
-    assert "generation 2: best" in text and "hall of fame:" in text and line in text
+    assert "generation 2: best" in text and "hall of fame (probe fitness: 1 - the true-class" in text
+    assert f"best loss by the probe (untrained; train it to judge it): {line}" in text
+    assert "  1. probe fitness [" in text
+    # What the command printed: one line per candidate trained, one per generation (once), the summary.
+    candidates = [x for x in printed if x.startswith("candidate ")]
+    assert len(candidates) == len(evaluations) and all(re.fullmatch(r"candidate g\d-\d+ fitness \(.+\) in "
+                                                                      r"\d+\.\d s: .+", x) for x in candidates)
+    assert [x.split(":")[0] for x in printed if x.startswith("generation ")] == [f"generation {g}" for g in range(3)]
+    summary = printed[printed.index("") + 1:]
+    assert summary == search.report(out, generations=False).splitlines() and summary[0].startswith("hall of fame")
+    assert len(printed) == len(candidates) + 3 + 1 + len(summary)  # nothing else: no keras-tuner tables
 
 
 @pytest.mark.slow
@@ -346,7 +362,8 @@ def test_report_names_a_generation_line_without_keys_and_skips_a_cut_last_line(t
     log = out / "generations.jsonl"
     good = log.read_text()
     log.write_text(good + '{"generation": 2, "best_fit')  # a crash while appending
-    lines = search.report(out).splitlines()
+    with pytest.warns(UserWarning, match=r"generations.jsonl: skipping a truncated last line \(a crash"):
+        lines = search.report(out).splitlines()
     assert [x.split(":")[0] for x in lines if x.startswith("generation ")] == ["generation 0", "generation 1"]
     assert log.read_text().endswith('"best_fit')  # and reading did not rewrite the file
     log.write_text(good + '{"generation": 2}\n')
@@ -367,7 +384,8 @@ def test_a_cut_last_line_is_dropped_by_the_search_before_it_appends(tmp_path):
     log = out / "generations.jsonl"
     log.write_text(log.read_text() + '{"generation": 1, "be')
     # The search resumed: its writer repairs the log (an atomic rewrite) before it appends.
-    search_gp.main(args + ["--generations", "0"])
+    with pytest.warns(UserWarning, match=r"generations.jsonl: skipping a truncated last line"):
+        search_gp.main(args + ["--generations", "0"])
     assert [json.loads(x)["generation"] for x in log.read_text().splitlines()] == [0]
 
 
@@ -427,4 +445,18 @@ def test_a_dataset_that_is_not_available_stops_the_search_before_anything_is_wri
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(
         f"error: dataset 'cifar100' (tfds 'cifar100') is not available offline in {tmp_path / 'tfds'}")
+    # ... and it is all the command printed: no framework banner, no tfds warning, no search.
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", done.stderr
     assert not out.exists()
+
+
+def test_the_fitness_plot_has_whole_generation_ticks(tmp_path, monkeypatch):
+    from tests.test_report import saved_figures, visible_ticks
+
+    figures = saved_figures(monkeypatch)
+    directory = search.SearchDirectory(tmp_path)
+    for count in (1, 3):
+        directory.plot([{"generation": g, "best_fitness": [0.5 - 0.1 * g], "median_fitness": [0.6]}
+                        for g in range(count)])
+        ticks = visible_ticks(figures[-1].axes[0])
+        assert ticks and all(t == int(t) for t in ticks) and set(range(count)) <= set(ticks)
