@@ -136,6 +136,9 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
     overrides = overrides or {}
     sources = sources or Sources()
     grid = {**grid, **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("datasets") and isinstance(grid.get("settings"), dict):
+        # datasets chosen on the command line: the config's settings of the others do not apply
+        grid["settings"] = {k: v for k, v in grid["settings"].items() if k in overrides["datasets"]}
     config_module.check_grid(grid)
     datasets, model_names = grid["datasets"], grid["models"]
     resolved = {name: sources.dataset(name, data_dir) for name in datasets}
