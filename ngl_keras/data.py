@@ -136,19 +136,23 @@ def from_arrays(splits, name="arrays", classes=None):
     if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name must be a non-empty string of letters, digits, '_' or '-'; got {name!r}.")
     arrays = {split: _checked_pair(split, pair) for split, pair in splits.items()}
+    if "train" not in arrays:
+        raise ValueError(f"the splits must include train; got {', '.join(arrays)}.")
     widths = {split: width for split, (_, _, width) in arrays.items() if width is not None}
     if len(set(widths.values())) > 1:
         raise ValueError(f"one-hot labels of different widths: {widths}; give every split the same classes.")
-    largest = max(int(y.max()) for _, y, _ in arrays.values())
+    given = classes is not None
     if classes is None:
-        classes = next(iter(widths.values()), largest + 1)
+        classes = next(iter(widths.values()), int(arrays["train"][1].max()) + 1)
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
-        raise ValueError(f"classes must be an integer >= 2; got {classes!r}.")
+        raise ValueError(f"classes must be an integer >= 2; got {classes!r}"
+                         f"{'' if given else ' (the largest training label + 1)'}.")
     for split, (_, y, width) in arrays.items():
         if width is not None and width != classes:
             raise ValueError(f"{split}: one-hot labels of width {width}, but classes is {classes}.")
         if int(y.max()) >= classes:
-            raise ValueError(f"{split}: labels must lie in [0, {classes}); found {int(y.max())}.")
+            raise ValueError(f"{split}: labels must lie in [0, {classes}){'' if given else ' (the classes of train; give classes= for more)'}; "
+                             f"found {int(y.max())}.")
     shapes = {split: x.shape[1:] for split, (x, _, _) in arrays.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"examples of different shapes across splits: "
