@@ -67,7 +67,7 @@ class DatasetSettings:
     """configs/datasets/<name>.yaml, and a grid's `settings: {<name>: ...}` on top of it."""
 
     epochs: int = field(metadata=POSITIVE_INT)
-    image_size: Optional[int] = field(metadata=POSITIVE_INT)  # null: the data's own size (resolved by `dataset_settings`)
+    image_size: Optional[int] = field(metadata=POSITIVE_INT)  # null: the data's own (see `dataset_settings`)
     batch_size: int = field(metadata=POSITIVE_INT)
     cache: bool
     optimizer: Optimizer

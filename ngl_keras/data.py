@@ -86,8 +86,8 @@ def tfds_info(name, data_dir=None):
     where = data_dir or "~/tensorflow_datasets"
     if not builder.is_prepared():
         raise ValueError(f"dataset {name!r} (tfds) is not prepared in {where}: nothing is downloaded; prepare it "
-                         f"on a machine with internet (`tfds build {name}`; for the JAX backend add --file_format=array_record) "
-                         "and copy it there, or pass --data-dir.")
+                         f"on a machine with internet (`tfds build {name}`; for the JAX backend add "
+                         "--file_format=array_record) and copy it there, or pass --data-dir.")
     features = builder.info.features
     image_key, label_key = _image_and_label(name, builder.info)
     image, label = features[image_key], features[label_key]
@@ -151,8 +151,8 @@ def from_arrays(splits, name="arrays", classes=None):
         if width is not None and width != classes:
             raise ValueError(f"{split}: one-hot labels of width {width}, but classes is {classes}.")
         if int(y.max()) >= classes:
-            raise ValueError(f"{split}: labels must lie in [0, {classes}){'' if given else ' (the classes of train; give classes= for more)'}; "
-                             f"found {int(y.max())}.")
+            origin = "" if given else " (the classes of train; give classes= for more)"
+            raise ValueError(f"{split}: labels must lie in [0, {classes}){origin}; found {int(y.max())}.")
     shapes = {split: x.shape[1:] for split, (x, _, _) in arrays.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"examples of different shapes across splits: "

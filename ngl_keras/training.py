@@ -177,9 +177,9 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
                              f"{dataset}'s training split {settings['splits']['train']!r}.")
         for model in model_names:
             size = settings["image_size"]
-            models_module.check_image_size(sources.model(model), size)
-            function = sources.model(model) if isinstance(sources.model(model), models_module.ModelFunction) \
-                else None
+            source = sources.model(model)
+            models_module.check_image_size(source, size)
+            function = source if isinstance(source, models_module.ModelFunction) else None
             for spec in loss_specs:
                 for run in range(runs):
                     specs.append(RunSpec(dataset, model, spec, run, seed + run, dict(settings),
