@@ -151,6 +151,10 @@ def search(model_fn, train, validation, *, out, config=None, population=None, ge
         raise ValueError(f"config fitness: {', '.join(given)} cannot be set here: the fitness trains model_fn on "
                          "the arrays given (leave them out).")
     cfg = config_module.merge(config_module.read_yaml(configs_dir / SEARCH_CONFIG), user)
+    others = sorted(set(cfg["fitness"].get("settings") or {}) - {name})
+    if others:
+        raise ValueError(f"config fitness settings name {', '.join(map(repr, others))}; the arrays are named "
+                         f"{name!r} (the name argument): give their settings under it.")
     own_settings = (cfg["fitness"].get("settings") or {}).get(name, {})
     fitness = {**cfg["fitness"], "datasets": [name], "model": model.name, "settings": {name: {
         **_settings(batch_size=batch_size, settings=own_settings),

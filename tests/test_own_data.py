@@ -219,6 +219,10 @@ def test_a_search_config_cannot_name_other_data_and_a_config_file_is_merged(tmp_
                                          r"model_fn on the arrays given \(leave them out\).$"):
         ngl_keras.gp.search(small_model, TRAIN, VALIDATION, out=tmp_path / "s",
                             config={"fitness": {"datasets": ["cifar10"], "model": "small_cnn"}})
+    with pytest.raises(ValueError, match=r"^config fitness settings name 'fashion_mnist'; the arrays are named "
+                                         r"'arrays' \(the name argument\): give their settings under it.$"):
+        ngl_keras.gp.search(small_model, TRAIN, VALIDATION, out=tmp_path / "s",
+                            config={"fitness": {"settings": {"fashion_mnist": {"batch_size": 8}}}})
     path = tmp_path / "search.yaml"
     path.write_text("population: 1\n")
     with pytest.raises(ValueError, match=r"^population must be an integer >= 2; got 1.$"):
