@@ -45,7 +45,8 @@ SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
 # The smallest accepted value of the integer settings no consuming class checks itself.
 MINIMUM = {"hall_of_fame": 1, "epochs": 1, "limit_train": 1, "runs": 1, "probe_steps": 1,
            "recycle_every": 0, "fingerprint_digits": 0}
-EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke", "own_data")
+EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
+OWN_DATA = "own_data"  # the experiment of the Python API's search (configs/api/search.yaml)
 FITNESS_KINDS = ("train", "probe")
 CONFIG_FILE = "search.yaml"
 DEFAULTS_FILE = "defaults.yaml"
@@ -86,7 +87,7 @@ def load_config(path, overrides=None, defaults=None):
     for key in ("experiment", "population", "generations", "gp", "screening", "fitness"):
         if key not in data:
             raise ValueError(f"{path}: missing key {key!r}.")
-    if data["experiment"] not in EXPERIMENTS:
+    if data["experiment"] not in EXPERIMENTS + (OWN_DATA,):
         raise ValueError(f"{path}: unknown experiment {data['experiment']!r}; known: {', '.join(EXPERIMENTS)}.")
     for key, value in (overrides or {}).items():
         if value is None:
