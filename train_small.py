@@ -97,7 +97,7 @@ def main(argv=None, args=None):
         grid["settings"] = {k: v for k, v in grid.get("settings", {}).items() if k in args.datasets}
     overrides = {"datasets": args.datasets, "models": args.models, "losses": args.losses,
                  "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train}
-    runs = training.plan(grid, CONFIGS, overrides)
+    runs = training.plan(grid, CONFIGS, overrides, data_dir=args.data_dir)
     out = output_directory(args.out or ROOT / "runs" / Path(args.config).stem)
     records = training.run_grid(
         runs, out, strategy=args.strategy or grid.get("strategy", "auto"), data_dir=args.data_dir,

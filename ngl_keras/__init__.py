@@ -18,15 +18,18 @@ from ngl_keras.losses import (  # noqa: E402
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "console", "data", "files", "gp", "layers", "models", "plots", "report", "training")
+_SUBMODULES = ("config", "console", "data", "files", "gp", "layers", "models", "own_data", "plots", "report",
+               "training")
 
 __all__ = [
     "NGL", "AnyLoss", "BiTemperedLogisticLoss", "ExpressionLoss", "SoftDice",
-    "SymmetricCrossEntropy", "losses", *_SUBMODULES,
+    "SymmetricCrossEntropy", "evaluate", "losses", *_SUBMODULES,
 ]
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"ngl_keras.{name}")
+    if name == "evaluate":  # losses on your own arrays and model (ngl_keras.own_data); the search: ngl_keras.gp.search
+        return importlib.import_module("ngl_keras.own_data").evaluate
     raise AttributeError(f"module 'ngl_keras' has no attribute {name!r}")

@@ -59,7 +59,7 @@ SPLIT_SPEC = check(lambda v: bool(_SPLIT.match(v)), "a split such as 'train', 't
 class Splits:
     train: str = field(metadata=SPLIT_SPEC)
     validation: str = field(metadata=SPLIT_SPEC)
-    test: str = field(metadata=SPLIT_SPEC)
+    test: Optional[str] = field(metadata=SPLIT_SPEC)  # null: runs that are not tested (a search's fitness)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class DatasetSettings:
     """configs/datasets/<name>.yaml, and a grid's `settings: {<name>: ...}` on top of it."""
 
     epochs: int = field(metadata=POSITIVE_INT)
-    image_size: int = field(metadata=POSITIVE_INT)
+    image_size: Optional[int] = field(metadata=POSITIVE_INT)  # null: the data's own (see `dataset_settings`)
     batch_size: int = field(metadata=POSITIVE_INT)
     cache: bool
     optimizer: Optimizer
@@ -222,8 +222,10 @@ def merge(base, override):
 
 
 def split_rows(name, spec):
-    """(base split, first row, end row) of split `spec` of dataset `name`, checked."""
+    """(base split, first row, end row) of split `spec` of dataset `name` (a name or a
+    `data.DatasetInfo`), checked."""
     dataset = data_module.info(name)
+    name = dataset.name
     match = _SPLIT.match(spec)
     base = match.group(1)
     if base not in dataset.splits:
@@ -245,7 +247,7 @@ def split_rows(name, spec):
 
 
 def _check_splits(name, splits, where):
-    rows = {role: split_rows(name, spec) for role, spec in splits.items()}
+    rows = {role: split_rows(name, spec) for role, spec in splits.items() if spec is not None}
     roles = list(rows)
     for i, first in enumerate(roles):
         for second in roles[i + 1:]:
@@ -255,13 +257,49 @@ def _check_splits(name, splits, where):
                                  f"{splits[second]!r} overlap: the same images would be used for both.")
 
 
+DEFAULTS_FILE = "defaults.yaml"  # configs/datasets/: the settings of a tfds dataset read by name
+ARRAYS_FILE = "arrays.yaml"      # configs/datasets/: the settings of in-memory arrays (Python API)
+
+
 def dataset_settings(name, configs_dir, override=None):
-    """The settings of dataset `name`: its config file with the grid's overrides on top."""
-    path = Path(configs_dir) / "datasets" / f"{name}.yaml"
-    settings = validate(read_yaml(path), DatasetSettings, str(path), partial=True)
-    settings = validate(merge(settings, override or {}), DatasetSettings, f"settings for {name}")
-    _check_splits(name, settings["splits"], f"settings for {name}")
+    """The settings of dataset `name` (a name or a `data.DatasetInfo`) with the grid's overrides
+    on top: for the paper's datasets configs/datasets/<name>.yaml; for in-memory arrays
+    arrays.yaml; for any other tfds dataset defaults.yaml, whose splits follow the first of its
+    `splits_by_available` rules that the dataset's splits allow. `image_size: null` becomes the
+    dataset's own (square, fixed) image side."""
+    dataset = data_module.info(name)
+    name, directory = dataset.name, Path(configs_dir) / "datasets"
+    path = directory / (f"{name}.yaml" if dataset.registered else
+                        ARRAYS_FILE if dataset.arrays is not None else DEFAULTS_FILE)
+    settings = read_yaml(path)
+    rules = settings.pop("splits_by_available", None) if isinstance(settings, dict) else None
+    settings = validate(settings, DatasetSettings, str(path), partial=True)
+    override = override or {}
+    if rules is not None and "splits" not in override:
+        settings = {**settings, "splits": _default_splits(dataset, rules, path)}
+    settings = validate(merge(settings, override), DatasetSettings, f"settings for {name}")
+    if settings["image_size"] is None and dataset.is_images:
+        if not dataset.fixed_size:
+            raise ValueError(f"settings for {name}: its images vary in size (or are not square): give image_size, "
+                             f"e.g. settings: {{{name}: {{image_size: 64}}}} in the grid config.")
+        settings["image_size"] = dataset.fixed_size
+    if settings["augmentation"] and data_module.Augmentation(**settings["augmentation"]).active \
+            and not dataset.is_images:
+        raise ValueError(f"settings for {name}: augmentation needs images (N, height, width, channels); the "
+                         "examples are not images: turn it off (horizontal_flip false, shifts and zoom 0).")
+    _check_splits(dataset, settings["splits"], f"settings for {name}")
     return settings
+
+
+def _default_splits(dataset, rules, path):
+    """The splits of the first rule of `splits_by_available` ({"has": [...], "use": {role: split}})
+    whose splits the dataset has."""
+    for rule in rules:
+        if set(rule["has"]) <= set(dataset.splits):
+            return rule["use"]
+    raise ValueError(f"dataset {dataset.name!r} has splits {', '.join(dataset.splits)}; no rule of {path} fits "
+                     f"them: give its splits in the grid config, settings: {{{dataset.name}: {{splits: "
+                     "{train: ..., validation: ..., test: ...}}}.")
 
 
 def grid(path):

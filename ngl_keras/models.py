@@ -1,10 +1,14 @@
-"""The model registry: keras.applications backbones with the paper's head, and a small CNN."""
+"""The model registry: keras.applications backbones with the paper's head, and a small CNN; and
+`ModelFunction`, any Keras model from a function (the Python API's), trained the same way."""
 
+import hashlib
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Callable
 
 import keras
+import numpy as np
 
 
 def scale_to_unit(x):
@@ -38,15 +42,93 @@ MODELS = {m.name: m for m in (
 
 
 def info(name):
+    """The `ModelInfo` of a registered model's name; a `ModelInfo` or `ModelFunction` is returned as it is."""
+    if isinstance(name, (ModelInfo, ModelFunction)):
+        return name
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.")
     return MODELS[name]
 
 
+def keep_as_given(x):
+    return x
+
+
+@dataclass(frozen=True)
+class ModelFunction:
+    """A model from the user's function `function(num_classes) -> keras.Model` (uncompiled, ending
+    in softmax, a new model on each call), checked once by `from_function`. Its examples reach it
+    as they are given (float32, nothing resized or preprocessed); it trains like a registered model.
+
+    `fingerprint` (a hash of the model's Keras config, built after `clear_session` so that layer
+    names are the same in every process) is part of each run's identity: a changed architecture
+    is not mistaken for a finished run. It is None when the model has no config (a subclassed model
+    without `get_config`); such a model is never resumed (the callers refuse an output directory
+    that holds its runs).
+    """
+
+    name: str          # the function's name: the model's name in run keys and tables
+    qualified_name: str
+    function: Callable = field(compare=False, repr=False)
+    fingerprint: str = None
+    min_size: int = 1
+    channels: int = 0  # the data's own
+    build_backbone: Callable = None  # no pretrained weights
+    preprocess: Callable = keep_as_given
+
+    def build(self, classes, kernel_l2=0.0):
+        model = self.function(classes)
+        if kernel_l2:
+            apply_kernel_l2(model, kernel_l2)
+        return model
+
+    def identity(self):
+        return {"function": self.qualified_name, "config_sha256": self.fingerprint}
+
+
+def from_function(function, classes, examples):
+    """`function` checked as a `ModelFunction` for `classes` classes: callable, returning a
+    keras.Model that takes `examples` (a few examples of the data, shape (n, ...)) and gives
+    softmax probabilities of shape (n, classes). One-line ValueErrors say what is wrong."""
+    if not callable(function):
+        raise ValueError(f"model_fn must be callable (num_classes -> uncompiled keras.Model ending in softmax); "
+                         f"got {type(function).__name__}.")
+    keras.backend.clear_session()  # auto-generated layer names start afresh: the same config in every process
+    model = function(classes)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model_fn({classes}) returned {type(model).__name__}; it must return a keras.Model "
+                         "(uncompiled, ending in softmax).")
+    try:
+        outputs = keras.ops.convert_to_numpy(model(np.asarray(examples, "float32"), training=False))
+    except Exception as error:
+        raise ValueError(f"model_fn's model does not take examples of shape {tuple(examples.shape[1:])} "
+                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]}).") from None
+    if outputs.shape != (len(examples), classes):
+        raise ValueError(f"model_fn's model gives outputs of shape {outputs.shape[1:]} per batch of "
+                         f"{len(examples)}; it must give ({classes},): one probability per class.")
+    if (outputs < 0).any() or not np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(f"model_fn's model must end in softmax: its outputs on {len(examples)} examples sum to "
+                         f"{', '.join(f'{v:.3g}' for v in outputs.sum(axis=1))} per example, not 1.")
+    try:
+        fingerprint = hashlib.sha256(model.to_json(sort_keys=True).encode()).hexdigest()[:16]
+    except Exception:  # a subclassed model without get_config: unknowable
+        fingerprint = None
+    keras.backend.clear_session()
+    name = getattr(function, "__name__", type(function).__name__)
+    qualified = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', name)}"
+    return ModelFunction(re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "model", qualified, function,
+                         fingerprint)
+
+
 def check_image_size(name, size):
     model = info(name)
+    if isinstance(model, ModelFunction):
+        return
+    if size is None:
+        raise ValueError(f"model {model.name!r} needs images (N, height, width, channels); the data is not "
+                         "images: give a model function for it.")
     if not isinstance(size, int) or size < model.min_size:
-        raise ValueError(f"image size {size!r} is below {name}'s minimum of {model.min_size} px; "
+        raise ValueError(f"image size {size!r} is below {model.name}'s minimum of {model.min_size} px; "
                          f"use image_size >= {model.min_size}.")
 
 
@@ -124,11 +206,16 @@ def build_model(name, classes, image_size, channels=None, weights=None, kernel_l
         outputs = paper_head(_backbone(name, input_shape, weights)(inputs), classes, output_activation)
     model = keras.Model(inputs, outputs, name=name)
     if kernel_l2:
-        regularizer = keras.regularizers.L2(kernel_l2)
-        for layer in _all_layers(model):
-            if getattr(layer, "kernel", None) is not None:
-                layer.kernel.regularizer = regularizer
+        apply_kernel_l2(model, kernel_l2)
     return model
+
+
+def apply_kernel_l2(model, strength):
+    """An L2 penalty of `strength` on every kernel of `model` (the "CE + L2" baseline)."""
+    regularizer = keras.regularizers.L2(strength)
+    for layer in _all_layers(model):
+        if getattr(layer, "kernel", None) is not None:
+            layer.kernel.regularizer = regularizer
 
 
 def _all_layers(model):

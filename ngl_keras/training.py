@@ -60,6 +60,22 @@ class LossSpec:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Datasets and models known by name besides the registries: in-memory arrays
+    (`data.from_arrays`) and model functions (`models.from_function`) of the Python API. A grid
+    names them like any other dataset or model."""
+
+    datasets: dict = field(default_factory=dict)  # name -> data.DatasetInfo
+    models: dict = field(default_factory=dict)    # name -> models.ModelFunction
+
+    def dataset(self, name, data_dir=None):
+        return self.datasets[name] if name in self.datasets else data_module.info(name, data_dir)
+
+    def model(self, name):
+        return self.models[name] if name in self.models else models_module.info(name)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     dataset: str
     model: str
@@ -68,16 +84,35 @@ class RunSpec:
     seed: int
     settings: dict
     weights: str = None
+    data: data_module.DatasetInfo = None             # the dataset, resolved by `plan`
+    model_source: models_module.ModelFunction = None  # a model function, for a model not in the registry
+
+    @property
+    def dataset_info(self):
+        return self.data or data_module.info(self.dataset)
+
+    @property
+    def model_info(self):
+        return self.model_source or models_module.info(self.model)
 
     @property
     def key(self):
         return f"{self.dataset}/{self.model}/{self.loss.label}/{self.run}"
 
     def identity(self, mixed_precision=False):
-        """Every setting that changes the run's result, as plain JSON data (see `run_grid`)."""
-        return _plain({"dataset": self.dataset, "model": self.model, "loss": self.loss.identity(),
-                       "run": self.run, "seed": self.seed, "weights": self.weights,
-                       "settings": self.settings, "dtype_policy": dtype_policy(mixed_precision)})
+        """Every setting that changes the run's result, as plain JSON data (see `run_grid`): for a
+        tfds dataset read by name also its version, for in-memory arrays a hash of their contents,
+        for a model function its name and a hash of its model's config."""
+        identity = {"dataset": self.dataset, "model": self.model, "loss": self.loss.identity(),
+                    "run": self.run, "seed": self.seed, "weights": self.weights,
+                    "settings": self.settings, "dtype_policy": dtype_policy(mixed_precision)}
+        data = self.dataset_info
+        if not data.registered:
+            identity["data"] = {"tfds_version": data.version} if data.arrays is None else \
+                {"sha256": data.fingerprint}
+        if self.model_source is not None:
+            identity["model_function"] = self.model_source.identity()
+        return _plain(identity)
 
     @property
     def directory(self):
@@ -85,7 +120,8 @@ class RunSpec:
         hundreds of characters), and unique through a hash of the key."""
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:10]
         label = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.loss.label).strip("_.")[:32] or "loss"
-        return f"{self.dataset}__{self.model}__{label}__{self.run}__{digest}"
+        dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.dataset)  # a tfds name may hold '/' and ':'
+        return f"{dataset}__{self.model}__{label}__{self.run}__{digest}"
 
 
 def _plain(value):
@@ -93,17 +129,23 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-def plan(grid, configs_dir, overrides=None):
-    """The list of runs of a grid config, with every name and setting checked up front."""
+def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
+    """The list of runs of a grid config, with every name and setting checked up front.
+
+    A dataset is one of the paper's, a tfds dataset prepared in `data_dir` (read offline), or one
+    of `sources` (a `Sources`: in-memory arrays, model functions)."""
     overrides = overrides or {}
+    sources = sources or Sources()
     grid = {**grid, **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("datasets") and isinstance(grid.get("settings"), dict):
+        # datasets chosen on the command line: the config's settings of the others do not apply
+        grid["settings"] = {k: v for k, v in grid["settings"].items() if k in overrides["datasets"]}
     config_module.check_grid(grid)
     datasets, model_names = grid["datasets"], grid["models"]
-    for name in datasets:
-        data_module.info(name)
+    resolved = {name: sources.dataset(name, data_dir) for name in datasets}
     weights = grid.get("weights")
     for name in model_names:
-        backbone = models_module.info(name).build_backbone  # unknown names fail here
+        backbone = sources.model(name).build_backbone  # unknown names fail here
         if weights is not None and backbone is None:
             raise ValueError(f"model {name!r} has no pretrained weights; use weights: null with it "
                              f"(got {weights!r}).")
@@ -113,6 +155,11 @@ def plan(grid, configs_dir, overrides=None):
     labels = [spec.label for spec in loss_specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"loss labels must be unique in a grid; got {labels}.")
+    for name in model_names:
+        logits = [spec.label for spec in loss_specs if takes_logits(spec.build())]
+        if isinstance(sources.model(name), models_module.ModelFunction) and logits:
+            raise ValueError(f"loss {logits[0]!r} takes logits, and model {name!r} (a model function) ends in "
+                             "softmax; give losses on probabilities with a model function.")
     runs, seed = grid.get("runs", 1), grid.get("seed", 0)
     unknown = set(grid.get("settings", {})) - set(datasets)
     if unknown:
@@ -120,22 +167,24 @@ def plan(grid, configs_dir, overrides=None):
                          f"grid datasets: {datasets}.")
     specs = []
     for dataset in datasets:
-        settings = config_module.dataset_settings(dataset, configs_dir,
+        settings = config_module.dataset_settings(resolved[dataset], configs_dir,
                                                   grid.get("settings", {}).get(dataset))
         if grid.get("epochs"):
             settings["epochs"] = grid["epochs"]
         settings["limit_train"] = grid.get("limit_train")
-        _, first, end = config_module.split_rows(dataset, settings["splits"]["train"])
+        _, first, end = config_module.split_rows(resolved[dataset], settings["splits"]["train"])
         if settings["limit_train"] is not None and settings["limit_train"] > end - first:
             raise ValueError(f"limit_train {settings['limit_train']} exceeds the {end - first} images of "
                              f"{dataset}'s training split {settings['splits']['train']!r}.")
         for model in model_names:
             size = settings["image_size"]
-            models_module.check_image_size(model, size)
+            source = sources.model(model)
+            models_module.check_image_size(source, size)
+            function = source if isinstance(source, models_module.ModelFunction) else None
             for spec in loss_specs:
                 for run in range(runs):
                     specs.append(RunSpec(dataset, model, spec, run, seed + run, dict(settings),
-                                         grid.get("weights")))
+                                         grid.get("weights"), resolved[dataset], function))
     return specs
 
 
@@ -313,37 +362,38 @@ class Datasets:
         self._cache = {}
 
     def split(self, dataset, spec, limit=None):
-        key = (dataset, spec, limit)
+        """Split `spec` of `dataset` (a name or a `data.DatasetInfo`), at most `limit` examples."""
+        dataset = data_module.info(dataset, self.data_dir)
+        key = (dataset.name, dataset.fingerprint, spec, limit)
         if key not in self._cache:
             source = data_module.load_split(dataset, spec, self.data_dir, limit)
             if isinstance(source, tuple):
-                data_module.check_labels(source[1], data_module.info(dataset).classes,
-                                         f"{dataset} {spec}")
+                data_module.check_labels(source[1], dataset.classes, f"{dataset.name} {spec}")
             self._cache[key] = source
         return self._cache[key]
 
-    def pipelines(self, run, replicas=1):
-        """(train, validation, test) inputs of `run`."""
-        dataset, settings = data_module.info(run.dataset), run.settings
+    def pipelines(self, run, replicas=1, test=True):
+        """(train, validation, test) inputs of `run` (test None unless `test`)."""
+        dataset, settings = run.dataset_info, run.settings
         splits = settings["splits"]
-        sources = (self.split(run.dataset, splits["train"], settings.get("limit_train")),
-                   self.split(run.dataset, splits["validation"]), self.split(run.dataset, splits["test"]))
+        sources = (self.split(dataset, splits["train"], settings.get("limit_train")),
+                   self.split(dataset, splits["validation"]), self.split(dataset, splits["test"]) if test else None)
+        augmentation = data_module.Augmentation(**settings["augmentation"])
         if not data_module.uses_tf_data():
             size = settings["image_size"] if not dataset.fixed_size else None
             common = dict(classes=dataset.classes, batch_size=settings["batch_size"], image_size=size,
                           multiple=replicas)
-            return (data_module.ArrayBatches(sources[0], shuffle_seed=run.seed, **common),
-                    data_module.ArrayBatches(sources[1], **common), data_module.ArrayBatches(sources[2], **common))
-        model = models_module.info(run.model)
+            return tuple(source if source is None else data_module.ArrayBatches(
+                source, shuffle_seed=run.seed if k == 0 else None, **common) for k, source in enumerate(sources))
+        model = run.model_info
         common = dict(classes=dataset.classes, image_size=settings["image_size"],
                       channels=model.channels if model.channels == 3 else dataset.channels,
                       preprocess=model.preprocess, batch_size=settings["batch_size"],
                       cache=settings["cache"])
         train = data_module.input_pipeline(
-            sources[0], augmentation=data_module.Augmentation(**settings["augmentation"]),
-            shuffle_seed=run.seed, **common)
+            sources[0], augmentation=augmentation if augmentation.active else None, shuffle_seed=run.seed, **common)
         return (train, data_module.input_pipeline(sources[1], **common),
-                data_module.input_pipeline(sources[2], **common))
+                data_module.input_pipeline(sources[2], **common) if test else None)
 
 
 def build_model(run, loss, train_input):
@@ -351,7 +401,16 @@ def build_model(run, loss, train_input):
     channels, augmentation, preprocessing) that the tf.data pipeline does on TensorFlow."""
     from ngl_keras import layers
 
-    dataset, settings = data_module.info(run.dataset), run.settings
+    dataset, settings = run.dataset_info, run.settings
+    augmentation = data_module.Augmentation(**settings["augmentation"])
+    if run.model_source is not None:  # the examples as given, augmented (when on) in the model
+        model = run.model_source.build(dataset.classes, kernel_l2=run.loss.kernel_l2())
+        if data_module.uses_tf_data() or not augmentation.active:
+            return model
+        inputs = keras.Input(train_input.image_shape)
+        x = layers.RandomAffine(augmentation.horizontal_flip, augmentation.width_shift, augmentation.height_shift,
+                                augmentation.zoom, seed=run.seed, dtype="float32")(inputs)
+        return keras.Model(inputs, model(x), name=run.model)
     model = models_module.build_model(
         run.model, dataset.classes, settings["image_size"], channels=dataset.channels,
         weights=run.weights, kernel_l2=run.loss.kernel_l2(),
@@ -360,8 +419,7 @@ def build_model(run, loss, train_input):
         return model
     inputs = keras.Input(train_input.image_shape)
     x = layers.input_layers(inputs, image_size=settings["image_size"], channels=model.input_shape[-1],
-                            model=run.model, seed=run.seed,
-                            augmentation=data_module.Augmentation(**settings["augmentation"]))
+                            model=run.model, seed=run.seed, augmentation=augmentation if augmentation.active else None)
     return keras.Model(inputs, model(x), name=run.model)
 
 
@@ -546,7 +604,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     started = time.time()
     resumed_from, previous = _finished_epochs(run_dir) if resume else (None, [])
     loss = run.loss.build()
-    train, validation, test = datasets.pipelines(run, strategy.replicas)
+    train, validation, test = datasets.pipelines(run, strategy.replicas, test=evaluate_test)
     callbacks = schedule_callbacks(run.settings)
     plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
     if resume:
@@ -595,7 +653,7 @@ def check_inputs(runs, datasets, splits=("train", "validation", "test")):
             key = (run.dataset, run.settings["splits"][split])
             if key not in seen:
                 seen.add(key)
-                data_module.load_split(*key, data_dir=datasets.data_dir, limit=1)
+                data_module.load_split(run.dataset_info, key[1], data_dir=datasets.data_dir, limit=1)
         if run.weights is not None and (run.model, run.weights) not in seen:
             seen.add((run.model, run.weights))
             try:
@@ -646,6 +704,9 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     every setting that changes its result); records of other settings in OUT make this refuse
     with a ValueError naming them, so that one directory never holds a table of mixed settings.
     """
+    untested = sorted({run.dataset for run in runs if run.settings["splits"]["test"] is None})
+    if untested:
+        raise ValueError(f"a grid's runs are tested: give a test split for {', '.join(untested)} (splits: test).")
     out_dir = output_directory(out_dir)
     path = out_dir / "runs.jsonl"
     done = finished_keys(runs, read_records(path), path, mixed_precision)

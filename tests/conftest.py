@@ -6,6 +6,7 @@ runs the backend-neutral tests again on JAX (README.md's test command does both)
 """
 
 import importlib.abc
+import importlib.machinery
 import os
 import re
 import sys
@@ -21,13 +22,22 @@ if os.environ["KERAS_BACKEND"] != "tensorflow":
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false "
                                        "--xla_cpu_collective_call_terminate_timeout_seconds=900")
 
-    class _NoTensorFlow(importlib.abc.MetaPathFinder):
-        """This run proves that nothing on the backend-neutral path needs TensorFlow."""
+    class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """This run proves that nothing on the backend-neutral path needs TensorFlow. Importing it
+        fails; asking whether it exists (`importlib.util.find_spec`, as etils does for tfds's file
+        access) gets an answer, as in an environment without it, where tfds reads prepared datasets."""
 
         def find_spec(self, name, path=None, target=None):
             if name == "tensorflow" or name.startswith("tensorflow."):
-                raise ModuleNotFoundError(f"No module named {name!r} (hidden in the non-TensorFlow test run)",
-                                          name=name)
+                return importlib.machinery.ModuleSpec(name, self)
+            return None
+
+        def create_module(self, spec):
+            raise ModuleNotFoundError(f"No module named {spec.name!r} (hidden in the non-TensorFlow test run)",
+                                      name=spec.name)
+
+        def exec_module(self, module):
+            pass
 
     sys.meta_path.insert(0, _NoTensorFlow())
 

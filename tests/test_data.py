@@ -144,8 +144,14 @@ def test_variable_size_images_are_resized_one_by_one_before_batching():
 
 
 def test_unknown_dataset_and_missing_split_and_offline_dataset_are_named():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'; known datasets: caltech101"):
-        data.info("mnist")
+    with pytest.raises(ValueError, match=r"^unknown dataset 'no_such_set': not one of the paper's \(caltech101, "
+                                         r"cifar10, .*\) and tfds does not know it \(DatasetNotFoundError: Dataset "
+                                         r"no_such_set not found.\); accepted: those, or the name of a tfds "
+                                         r"image-classification dataset prepared in --data-dir.$"):
+        data.info("no_such_set")
+    with pytest.raises(ValueError, match=r"^dataset 'mnist' \(tfds\) is not prepared in /nonexistent: nothing is "
+                                         r"downloaded; prepare it on a machine with internet"):
+        data.info("mnist", "/nonexistent")
     with pytest.raises(ValueError, match="dataset 'malaria' has no split 'test'; it has train"):
         data.load_split("malaria", "test")
     with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline in /nonexistent"):

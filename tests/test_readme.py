@@ -11,7 +11,7 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 # Each python block of the README is found by a piece of code only it contains; a new block needs
 # an entry here and a test below.
-EXAMPLES = {"losses": "loss=ngl_keras.NGL()", "figure_1": "plots.loss_curves("}
+EXAMPLES = {"losses": "loss=ngl_keras.NGL()", "figure_1": "plots.loss_curves(", "own_data": "ngl_keras.gp.search("}
 
 
 def blocks():
@@ -53,3 +53,26 @@ def test_figure_1_example_draws_the_curves_and_ngls_minimum_is_where_the_text_sa
     assert set(ns["curves"]) == {"ce", "ngl", "focal"}
     assert ns["curves"]["ngl"][2] == pytest.approx(0.566, abs=0.002)
     assert ns["curves"]["ce"][2] == pytest.approx(1.0)  # CE falls all the way to p = 1
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_own_data_example_searches_then_tables_the_found_loss_against_ce(tmp_path, monkeypatch, capsys):
+    import json
+
+    ns = run_example("own_data", tmp_path, monkeypatch)
+    fame, records = ns["fame"], ns["result"].records
+    saved = json.loads((tmp_path / "search" / "own" / "hall_of_fame.json").read_text())
+    assert [entry["formula"] for entry in fame] == [entry["formula"] for entry in saved]
+    assert [entry["fitness"] for entry in fame] == sorted(entry["fitness"] for entry in fame)  # best first
+    assert 0.0 <= fame[0]["fitness"][0] < 0.9  # validation error of a model that learned something
+    assert sorted((r["loss"], r["seed"]) for r in records) == [("ce", 0), ("ce", 1), ("found", 0), ("found", 1)]
+    assert records == [json.loads(line) for line in (tmp_path / "runs" / "own" / "runs.jsonl").read_text().splitlines()]
+    ce = np.mean([r["test_accuracy"] for r in records if r["loss"] == "ce"])
+    found = np.mean([r["test_accuracy"] for r in records if r["loss"] == "found"])
+    table = ns["result"].table
+    assert f"| ce | {100 * ce:.1f} |" in table
+    assert f"| found | {100 * (found - ce) / ce:+.2f} |" in table
+    printed = capsys.readouterr().out
+    assert f"found: {fame[0]['display']} (validation error {fame[0]['fitness'][0]:.3f})" in printed
+    assert table in printed

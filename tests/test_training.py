@@ -266,7 +266,7 @@ def _settings(text):
     ("datasets: [fashion_mnist\n", "is not valid YAML at line 2"),
     ("datasets: [fashion_mnist]\nepochz: 3\n", "unknown key 'epochz'; accepted keys: datasets, models"),
     ("datasets: fashion_mnist\n", "'datasets' must be a list of strings; got 'fashion_mnist'"),
-    ("datasets: [mnist]\nmodels: [small_cnn]\nlosses: [ce]\n", "unknown dataset 'mnist'; known datasets"),
+    ("datasets: [mnistt]\nmodels: [small_cnn]\nlosses: [ce]\n", "unknown dataset 'mnistt': not one of the paper's"),
     ("datasets: [fashion_mnist]\nmodels: [vgg]\nlosses: [ce]\n", "unknown model 'vgg'; known models: inceptionv3"),
     ("datasets: [fashion_mnist]\nmodels: [small_cnn]\nlosses: [crossentropy]\n", "unknown loss 'crossentropy'"),
     ("datasets: [fashion_mnist]\nmodels: [inceptionv3]\nlosses: [ce]\nsettings: {fashion_mnist: {image_size: 28}}\n",

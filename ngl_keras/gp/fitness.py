@@ -7,7 +7,6 @@ code as train_small.py). A training that diverged or ran out of memory raises
 and stops the search.
 """
 
-import functools
 import json
 import os
 import signal
@@ -104,20 +103,24 @@ class TrainingFitness:
     (settings key, default 10): TensorFlow keeps some memory of every model trained in a
     process (about 17 MB per small_cnn training here, even after `clear_session`), and a new
     process returns it, so a long search stays flat in memory. 0 trains in this process.
+
+    `sources` (a `training.Sources`) names in-memory arrays and model functions the settings'
+    `datasets` and `model` may name (the Python API's search); they travel to the child process
+    with every candidate (pickled: a model function must then be a module-level function).
     """
 
-    def __init__(self, settings, configs_dir, search_dir, data_dir=None, seed=0):
+    def __init__(self, settings, configs_dir, search_dir, data_dir=None, seed=0, sources=None):
         from ngl_keras import training
 
         self.settings, self.search_dir = settings, Path(search_dir)
         self.recycle_every = settings.get("recycle_every", 10)
         if not isinstance(self.recycle_every, int) or self.recycle_every < 0:
             raise ValueError(f"fitness recycle_every must be an integer >= 0; got {self.recycle_every!r}.")
-        self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed)
+        self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed, sources)
         self._process = TrainingProcess(self.recycle_every)
         self._trainer = _Trainer(*self._args)
         self.runs = training.plan({**self._trainer.grid, "losses": ["ce"]}, configs_dir,
-                                  self._trainer.overrides)  # names and settings now
+                                  self._trainer.overrides, data_dir, sources)  # names and settings now
 
     def check_inputs(self):
         """Load one example of every split a training reads, and the model's pretrained
@@ -165,10 +168,10 @@ class TrainingFitness:
 class _Trainer:
     """Trains losses for a fitness: the experiment's grid, its data loaded once per process."""
 
-    def __init__(self, settings, configs_dir, search_dir, data_dir, seed):
+    def __init__(self, settings, configs_dir, search_dir, data_dir, seed, sources=None):
         from ngl_keras import training
 
-        self.search_dir, self.configs_dir = Path(search_dir), configs_dir
+        self.search_dir, self.configs_dir, self.sources = Path(search_dir), configs_dir, sources
         self.datasets = training.Datasets(data_dir)
         self.grid = {"datasets": settings["datasets"], "models": [settings["model"]],
                      "runs": settings["runs"], "seed": seed, "weights": settings.get("weights"),
@@ -180,7 +183,8 @@ class _Trainer:
         """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
         from ngl_keras import training
 
-        runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides)
+        runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
+                             self.datasets.data_dir, self.sources)
         out = []
         for run in runs:
             record = training.train_run(run, self.datasets, self.search_dir / "scratch",
@@ -192,14 +196,23 @@ class _Trainer:
         return out
 
 
-@functools.cache
-def _trainer(settings_json, configs_dir, search_dir, data_dir, seed):
-    """One _Trainer (datasets loaded once) per process and setting."""
-    return _Trainer(json.loads(settings_json), configs_dir, search_dir, data_dir, seed)
+_TRAINERS = {}
 
 
-def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, loss):
-    trainer = _trainer(json.dumps(settings, sort_keys=True), configs_dir, search_dir, data_dir, seed)
+def _trainer(settings, configs_dir, search_dir, data_dir, seed, sources):
+    """One _Trainer (datasets loaded once) per process and setting, the sources' names and
+    content hashes included."""
+    named = None if sources is None else (
+        sorted((name, d.fingerprint) for name, d in sources.datasets.items()),
+        sorted((name, m.qualified_name, m.fingerprint) for name, m in sources.models.items()))
+    key = json.dumps([settings, configs_dir, search_dir, data_dir, seed, named], sort_keys=True)
+    if key not in _TRAINERS:
+        _TRAINERS[key] = _Trainer(settings, configs_dir, search_dir, data_dir, seed, sources)
+    return _TRAINERS[key]
+
+
+def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, sources, loss):
+    trainer = _trainer(settings, configs_dir, search_dir, data_dir, seed, sources)
     try:
         return trainer.accuracies(loss)
     except Exception as error:

@@ -2,10 +2,13 @@
 fitness and evolution, run them under keras-tuner, and write the generation log, the hall of
 fame, the best loss and a plot to the search directory."""
 
+import copy
 import hashlib
 import json
 import math
 import os
+import sys
+import types
 from dataclasses import fields
 from pathlib import Path
 
@@ -43,6 +46,7 @@ SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
 MINIMUM = {"hall_of_fame": 1, "epochs": 1, "limit_train": 1, "runs": 1, "probe_steps": 1,
            "recycle_every": 0, "fingerprint_digits": 0}
 EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
+OWN_DATA = "own_data"  # the experiment of the Python API's search (configs/api/search.yaml)
 FITNESS_KINDS = ("train", "probe")
 CONFIG_FILE = "search.yaml"
 DEFAULTS_FILE = "defaults.yaml"
@@ -66,21 +70,24 @@ def check_numbers(data, where):
 
 
 def load_config(path, overrides=None, defaults=None):
-    """The search config at `path`, merged over the shared `defaults` file (default: the
-    defaults.yaml next to it, if any), with command-line `overrides` (population, generations,
+    """The search config at `path` (or a mapping), merged over the shared `defaults` file (default:
+    the defaults.yaml next to it, if any), with command-line `overrides` (population, generations,
     seed, epochs, limit_train, worker_timeout) applied and every value checked."""
-    path = Path(path)
-    own = config_module.read_yaml(path)  # an empty file is refused there
+    if isinstance(path, dict):  # the Python API's config (`ngl_keras.gp.search`)
+        own, path = copy.deepcopy(path), "search config"
+    else:
+        path = Path(path)
+        own = config_module.read_yaml(path)  # an empty file is refused there
     config_module.validate(own, SEARCH, str(path))
     defaults = Path(defaults) if defaults else path.parent / DEFAULTS_FILE
-    if defaults.exists() and defaults.resolve() != path.resolve():
+    if defaults.exists() and (not isinstance(path, Path) or defaults.resolve() != path.resolve()):
         base = config_module.validate(config_module.read_yaml(defaults), SEARCH, str(defaults))
         own = config_module.merge(base, own)
     data = own
     for key in ("experiment", "population", "generations", "gp", "screening", "fitness"):
         if key not in data:
             raise ValueError(f"{path}: missing key {key!r}.")
-    if data["experiment"] not in EXPERIMENTS:
+    if data["experiment"] not in EXPERIMENTS + (OWN_DATA,):
         raise ValueError(f"{path}: unknown experiment {data['experiment']!r}; known: {', '.join(EXPERIMENTS)}.")
     for key, value in (overrides or {}).items():
         if value is None:
@@ -305,19 +312,26 @@ def best_loss_line(formula, epsilon):
     return f'ExpressionLoss("{formula}", epsilon={epsilon!r})'
 
 
-def build_fitness(cfg, screen, search_dir, configs_dir, data_dir=None):
+def build_fitness(cfg, screen, search_dir, configs_dir, data_dir=None, sources=None):
     settings = cfg["fitness"]
     if settings.get("kind", "train") == "probe":
         return fitness_module.ProbeFitness(screen, settings.get("probe_steps", 40))
     for key in ("datasets", "model", "runs"):
         if key not in settings:
             raise ValueError(f"fitness: missing key {key!r} for kind 'train'.")
-    return fitness_module.TrainingFitness(settings, configs_dir, search_dir, data_dir, cfg.get("seed", 0))
+    settings = {k: v for k, v in settings.items() if k != SOURCES_KEY}
+    return fitness_module.TrainingFitness(settings, configs_dir, search_dir, data_dir, cfg.get("seed", 0), sources)
 
 
-def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
+# The Python API's search names its in-memory data and model function in `fitness` under this key
+# (their content and config hashes), so that a directory is resumed only with the same ones.
+SOURCES_KEY = "sources"
+
+
+def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     """Run (or resume) the search of `cfg` in `search_dir`; return the Evolution when this
     process is the chief or runs alone (a worker returns None when the search ends).
+    `sources` (a `training.Sources`): in-memory arrays and model functions the fitness names.
 
     Raises SearchStopped when the search cannot go on (a generation where nothing could be
     evaluated, an error while evaluating a candidate, no chief): the state is kept, and
@@ -337,7 +351,7 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print):
     screen = screening.LossScreen(screening_settings(cfg),
                                   epsilon=cfg["gp"].get("protected_epsilon", expression.EPSILON))
     # Data, model and training settings are checked before anything is written.
-    fitness = build_fitness(cfg, screen, Path(search_dir), configs_dir, data_dir)
+    fitness = build_fitness(cfg, screen, Path(search_dir), configs_dir, data_dir, sources)
     try:
         getattr(fitness, "check_inputs", lambda: None)()
         if not worker:  # a worker waits for the chief (GPTuner) and writes nothing before
@@ -426,3 +440,18 @@ def report(search_dir, generations=True):
         lines.append(("\nbest loss by the probe (untrained; train it to judge it): " if probe else "\nbest loss: ")
                      + best.read_text().strip())
     return "\n".join(lines).lstrip("\n")
+
+
+class _CallableModule(types.ModuleType):
+    """`ngl_keras.gp.search` is this module (search_gp.py's) and, called, the Python API's search
+    of a loss for your own arrays and model (`ngl_keras.own_data.search`, which runs `run` above):
+    Python binds a package's attribute to its submodule of that name on import, so a function of
+    that name in `ngl_keras.gp` would be replaced by this module as soon as anything imports it."""
+
+    def __call__(self, model_fn, train, validation, **kwargs):
+        from ngl_keras import own_data
+
+        return own_data.search(model_fn, train, validation, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

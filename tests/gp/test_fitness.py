@@ -105,10 +105,10 @@ def test_only_resource_exhaustion_becomes_a_failed_candidate(monkeypatch, error,
     monkeypatch.setattr(fitness, "_trainer", lambda *args: Trainer())
     if reason is None:
         with pytest.raises(type(error)):
-            fitness._accuracies_in_process({}, "", "", None, 0, "ce")
+            fitness._accuracies_in_process({}, "", "", None, 0, None, "ce")
     else:
         with pytest.raises(CandidateFailed) as failure:
-            fitness._accuracies_in_process({}, "", "", None, 0, "ce")
+            fitness._accuracies_in_process({}, "", "", None, 0, None, "ce")
         assert failure.value.reason == reason
 
 
