@@ -19,6 +19,16 @@ CONFIGS = ROOT / "configs"
 BENCHMARK_RECORDS = ROOT / "benchmarks" / "results"  # the seed-to-seed spreads the table is read against
 
 
+class ShownDefaults(argparse.HelpFormatter):
+    """Help that shows an option's default where it has one of its own; options whose value
+    otherwise comes from the grid config say so in the epilog."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
 def parse_args(argv):
     if argv[:1] == ["report"]:
         parser = argparse.ArgumentParser(prog="train_small.py report",
@@ -33,10 +43,12 @@ def parse_args(argv):
         description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
         epilog="Also: `train_small.py report OUT [--compare-paper]` prints the table of OUT/runs.jsonl. "
                "Options left out take the grid config's values.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=ShownDefaults)
     parser.add_argument("--config", default=str(CONFIGS / "quick.yaml"), help="grid config (YAML)")
-    parser.add_argument("--out", default=None, help="output directory (default runs/<config name>)")
-    parser.add_argument("--datasets", nargs="+", help="override the grid's datasets")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/<config name>)")
+    parser.add_argument("--datasets", nargs="+",
+                        help="override the grid's datasets: the paper's seven (configs/datasets/) or any image "
+                             "classification dataset prepared in tfds's data directory, by its tfds name")
     parser.add_argument("--models", nargs="+", help="override the grid's models")
     parser.add_argument("--losses", nargs="+", help="override the grid's losses (names or formulas)")
     parser.add_argument("--runs", type=int, help="runs per dataset × model × loss")
