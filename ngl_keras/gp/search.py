@@ -6,14 +6,13 @@ import copy
 import hashlib
 import json
 import math
-import os
 import sys
 import types
 from dataclasses import fields
 from pathlib import Path
 
 from ngl_keras import config as config_module
-from ngl_keras.files import append_json_line, atomic_write, read_json_lines
+from ngl_keras.files import append_json_line, atomic_write, read_json_lines, repair_json_lines
 from ngl_keras.gp import engine, evolution, fitness as fitness_module, screening
 from ngl_keras.gp.evolution import SearchStopped
 from ngl_keras.losses import expression
@@ -208,25 +207,12 @@ class SearchDirectory:
             if previous is None:
                 atomic_write(self.path / CONFIG_FILE, json.dumps(cfg, sort_keys=True))
             for name in ("generations.jsonl", "evaluations.jsonl"):
-                self.repair(self.path / name)
+                repair_json_lines(self.path / name)  # a line cut by a crash, before the next append
             probe = self.path / ".writable"
             atomic_write(probe, "")
             probe.unlink()
         except OSError as error:
             raise ValueError(f"cannot write the search directory {self.path}: {error.strerror or error}.") from None
-
-    @staticmethod
-    def repair(path):
-        """Drop a line cut by a crash from the end of a JSON-lines file (an atomic rewrite), so
-        that the next append starts on a line of its own."""
-        if not path.exists() or path.stat().st_size == 0:
-            return
-        with open(path, "rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) == b"\n":
-                return
-        records = read_json_lines(path)
-        atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
     def log_generation(self, summary):
         path = self.path / "generations.jsonl"

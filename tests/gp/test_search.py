@@ -383,8 +383,8 @@ def test_a_cut_last_line_is_dropped_by_the_search_before_it_appends(tmp_path):
     search_gp.main(args + ["--generations", "0"])
     log = out / "generations.jsonl"
     log.write_text(log.read_text() + '{"generation": 1, "be')
-    # The search resumed: its writer repairs the log (an atomic rewrite) before it appends.
-    with pytest.warns(UserWarning, match=r"generations.jsonl: skipping a truncated last line"):
+    # The search resumed: it repairs the log (an atomic rewrite) before it appends, and says so.
+    with pytest.warns(UserWarning, match=r"generations.jsonl: removing a truncated last line \(a crash"):
         search_gp.main(args + ["--generations", "0"])
     assert [json.loads(x)["generation"] for x in log.read_text().splitlines()] == [0]
 
