@@ -386,6 +386,11 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     return evo
 
 
+def _display(formula):
+    """A formula as the hall of fame shows it: constants folded, 4 digits."""
+    return expression.to_text(expression.fold_constants(expression.parse(formula)), digits=4)
+
+
 def format_generation(g):
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(g["rejected"].items())) or "none"
     failed = ", ".join(f"{k} {v}" for k, v in sorted(g.get("failed", {}).items())) or "none"
@@ -393,7 +398,7 @@ def format_generation(g):
     return (f"generation {g['generation']}: best {fitness(g['best_fitness'])}, median "
             f"{fitness(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
             f"{g['cache_hits']}, trained {g['trained']}, failed [{failed}]; {g['wall_time_s']:.1f} s, peak RSS "
-            f"{g['peak_rss_mb']:.0f} MB; best {g['best_formula']}"
+            f"{g['peak_rss_mb']:.0f} MB; best {_display(g['best_formula'])}"
             + "".join(f"; {name} {fitness(value)}" for name, value in g.get("references", {}).items()))
 
 

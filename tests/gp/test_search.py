@@ -460,3 +460,12 @@ def test_the_fitness_plot_has_whole_generation_ticks(tmp_path, monkeypatch):
                         for g in range(count)])
         ticks = visible_ticks(figures[-1].axes[0])
         assert ticks and all(t == int(t) for t in ticks) and set(range(count)) <= set(ticks)
+
+
+@pytest.mark.any_backend
+def test_a_generation_line_shows_the_best_formula_with_constants_folded_as_the_hall_of_fame_does():
+    summary = {"generation": 1, "best_fitness": [0.2], "median_fitness": [0.3], "proposed": 3, "rejected": {},
+               "cache_hits": 0, "trained": 3, "wall_time_s": 1.0, "peak_rss_mb": 10,
+               "best_formula": "p * log(log(-2.7993)) - y"}
+    # log(log(|-2.7993|)) = 0.028946...: the protected logs add an epsilon of 1e-6 only.
+    assert search.format_generation(summary).endswith("; best p * 0.02895 - y")
