@@ -139,12 +139,16 @@ def output_directory(path):
 
 
 def run_cli(main):
-    """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2, and an
-    OSError (disk full, permissions, a path that vanished) into one line and exit 1."""
+    """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2, an
+    OSError (disk full, permissions, a path that vanished) into one line and exit 1, and Ctrl-C into
+    one line and exit 130 (what finished is on disk: the same command resumes)."""
     import sys
 
     try:
         sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: what finished is saved; run the same command again to resume.", file=sys.stderr)
+        sys.exit(130)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

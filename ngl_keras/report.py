@@ -289,7 +289,7 @@ def _spread_text(stats, baseline):
     for (dataset, model, loss), entry in stats.items():
         if entry["runs"] < 2:
             continue
-        text = f"{loss} accuracy ±{entry['accuracy_std']:.2f} points"
+        text = f"{loss} accuracy std {entry['accuracy_std']:.2f} points"
         if loss != baseline and len(entry["changes"]) > 1:
             low, high = min(entry["changes"]), max(entry["changes"])
             text += f", change {low:+.2f} to {high:+.2f} % (std {np.std(entry['changes'], ddof=1):.2f})"

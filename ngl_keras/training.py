@@ -203,12 +203,18 @@ def append_record(path, record):
     append_json_line(path, record)
 
 
+def record_backend(record):
+    """The Keras backend a record was trained on (records written before the JAX backend: TensorFlow)."""
+    return record.get("backend") or (record.get("versions") or {}).get("backend") or "tensorflow"
+
+
 def check_one_setting_per_dataset(records, path):
     """Refuse records of one dataset trained with different settings: a table of them would
     compare losses trained differently."""
     seen = {}
     for record in records:
-        settings = _plain({k: record.get(k) for k in ("config", "weights", "dtype_policy")})
+        settings = _plain({**{k: record.get(k) for k in ("config", "weights", "dtype_policy")},
+                           "backend": record_backend(record)})
         first = seen.setdefault(record["dataset"], (record["key"], settings))
         if first[1] != settings:
             raise ValueError(f"{path} would mix settings for dataset {record['dataset']!r}: "
@@ -245,7 +251,8 @@ def finished_keys(runs, records, path, mixed_precision=False):
                              f"{_differences(record['identity'], identity)} (there vs now); train into "
                              "another --out, or use the settings of that directory.")
     planned_records = [{"key": run.key, "dataset": run.dataset, "config": run.settings,
-                        "weights": run.weights, "dtype_policy": dtype_policy(mixed_precision)} for run in runs]
+                        "weights": run.weights, "dtype_policy": dtype_policy(mixed_precision),
+                        "backend": keras.backend.backend()} for run in runs]
     check_one_setting_per_dataset(records + planned_records, path)
     return {record["key"] for record in records if record["key"] in planned}
 
@@ -725,13 +732,14 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
             for callback in progress:
                 callback.batch_size = run.settings["batch_size"]
             run_dir = out_dir / "runs" / run.directory
+            resumed_from = _finished_epochs(run_dir)[0]
+            if resumed_from is not None:
+                log(f"  resuming from epoch {resumed_from} (a backup of an interrupted run)")
             record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
                                verbose=1 if verbose and interactive else 0, resume=True, progress=progress)
             record.update(identity=run.identity(mixed_precision), run_dir=f"runs/{run.directory}")
             append_record(path, record)
             discard_backup(run_dir)
-            if record["resumed_from_epoch"] is not None:
-                log(f"  resumed from epoch {record['resumed_from_epoch']} (a backup of an interrupted run)")
             accuracy = record["test_accuracy"]
             log(f"  {run.key}: {record['status']}, test accuracy "
                 f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, {record['wall_time_s']:.0f} s")

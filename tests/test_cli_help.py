@@ -1,5 +1,5 @@
-"""The command-line tools' help: fast (no framework loaded), every option described, the report
-subcommand and the defaults named; and the package's submodules reachable as attributes."""
+"""The command-line tools: their help (fast, no framework loaded, every option described, the report
+subcommand and the defaults named), the package's submodules reachable as attributes, and one line for an error or Ctrl-C."""
 
 import subprocess
 import sys
@@ -50,3 +50,21 @@ def test_weights_flag_overrides_the_grid(tmp_path):
 
     with pytest.raises(ValueError, match="small_cnn"):  # the small CNN has no pretrained weights
         train_small.main(["--weights", "imagenet", "--epochs", "1", "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("raised, code, line", [
+    (KeyboardInterrupt(), 130, "interrupted: what finished is saved; run the same command again to resume."),
+    (ValueError("loss 'cee' is unknown"), 2, "error: loss 'cee' is unknown"),
+    (PermissionError(13, "Permission denied"), 1, "error: [Errno 13] Permission denied"),
+])
+def test_run_cli_turns_ctrl_c_bad_input_and_os_errors_into_one_line(raised, code, line, capsys):
+    from ngl_keras.files import run_cli
+
+    def main():
+        raise raised
+
+    with pytest.raises(SystemExit) as exit:
+        run_cli(main)
+    assert exit.value.code == code
+    assert capsys.readouterr().err.strip() == line

@@ -47,8 +47,9 @@ def test_losses_example_trains_saves_and_reloads_ngl(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.any_backend
-def test_figure_1_example_draws_the_curves_and_ngls_minimum_is_where_the_text_says(tmp_path, monkeypatch):
+def test_figure_1_example_draws_the_curves_and_ngls_minimum_is_where_the_text_says(tmp_path, monkeypatch, capsys):
     ns = run_example("figure_1", tmp_path, monkeypatch)
+    assert capsys.readouterr().out == "0.566\n"
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(ns["curves"]) == {"ce", "ngl", "focal"}
     assert ns["curves"]["ngl"][2] == pytest.approx(0.566, abs=0.002)

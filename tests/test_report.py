@@ -107,8 +107,8 @@ def test_spread_over_several_runs_is_printed_with_paired_changes():
     note = report.trust_note(records)
     changes = [100 * (n - c) / c for c, n in zip(ce, ngl)]
     assert note.startswith("Spread over runs (sample std; change against ce per paired seed): ")
-    assert f"ce accuracy ±{np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
-    assert (f"ngl accuracy ±{np.std(np.multiply(ngl, 100), ddof=1):.2f} points, change {min(changes):+.2f} to "
+    assert f"ce accuracy std {np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
+    assert (f"ngl accuracy std {np.std(np.multiply(ngl, 100), ddof=1):.2f} points, change {min(changes):+.2f} to "
             f"{max(changes):+.2f} % (std {np.std(changes, ddof=1):.2f})") in note
 
 
@@ -127,7 +127,7 @@ def test_a_single_run_is_read_against_the_benchmark_spread_of_the_same_schedule(
     assert note.startswith("One run per loss: a difference within the seed-to-seed spread measured for this "
                            "schedule is noise (")
     assert str(reference / "runs.jsonl") in note or "quality-quick/runs.jsonl" in note
-    assert f"ce accuracy ±{np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
+    assert f"ce accuracy std {np.std(np.multiply(ce, 100), ddof=1):.2f} points (fashion_mnist, small_cnn, 3 runs)" in note
     assert f"change {min(changes):+.2f} to {max(changes):+.2f} % (std {np.std(changes, ddof=1):.2f})" in note
     assert "focal" not in note and "\n" not in note
     other = [record("fashion_mnist", "ce", 0.87, epochs=4), record("fashion_mnist", "ngl", 0.86, epochs=4)]

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import yaml
@@ -192,6 +193,20 @@ def test_report_refuses_a_directory_that_mixes_settings(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert ("would mix settings for dataset 'fashion_mnist': fashion_mnist/small_cnn/ce/0 and "
             "fashion_mnist/small_cnn/ngl/0 differ in config.epochs (3 vs 2)") in done.stderr
+
+
+def test_runs_of_another_backend_are_neither_reused_nor_tabled_with_this_ones(tmp_path):
+    runs = _plan(tmp_path)
+    here = keras.backend.backend()
+    other = "jax" if here == "tensorflow" else "tensorflow"
+    record = {**_record(runs[0].key, config=runs[0].settings, dtype_policy="float32"), "identity": runs[0].identity(),
+              "backend": other}
+    with pytest.raises(ValueError, match=re.escape(f'differ in backend ("{other}" vs "{here}")')):
+        training.finished_keys(runs, [record], tmp_path / "runs.jsonl")
+    assert training.finished_keys(runs, [{**record, "backend": here}],
+                                  tmp_path / "runs.jsonl") == {runs[0].key}
+    # Records written before the JAX backend existed say no backend: they are TensorFlow's.
+    assert training.record_backend({"versions": {"python": "3.11"}}) == "tensorflow"
 
 
 def _plan(tmp_path, **overrides):

@@ -14,8 +14,10 @@ What keras-tuner (1.4) leaves to us, and this module adds:
 """
 
 import contextlib
+import io
 import json
 import os
+import signal
 import threading
 import time
 import traceback
@@ -105,6 +107,7 @@ class GPOracle(keras_tuner.Oracle):
             return {"status": trial_module.TrialStatus.STOPPED}
         action, candidate_id, text = self.evolution.propose()
         if action == "done":
+            self.save()  # the last generation closed in propose(): a re-run finds the search complete
             return {"status": trial_module.TrialStatus.STOPPED}
         if action == "wait":
             return {"status": trial_module.TrialStatus.IDLE}
@@ -281,6 +284,41 @@ class Heartbeat:
         self.stop.set()
 
 
+class Interrupts:
+    """Ctrl-C during a search stops it: at once, or, when Python swallows the KeyboardInterrupt (it
+    does when the signal lands in a garbage collector's callback: only "Exception ignored" is
+    printed, and the search went on), at the start or end of the next candidate (`check`)."""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.seen = False
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        self.seen = False
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        return False
+
+
+INTERRUPTS = Interrupts()
+
+
 class GPTuner(base_tuner.BaseTuner):
     """Evaluates one candidate per trial with `fitness(formula) -> list of floats` (or
     CandidateFailed) and logs each finished evaluation to `evaluations.jsonl` in the search
@@ -293,16 +331,20 @@ class GPTuner(base_tuner.BaseTuner):
         self.role = _role()
         if self.role == "worker":
             wait_for_chief(oracle, os.environ["KERASTUNER_TUNER_ID"], log)
-        super().__init__(oracle=oracle, directory=str(search_dir), project_name="tuner",
-                         overwrite=False, **kwargs)
+        quiet = contextlib.nullcontext() if console.is_verbose() else contextlib.redirect_stdout(io.StringIO())
+        with quiet:  # keras-tuner's "Reloading Tuner from ..." (the search says what it resumes)
+            super().__init__(oracle=oracle, directory=str(search_dir), project_name="tuner",
+                             overwrite=False, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
         values = trial.hyperparameters.values
         started = time.time()
         alive = Heartbeat(self.oracle, trial.trial_id) if self.role == "worker" else contextlib.nullcontext()
+        INTERRUPTS.check()
         try:
             with alive:
                 fitness = self.fitness(values["formula"])
+            INTERRUPTS.check()
         except CandidateFailed as failure:
             self._announce(values, f"failed ({failure})", started)
             return {"fitness_0": WORST, FAILED_METRIC + failure.reason: 1.0}

@@ -258,7 +258,7 @@ class SearchDirectory:
                 continue
             log(f"reference {name}: scoring with the search's fitness")
             value = [float(v) for v in fitness(name)]
-            log(f"reference {name}: fitness {value}")
+            log(f"reference {name}: fitness {fitness_text(value)}")
             if all(v < evolution.WORST for v in value):  # a failed training is tried again on resume
                 scored[name] = value
                 atomic_write(path, json.dumps(scored, indent=2))
@@ -340,6 +340,7 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     fitness = build_fitness(cfg, screen, Path(search_dir), configs_dir, data_dir, sources)
     try:
         getattr(fitness, "check_inputs", lambda: None)()
+        resuming = directory.saved_config() is not None
         if not worker:  # a worker waits for the chief (GPTuner) and writes nothing before
             directory.claim(identity, write=True)
 
@@ -349,7 +350,7 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
             if references:
                 summary = {**summary, "references": references}
             directory.log_generation(summary)
-            log(format_generation(summary))
+            log(format_generation(summary, probe=cfg["fitness"].get("kind") == "probe"))
             directory.write_results(evo, cfg)
 
         evo = evolution.Evolution(pset, limits, rates, cfg["population"], cfg["generations"],
@@ -370,8 +371,13 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
         if evo.finished:
             log("the search in this directory is complete.")
         else:
+            if resuming and not worker:  # the state is loaded now (GPTuner reloads it)
+                evaluated = len(read_json_lines(directory.path / "evaluations.jsonl"))
+                log(f"resuming the search in {search_dir}: generation {evo.generation} of {cfg['generations']}, "
+                    f"{evaluated} candidates evaluated so far")
             try:
-                tuner.search()
+                with oracle_module.INTERRUPTS:
+                    tuner.search()
             except oracle_module.CandidateError as error:
                 raise SearchStopped(f"{error} (traceback in {directory.path / oracle_module.ERROR_FILE}); the "
                                     "search state is kept: fix the cause and re-run the same command to resume.") from None
@@ -386,18 +392,24 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     return evo
 
 
+def fitness_text(values):
+    """A fitness as printed: 4 significant digits (the files keep every digit)."""
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
 def _display(formula):
     """A formula as the hall of fame shows it: constants folded, 4 digits."""
     return expression.to_text(expression.fold_constants(expression.parse(formula)), digits=4)
 
 
-def format_generation(g):
+def format_generation(g, probe=False):
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(g["rejected"].items())) or "none"
     failed = ", ".join(f"{k} {v}" for k, v in sorted(g.get("failed", {}).items())) or "none"
     fitness = lambda f: "(" + ", ".join(f"{v:.4g}" for v in f) + ")"  # noqa: E731
+    evaluated = "scored by the probe" if probe else "trained"
     return (f"generation {g['generation']}: best {fitness(g['best_fitness'])}, median "
             f"{fitness(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
-            f"{g['cache_hits']}, trained {g['trained']}, failed [{failed}]; {g['wall_time_s']:.1f} s, peak RSS "
+            f"{g['cache_hits']}, {evaluated} {g['trained']}, failed [{failed}]; {g['wall_time_s']:.1f} s, peak RSS "
             f"{g['peak_rss_mb']:.0f} MB; best {_display(g['best_formula'])}"
             + "".join(f"; {name} {fitness(value)}" for name, value in g.get("references", {}).items()))
 
@@ -414,7 +426,7 @@ def report(search_dir, generations=True):
         raise ValueError(f"{search_dir} holds no search ({CONFIG_FILE} is missing).")
     saved = directory.saved_config() or {}
     probe = isinstance(saved.get("fitness"), dict) and saved["fitness"].get("kind") == "probe"
-    lines = [format_generation(g) for g in directory.generations()] if generations else []
+    lines = [format_generation(g, probe) for g in directory.generations()] if generations else []
     fame_path = directory.path / "hall_of_fame.json"
     if fame_path.exists():
         lines.append("\nhall of fame" + (f" ({PROBE_NOTE}):" if probe else ":"))
@@ -424,7 +436,7 @@ def report(search_dir, generations=True):
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(f"{fame_path} is corrupt; re-running the search rewrites it.") from None
         for rank, fitness, display, latex in entries:
-            lines.append(f"  {rank:>2}. {'probe ' if probe else ''}fitness {fitness}  {display}")
+            lines.append(f"  {rank:>2}. {'probe ' if probe else ''}fitness {fitness_text(fitness)}  {display}")
             lines.append(f"      LaTeX: {latex}")
     best = directory.path / "best_loss.txt"
     if best.exists():

@@ -99,6 +99,7 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     assert len(candidates) == len(evaluations) and all(re.fullmatch(r"candidate g\d-\d+ fitness \(.+\) in "
                                                                       r"\d+\.\d s: .+", x) for x in candidates)
     assert [x.split(":")[0] for x in printed if x.startswith("generation ")] == [f"generation {g}" for g in range(3)]
+    assert all(", scored by the probe " in x and ", trained " not in x for x in printed if x.startswith("generation "))
     summary = printed[printed.index("") + 1:]
     assert summary == search.report(out, generations=False).splitlines() and summary[0].startswith("hall of fame")
     assert len(printed) == len(candidates) + 3 + 1 + len(summary)  # nothing else: no keras-tuner tables
@@ -111,8 +112,12 @@ def test_sigkill_mid_search_resumes_without_retraining_finished_candidates(tmp_p
     evaluations = out / "evaluations.jsonl"
     before = kill_when_lines([sys.executable, str(ROOT / "search_gp.py")] + args, evaluations, 12, 120)
     assert 12 <= len(before) < 32
+    logged = len(evaluations.read_text().splitlines())
     done = _run(args, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    first = done.stdout.splitlines()[0]
+    assert re.fullmatch(rf"resuming the search in {re.escape(str(out))}: generation [0-3] of 3, {logged} candidates "
+                        r"evaluated so far", first), first
     after = [json.loads(x) for x in evaluations.read_text().splitlines()]
     candidates = [e["candidate"] for e in after]
     # No finished candidate was trained again (only one killed mid-evaluation may repeat).
@@ -469,3 +474,31 @@ def test_a_generation_line_shows_the_best_formula_with_constants_folded_as_the_h
                "best_formula": "p * log(log(-2.7993)) - y"}
     # log(log(|-2.7993|)) = 0.028946...: the protected logs add an epsilon of 1e-6 only.
     assert search.format_generation(summary).endswith("; best p * 0.02895 - y")
+
+
+def test_ctrl_c_swallowed_inside_a_candidate_still_stops_the_search_at_the_next_check():
+    import os
+    import signal
+
+    from ngl_keras.gp import oracle
+
+    with oracle.INTERRUPTS:
+        try:  # where Python swallows it: a garbage collector's callback prints "Exception ignored" only
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(KeyboardInterrupt):
+            oracle.INTERRUPTS.check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    oracle.INTERRUPTS.check()  # and forgotten after the search
+
+
+def test_a_resumed_search_says_where_it_resumes_and_keras_tuner_stays_quiet(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["--experiment", "smoke", "--out", str(out), "--population", "4"]
+    search_gp.main(args + ["--generations", "0"])
+    capsys.readouterr()
+    search_gp.main(args + ["--generations", "0"])
+    printed = capsys.readouterr().out
+    assert "the search in this directory is complete." in printed and "Reloading Tuner" not in printed
