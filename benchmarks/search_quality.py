@@ -143,7 +143,7 @@ def quality(args, log=print):
     seeds, epochs = args.seeds or quick.get("seeds", 3), args.epochs or quick.get("epochs", 15)
     runs = full_data_runs(losses, seeds, epochs, quick.get("limit_train"))
     for f in found:
-        log(f"{f['label']}: proxy fitness {search.fitness_text(f['fitness'])}: {f['display']}")
+        log(f"{f['label']}: proxy fitness {evolution.fitness_text(f['fitness'])}: {f['display']}")
     records = training.run_grid(runs, out, strategy="none", data_dir=args.data_dir, verbose=0, log=log)
     labels = ["ce", "ngl"] + [f["label"] for f in found]
     accuracy = summarise(records, labels)

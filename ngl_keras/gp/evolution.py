@@ -19,6 +19,11 @@ WORST = 1e9  # fitness of a candidate that diverged or failed
 # Why a candidate may fail without stopping the search: its training diverged (NaN/Inf), or it
 # ran out of memory. Any other error is a fault of the setup or the code, and stops the search.
 FAILURES = ("diverged", "out_of_memory")
+
+
+def fitness_text(values):
+    """A fitness as printed: 4 significant digits in parentheses (the files keep every digit)."""
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 # A candidate's status: waiting to be handed out, handed out, evaluated, fitness taken from the
 # cache, or equivalent to a queued candidate of the same batch (it takes that one's fitness).
 STATUSES = ("queued", "running", "done", "cached", "duplicate")

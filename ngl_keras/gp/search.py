@@ -14,7 +14,7 @@ from pathlib import Path
 from ngl_keras import config as config_module
 from ngl_keras.files import append_json_line, atomic_write, read_json_lines, repair_json_lines
 from ngl_keras.gp import engine, evolution, fitness as fitness_module, screening
-from ngl_keras.gp.evolution import SearchStopped
+from ngl_keras.gp.evolution import SearchStopped, fitness_text
 from ngl_keras.losses import expression
 
 
@@ -392,11 +392,6 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     return evo
 
 
-def fitness_text(values):
-    """A fitness as printed: 4 significant digits (the files keep every digit)."""
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
-
-
 def _display(formula):
     """A formula as the hall of fame shows it: constants folded, 4 digits."""
     return expression.to_text(expression.fold_constants(expression.parse(formula)), digits=4)
@@ -405,13 +400,12 @@ def _display(formula):
 def format_generation(g, probe=False):
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(g["rejected"].items())) or "none"
     failed = ", ".join(f"{k} {v}" for k, v in sorted(g.get("failed", {}).items())) or "none"
-    fitness = lambda f: "(" + ", ".join(f"{v:.4g}" for v in f) + ")"  # noqa: E731
     evaluated = "scored by the probe" if probe else "trained"
-    return (f"generation {g['generation']}: best {fitness(g['best_fitness'])}, median "
-            f"{fitness(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
+    return (f"generation {g['generation']}: best {fitness_text(g['best_fitness'])}, median "
+            f"{fitness_text(g['median_fitness'])}; proposed {g['proposed']}, rejected [{rejected}], cache hits "
             f"{g['cache_hits']}, {evaluated} {g['trained']}, failed [{failed}]; {g['wall_time_s']:.1f} s, peak RSS "
             f"{g['peak_rss_mb']:.0f} MB; best {_display(g['best_formula'])}"
-            + "".join(f"; {name} {fitness(value)}" for name, value in g.get("references", {}).items()))
+            + "".join(f"; {name} {fitness_text(value)}" for name, value in g.get("references", {}).items()))
 
 
 PROBE_NOTE = ("probe fitness: 1 - the true-class probability reached by gradient descent on the screening "

@@ -93,7 +93,7 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     text = search.report(out)
     assert "generation 2: best" in text and "hall of fame (probe fitness: 1 - the true-class" in text
     assert f"best loss by the probe (untrained; train it to judge it): {line}" in text
-    assert "  1. probe fitness [" in text
+    assert "  1. probe fitness (" in text
     # What the command printed: one line per candidate trained, one per generation (once), the summary.
     candidates = [x for x in printed if x.startswith("candidate ")]
     assert len(candidates) == len(evaluations) and all(re.fullmatch(r"candidate g\d-\d+ fitness \(.+\) in "
