@@ -593,14 +593,15 @@ def discard_backup(run_dir):
 
 
 def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compile="auto",
-              verbose=2, evaluate_test=True, logs=True, resume=False, progress=()):
+              verbose=2, evaluate_test=True, logs=True, resume=False, progress=(), log=None):
     """Train and test one run; return its record (status "ok" or "diverged").
 
     `strategy` is a `Replication` (`make_strategy`). `mixed_precision` is False, True
     (mixed_float16) or a Keras dtype policy name. `logs` writes the per-run CSV (and, on
     TensorFlow, TensorBoard) logs to `run_dir`. `resume` backs the run up in `run_dir` after
     every epoch and continues a killed run from its last finished epoch; the caller removes the
-    backup (`discard_backup`) once the record is safe. `progress`: more callbacks (`Progress`).
+    backup (`discard_backup`) once the record is safe. `progress`: more callbacks (`Progress`);
+    `log`, when given, is told before training that the run resumes.
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(run.seed)
@@ -610,6 +611,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     resumed_from, previous = _finished_epochs(run_dir) if resume else (None, [])
+    if resumed_from is not None and log is not None:
+        log(f"  resuming from epoch {resumed_from} (a backup of an interrupted run)")
     loss = run.loss.build()
     train, validation, test = datasets.pipelines(run, strategy.replicas, test=evaluate_test)
     callbacks = schedule_callbacks(run.settings)
@@ -732,11 +735,9 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
             for callback in progress:
                 callback.batch_size = run.settings["batch_size"]
             run_dir = out_dir / "runs" / run.directory
-            resumed_from = _finished_epochs(run_dir)[0]
-            if resumed_from is not None:
-                log(f"  resuming from epoch {resumed_from} (a backup of an interrupted run)")
             record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
-                               verbose=1 if verbose and interactive else 0, resume=True, progress=progress)
+                               verbose=1 if verbose and interactive else 0, resume=True, progress=progress,
+                               log=log)
             record.update(identity=run.identity(mixed_precision), run_dir=f"runs/{run.directory}")
             append_record(path, record)
             discard_backup(run_dir)

@@ -165,8 +165,10 @@ def test_kill_9_between_epochs_resumes_from_the_last_finished_epoch(tmp_path):
     finished = json.loads(metadata.read_text())["epoch"]
     logged = [json.loads(line) for line in (metadata.parent.parent / training.EPOCH_LOG).read_text().splitlines()]
     assert 1 <= finished <= 2 and len(logged) >= finished
-    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=600)
+    resumed = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
+    lines = resumed.stdout.splitlines()
+    said = lines.index(f"  resuming from epoch {finished} (a backup of an interrupted run)")  # before it trains
+    assert lines[said - 1].startswith("run 1 of 1: ") and "test accuracy" in lines[said + 1]
     (record,) = training.read_records(out / "runs.jsonl")
     assert record["resumed_from_epoch"] == finished and record["epochs_run"] == 3
     assert record["history"]["loss"][:finished] == [line["logs"]["loss"] for line in logged[:finished]]
