@@ -155,12 +155,9 @@ def validate(data, schema, where, partial=False):
         return _validate_mapping(data, schema, where)
     hints = typing.get_type_hints(schema)
     by_name = {f.name: f for f in fields(schema)}
+    types = {name: hints[name] for name in by_name}
     for key, value in data.items():
-        if key not in by_name:
-            raise ValueError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(by_name)}.")
-        expected = hints[key]
-        if not _matches(value, expected):
-            raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
+        expected = _checked_type(key, value, types, where)
         test, accepted = by_name[key].metadata.get("check", (None, None))
         if test is not None and value is not None and not test(value):
             raise ValueError(f"{where}: {key!r} must be {accepted}; got {value!r}.")
@@ -177,15 +174,21 @@ def validate(data, schema, where, partial=False):
     return data
 
 
+def _checked_type(key, value, types, where):
+    """The type `types` gives `key`, once `key` is known there and `value` is of that type."""
+    if key not in types:
+        raise ValueError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(types)}.")
+    expected = types[key]
+    if not _matches(value, expected):
+        raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
+    return expected
+
+
 def _validate_mapping(data, schema, where):
     """The mapping form of a schema (key -> type, nested mapping, [type] or (types...)): keys and
     types only; kept for the configs that have no dataclass yet."""
     for key, value in data.items():
-        if key not in schema:
-            raise ValueError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(schema)}.")
-        expected = schema[key]
-        if not _matches(value, expected):
-            raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
+        expected = _checked_type(key, value, schema, where)
         if isinstance(expected, tuple):  # a nested mapping or null: check the mapping's keys
             expected = next((t for t in expected if isinstance(t, dict) and isinstance(value, dict)), None)
         if isinstance(expected, dict) and expected:
