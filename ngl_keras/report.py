@@ -141,14 +141,16 @@ def resolved_verdict(low, high):
 def paired_changes(records, baseline="ce", metric="test_accuracy"):
     """{(dataset, model, loss): [% change against the baseline]}: one change per finished run
     that has a finished baseline run of the same dataset, model and seed (paired runs: the same
-    seed gives every loss the same initial weights and batches)."""
-    ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None]
-    base = {(r["dataset"], r["model"], r["seed"]): r[metric] for r in ok if r["loss"] == baseline}
+    seed gives every loss the same initial weights and batches); a record without a seed pairs
+    with nothing."""
+    ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None and r.get("seed") is not None]
+    base = {(r["dataset"], r.get("model"), r["seed"]): r[metric] for r in ok if r["loss"] == baseline}
     changes = defaultdict(list)
     for record in ok:
-        paired = base.get((record["dataset"], record["model"], record["seed"]))
+        key = record["dataset"], record.get("model"), record["loss"]
+        paired = base.get((record["dataset"], record.get("model"), record["seed"]))
         if record["loss"] != baseline and paired:
-            changes[record["dataset"], record["model"], record["loss"]].append(percent_change(record[metric], paired))
+            changes[key].append(percent_change(record[metric], paired))
     return dict(changes)
 
 
@@ -190,6 +192,12 @@ def table(records, baseline="ce", metric="test_accuracy"):
     interval is that of the Mean column, and dataset-to-dataset differences count as spread);
     None for CE, and for every loss when no dataset and model has two paired runs.
     """
+    lacking = [r for r in records if r["status"] == "ok" and r.get(metric) is None]
+    if lacking:
+        found = sorted(k for k, v in lacking[0].items() if isinstance(v, float))
+        first = lacking[0].get("key", lacking[0]["loss"])
+        raise ValueError(f"{len(lacking)} finished run(s) hold no {metric!r} (first: {first}); "
+                         f"their numeric keys: {', '.join(found) or 'none'}.")
     accuracies = defaultdict(list)
     diverged = defaultdict(int)
     datasets, losses = [], []

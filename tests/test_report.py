@@ -228,6 +228,9 @@ def test_the_metric_is_a_parameter(tmp_path):
     assert report.csv_text(result).splitlines()[1].startswith("ce,miou_pct,60.0000,")
     note = report.trust_note(records, metric="miou")
     assert "ce miou std 0.00 points (fashion_mnist, small_cnn, 5 runs)" in note
+    message = "10 finished run(s) hold no 'top1' (first: ce); their numeric keys: miou."
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        report.table(records, metric="top1")
     written = report.write(records, tmp_path, metric="miou")
     assert "| ngl | -3.00 | -3.00 | 0/0/1 | 5 | -3.00 | [-4.96, -1.04] | ±1.96 | worse / worse |" in written
 
