@@ -171,7 +171,7 @@ def paired_statistics(changes):
     if n < 2:
         return {"pairs": n, "mean": mean, "low": None, "high": None, "detectable": None,
                 "rule": verdict(mean) if n else None, "resolved": None}
-    half = t_quantile_975(n - 1) * float(np.std(changes, ddof=1)) / np.sqrt(n)
+    half = float(t_quantile_975(n - 1) * np.std(changes, ddof=1) / np.sqrt(n))
     return {"pairs": n, "mean": mean, "low": mean - half, "high": mean + half, "detectable": half,
             "rule": verdict(mean), "resolved": resolved_verdict(mean - half, mean + half)}
 
