@@ -36,6 +36,8 @@ def parse_args(argv):
         parser.add_argument("out", help="the grid's output directory")
         parser.add_argument("--compare-paper", action="store_true",
                             help="show the published numbers beside ours")
+        parser.add_argument("--metric", default="test_accuracy",
+                            help="the record's key to tabulate (a fraction: test_accuracy, top1, miou)")
         args = parser.parse_args(argv[1:])
         args.command = "report"
         return args
@@ -100,7 +102,7 @@ def main(argv=None, args=None):
         if not records:
             raise ValueError(f"no finished runs in {path}.")
         training.check_one_setting_per_dataset(records, path)
-        print(report.write(records, args.out, args.compare_paper, BENCHMARK_RECORDS))
+        print(report.write(records, args.out, args.compare_paper, BENCHMARK_RECORDS, args.metric))
         return 0
     grid = config.grid(args.config)
     if args.weights is not None:

@@ -1,5 +1,6 @@
 """The paper's Table 2 (or B.2.2) from runs.jsonl: CE's mean accuracy, every other loss as %
-change; the published tables beside it; and how far a difference can be trusted."""
+change; the published tables beside it; and how far a difference can be trusted (the paired
+difference against CE over shared seeds, its 95 % interval, and the spread between runs)."""
 
 import csv
 import io
@@ -98,15 +99,105 @@ def percent_change(accuracy, baseline):
 
 
 def verdict(change):
+    """The paper's rule on one % change: "same" within ±SAME_BAND, else "better" or "worse"."""
     return "same" if abs(change) <= SAME_BAND else ("better" if change > 0 else "worse")
 
 
-def table(records, baseline="ce"):
-    """{"datasets", "rows": [{"loss", "cells": {dataset: value}, "mean", "counts"}], "diverged"}.
+# How far a difference can be trusted: the paired difference against the baseline.
 
-    Accuracies are averaged over runs and models (in %); CE's row holds accuracies, the
-    others % change against CE on the same dataset.
+# Student t's 97.5 % quantile (two-sided 95 %) for 1-30 degrees of freedom, from the standard table.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+Z_975 = 1.959963984540054  # the normal's 97.5 % quantile
+
+
+def t_quantile_975(df):
+    """Student t's 97.5 % quantile with `df` degrees of freedom: the table up to 30, beyond it
+    the Cornish-Fisher expansion around the normal quantile (Abramowitz & Stegun 26.7.5),
+    within 2e-6 of the exact value there."""
+    if df < 1:
+        raise ValueError(f"a t quantile needs at least 1 degree of freedom; got {df}")
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = Z_975
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def resolved_verdict(low, high):
+    """What the 95 % interval [low, high] of a % change says about the paper's ±SAME_BAND rule:
+    "better" or "worse" when it lies wholly beyond +SAME_BAND or −SAME_BAND, "same" when it lies
+    wholly within the band, and "unresolved" when it straddles either threshold."""
+    if low > SAME_BAND:
+        return "better"
+    if high < -SAME_BAND:
+        return "worse"
+    if -SAME_BAND <= low and high <= SAME_BAND:
+        return "same"
+    return "unresolved"
+
+
+def paired_changes(records, baseline="ce", metric="test_accuracy"):
+    """{(dataset, model, loss): [% change against the baseline]}: one change per finished run
+    that has a finished baseline run of the same dataset, model and seed (paired runs: the same
+    seed gives every loss the same initial weights and batches); a record without a seed pairs
+    with nothing."""
+    ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None and r.get("seed") is not None]
+    base = {(r["dataset"], r.get("model"), r["seed"]): r[metric] for r in ok if r["loss"] == baseline}
+    changes = defaultdict(list)
+    for record in ok:
+        key = record["dataset"], record.get("model"), record["loss"]
+        paired = base.get((record["dataset"], record.get("model"), record["seed"]))
+        if record["loss"] != baseline and paired:
+            changes[key].append(percent_change(record[metric], paired))
+    return dict(changes)
+
+
+def paired_statistics(changes):
+    """The paired comparison of one loss with the baseline, from its paired % changes:
+    {"pairs", "mean", "low", "high", "detectable", "rule", "resolved"}.
+
+    `mean` is the mean paired change (the paper's unit: % change of the metric against CE);
+    [`low`, `high`] its 95 % interval, mean ± t(0.975, n − 1) · sd / √n with sd the sample
+    standard deviation of the n changes; `detectable` the smallest difference these runs could
+    detect, the interval's half-width t · sd / √n: a true change at least that large, with the
+    same spread, gives an interval that excludes 0. `rule` is the paper's ±0.5 % rule on the
+    mean (`verdict`), `resolved` what the interval says of it (`resolved_verdict`). With fewer
+    than two pairs there is no interval: `low`, `high`, `detectable` and `resolved` are None.
     """
+    n = len(changes)
+    mean = float(np.mean(changes)) if n else None
+    if n < 2:
+        return {"pairs": n, "mean": mean, "low": None, "high": None, "detectable": None,
+                "rule": verdict(mean) if n else None, "resolved": None}
+    half = float(t_quantile_975(n - 1) * np.std(changes, ddof=1) / np.sqrt(n))
+    return {"pairs": n, "mean": mean, "low": mean - half, "high": mean + half, "detectable": half,
+            "rule": verdict(mean), "resolved": resolved_verdict(mean - half, mean + half)}
+
+
+def metric_label(metric):
+    """How the text names a metric: today's words for test accuracy, the record's key otherwise."""
+    return "test accuracy" if metric == "test_accuracy" else metric
+
+
+def table(records, baseline="ce", metric="test_accuracy"):
+    """{"datasets", "rows": [{"loss", "cells": {dataset: value}, "mean", "counts", "paired"}],
+    "diverged", "metric"}.
+
+    `metric` (a record's key holding a fraction: test_accuracy, top1, miou) is averaged over
+    runs and models (in %); CE's row holds it, the others % change against CE on the same
+    dataset. `paired` is a loss's `paired_statistics` over its runs that share dataset, model
+    and seed with a CE run, pooled over datasets and models (with several datasets the
+    interval is that of the Mean column, and dataset-to-dataset differences count as spread);
+    None for CE, and for every loss when no dataset and model has two paired runs.
+    """
+    lacking = [r for r in records if r["status"] == "ok" and r.get(metric) is None]
+    if lacking:
+        found = sorted(k for k, v in lacking[0].items() if isinstance(v, float))
+        first = lacking[0].get("key", lacking[0]["loss"])
+        raise ValueError(f"{len(lacking)} finished run(s) hold no {metric!r} (first: {first}); "
+                         f"their numeric keys: {', '.join(found) or 'none'}.")
     accuracies = defaultdict(list)
     diverged = defaultdict(int)
     datasets, losses = [], []
@@ -115,12 +206,19 @@ def table(records, baseline="ce"):
             if name not in seen:
                 seen.append(name)
         if record["status"] == "ok":
-            accuracies[record["loss"], record["dataset"]].append(100.0 * record["test_accuracy"])
+            accuracies[record["loss"], record["dataset"]].append(100.0 * record[metric])
         else:
             diverged[record["loss"], record["dataset"]] += 1
     mean = {key: float(np.mean(values)) for key, values in accuracies.items()}
     has_baseline = baseline in losses
     order = ([baseline] if has_baseline else []) + [name for name in losses if name != baseline]
+    changes = paired_changes(records, baseline, metric)
+    # Intervals need repeated runs: with one run per dataset, model and loss the spread over datasets
+    # is no seed-to-seed noise (the trust note reads such a table against the benchmark records).
+    repeated = any(len(c) > 1 for c in changes.values())
+    pooled = defaultdict(list)  # loss -> its paired changes over every dataset and model
+    for (_, _, loss), loss_changes in changes.items():
+        pooled[loss] += loss_changes
     rows = []
     for loss in order:
         cells, counts = {}, {"better": 0, "same": 0, "worse": 0}
@@ -136,8 +234,10 @@ def table(records, baseline="ce"):
         relative = has_baseline and loss != baseline
         rows.append({"loss": loss, "cells": cells, "counts": counts if relative else None,
                      "mean": float(np.mean(values)) if relative and values else None,
-                     "relative": relative})
+                     "relative": relative,
+                     "paired": paired_statistics(pooled[loss]) if relative and repeated else None})
     return {"datasets": datasets, "rows": rows, "baseline": baseline if has_baseline else None,
+            "metric": metric,
             "diverged": {f"{loss}/{dataset}": n for (loss, dataset), n in diverged.items()},
             "weights": sorted({r.get("weights") for r in records}, key=lambda w: (w is not None, w or ""))}
 
@@ -148,20 +248,44 @@ def _fmt(value, relative):
     return f"{value:+.2f}" if relative else f"{value:.1f}"
 
 
+PAIRED_HEADER = ["pairs", "paired Δ %", "95 % interval", "detectable", "verdict (±0.5 rule / interval)"]
+
+
+def _has_intervals(result):
+    """Whether the table has paired statistics (else it stays the one-run table: the trust note
+    says how far it can be trusted)."""
+    return any(row["paired"] for row in result["rows"])
+
+
+def _paired_cells(paired):
+    """The paired columns of one row, as Markdown cells ("" for the baseline's row)."""
+    if not paired:
+        return [""] * len(PAIRED_HEADER)
+    if not paired["pairs"]:
+        return ["0", "–", "–", "–", "–"]
+    interval = ("–" if paired["low"] is None else f"[{paired['low']:+.2f}, {paired['high']:+.2f}]")
+    detectable = "–" if paired["detectable"] is None else f"±{paired['detectable']:.2f}"
+    return [str(paired["pairs"]), f"{paired['mean']:+.2f}", interval, detectable,
+            f"{paired['rule']} / {paired['resolved'] or '–'}"]
+
+
 def markdown(result, compare_paper=False):
     """The table in Markdown; with `compare_paper`, each loss the paper reports is followed by
     its row of Table 2 or B.2.2 (chosen from the records' weights), whose Mean covers the same
-    datasets as ours."""
+    datasets as ours. When the runs are repeated (`table`'s `paired`), the `paired_statistics`
+    columns follow."""
     datasets = result["datasets"]
     paper, source = paper_table_for(result["weights"]) if compare_paper else (None, None)
-    header = ["loss"] + datasets + ["Mean", "better/same/worse"]
+    intervals = _has_intervals(result)
+    header = ["loss"] + datasets + ["Mean", "better/same/worse"] + (PAIRED_HEADER if intervals else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["rows"]:
         cells = [_fmt(row["cells"][d], row["relative"]) for d in datasets]
         counts = row["counts"]
         tally = f"{counts['better']}/{counts['same']}/{counts['worse']}" if counts else ""
+        paired = _paired_cells(row["paired"]) if intervals else []
         lines.append("| " + " | ".join([row["loss"]] + cells + [_fmt(row["mean"], True) if row["relative"]
-                                                                 else "", tally]) + " |")
+                                                                 else "", tally] + paired) + " |")
         published = paper.row(row["loss"]) if paper else None
         if published is not None:
             relative = row["loss"] != "ce"
@@ -169,11 +293,20 @@ def markdown(result, compare_paper=False):
             ran = [d for d in datasets if row["cells"][d] is not None]
             mean = paper_mean(paper, row["loss"], ran) if relative and row["relative"] else None
             lines.append("| " + " | ".join([f"{row['loss']} (paper)"] + [_fmt(v, relative) for v in values]
-                                           + [_fmt(mean, True) if mean is not None else "", ""]) + " |")
-    note = ("CE row: test accuracy % (mean over runs and models); other rows: % change against CE, "
+                                           + [_fmt(mean, True) if mean is not None else "", ""]
+                                           + ([""] * len(PAIRED_HEADER) if intervals else [])) + " |")
+    label = metric_label(result.get("metric", "test_accuracy"))
+    note = (f"CE row: {label} % (mean over runs and models); other rows: % change against CE, "
             f"'same' within ±{SAME_BAND}.") if result["baseline"] else \
-        "No CE in the grid: every row is test accuracy %."
+        f"No CE in the grid: every row is {label} %."
     lines += ["", note]
+    if intervals:
+        lines.append(
+            "Paired: the % changes against CE of the runs that share dataset, model and seed with a CE run, "
+            "pooled over datasets and models; their mean; its 95 % interval (Student t over the pairs); "
+            "detectable: the interval's half-width t·sd/√n, the smallest change these runs could tell from "
+            f"none; verdict: the paper's ±{SAME_BAND} % rule on the paired mean / what the interval says of it "
+            f"(unresolved: it straddles ±{SAME_BAND}).")
     if paper:
         shown = [d for d in datasets if d in PAPER_DATASETS]
         scope = ("the published one (all seven datasets run)" if set(shown) == set(PAPER_DATASETS) else
@@ -190,14 +323,28 @@ def markdown(result, compare_paper=False):
     return "\n".join(lines)
 
 
+PAIRED_CSV = ["pairs", "paired_change_pct", "ci95_low", "ci95_high", "detectable_pct", "verdict_rule",
+              "verdict_interval"]
+
+
 def csv_text(result):
+    """The table as CSV: every row's cells and mean, then the `paired_statistics` columns (empty
+    for the baseline, and the interval's for fewer than two pairs)."""
+    def number(value):
+        return "" if value is None else f"{value:.4f}"
+
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["loss", "kind"] + result["datasets"] + ["mean"])
+    kind = "accuracy_pct" if result.get("metric", "test_accuracy") == "test_accuracy" else f"{result['metric']}_pct"
+    writer.writerow(["loss", "kind"] + result["datasets"] + ["mean"] + PAIRED_CSV)
     for row in result["rows"]:
-        writer.writerow([row["loss"], "change_pct" if row["relative"] else "accuracy_pct"]
-                        + ["" if row["cells"][d] is None else f"{row['cells'][d]:.4f}" for d in result["datasets"]]
-                        + ["" if row["mean"] is None else f"{row['mean']:.4f}"])
+        paired = row["paired"]
+        extra = ([""] * len(PAIRED_CSV) if not paired else
+                 [paired["pairs"]] + [number(paired[k]) for k in ("mean", "low", "high", "detectable")]
+                 + [paired["rule"] or "", paired["resolved"] or ""])
+        writer.writerow([row["loss"], "change_pct" if row["relative"] else kind]
+                        + [number(row["cells"][d]) for d in result["datasets"]]
+                        + [number(row["mean"])] + extra)
     return out.getvalue()
 
 
@@ -232,14 +379,14 @@ def accuracy_curves(records, path):
     plt.close(figure)
 
 
-def write(records, out_dir, compare_paper=False, reference_dir=None):
-    """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown,
-    which ends with `trust_note` (against the benchmark records in `reference_dir`)."""
+def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy"):
+    """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown of
+    `metric`, which ends with `trust_note` (against the benchmark records in `reference_dir`)."""
     out_dir = Path(out_dir)
-    result = table(records)
+    result = table(records, metric=metric)
     text = markdown(result, compare_paper)
     if records:
-        text += "\n" + trust_note(records, reference_dir)
+        text += "\n" + trust_note(records, reference_dir, metric=metric)
     (out_dir / "table.md").write_text(text + "\n")
     (out_dir / "table.csv").write_text(csv_text(result))
     if records:
@@ -261,35 +408,29 @@ def schedule(record):
             json.dumps({k: config.get(k) for k in SCHEDULE_KEYS}, sort_keys=True))
 
 
-def spread(records, baseline="ce"):
+def spread(records, baseline="ce", metric="test_accuracy"):
     """{(dataset, model, loss): {"runs", "accuracy_std", "changes"}} over the finished runs.
 
-    `accuracy_std` is the sample standard deviation of test accuracy in points (None for one
-    run); `changes` the % changes against the baseline run of the same dataset, model and seed
-    (paired runs: the same seed gives every loss the same initial weights and batches).
+    `accuracy_std` is the sample standard deviation of `metric` in points (None for one run);
+    `changes` the % changes against the baseline run of the same dataset, model and seed
+    (`paired_changes`).
     """
-    ok = [r for r in records if r["status"] == "ok" and r.get("test_accuracy") is not None]
-    base = {(r["dataset"], r["model"], r["seed"]): 100.0 * r["test_accuracy"] for r in ok if r["loss"] == baseline}
-    out = {}
+    ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None]
+    values = defaultdict(list)
     for record in ok:
-        key = (record["dataset"], record["model"], record["loss"])
-        entry = out.setdefault(key, {"accuracies": [], "changes": []})
-        accuracy = 100.0 * record["test_accuracy"]
-        entry["accuracies"].append(accuracy)
-        paired = base.get((record["dataset"], record["model"], record["seed"]))
-        if record["loss"] != baseline and paired:
-            entry["changes"].append(percent_change(accuracy, paired))
-    return {key: {"runs": len(e["accuracies"]),
-                  "accuracy_std": float(np.std(e["accuracies"], ddof=1)) if len(e["accuracies"]) > 1 else None,
-                  "changes": e["changes"]} for key, e in out.items()}
+        values[record["dataset"], record["model"], record["loss"]].append(100.0 * record[metric])
+    changes = paired_changes(ok, baseline, metric)
+    return {key: {"runs": len(v), "accuracy_std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                  "changes": changes.get(key, [])} for key, v in values.items()}
 
 
-def _spread_text(stats, baseline):
+def _spread_text(stats, baseline, metric="test_accuracy"):
+    name = "accuracy" if metric == "test_accuracy" else metric
     parts = []
     for (dataset, model, loss), entry in stats.items():
         if entry["runs"] < 2:
             continue
-        text = f"{loss} accuracy std {entry['accuracy_std']:.2f} points"
+        text = f"{loss} {name} std {entry['accuracy_std']:.2f} points"
         if loss != baseline and len(entry["changes"]) > 1:
             low, high = min(entry["changes"]), max(entry["changes"])
             text += f", change {low:+.2f} to {high:+.2f} % (std {np.std(entry['changes'], ddof=1):.2f})"
@@ -297,10 +438,10 @@ def _spread_text(stats, baseline):
     return "; ".join(parts)
 
 
-GRID_RECORD_KEYS = ("dataset", "model", "loss", "seed", "weights", "config", "test_accuracy")
+GRID_RECORD_KEYS = ("dataset", "model", "loss", "seed", "weights", "config")  # and the metric
 
 
-def trust_note(records, reference_dir=None, baseline="ce"):
+def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy"):
     """One line saying how far the table's differences can be trusted.
 
     With several runs per loss: their spread (std of accuracy, range and std of the paired
@@ -311,22 +452,23 @@ def trust_note(records, reference_dir=None, baseline="ce"):
     from ngl_keras.files import read_json_lines
 
     losses = {r["loss"] for r in records}
-    stats = spread(records, baseline)
+    stats = spread(records, baseline, metric)
     if any(entry["runs"] > 1 for entry in stats.values()):
         return (f"Spread over runs (sample std; change against {baseline} per paired seed): "
-                + _spread_text(stats, baseline) + ".")
+                + _spread_text(stats, baseline, metric) + ".")
     mine = {schedule(r) for r in records}
     matches, sources = {}, []
     for path in sorted(Path(reference_dir).rglob("runs.jsonl")) if reference_dir else []:
         # Every runs.jsonl there; records of other tools (without a grid run's keys) are not runs of a schedule.
         found = [r for r in read_json_lines(path) if r.get("status") == "ok" and
-                 all(k in r for k in GRID_RECORD_KEYS) and r["loss"] in losses and schedule(r) in mine]
+                 all(k in r for k in GRID_RECORD_KEYS) and r.get(metric) is not None and r["loss"] in losses
+                 and schedule(r) in mine]
         for record in found:  # a copy of the same run counts once
-            matches[schedule(record), record["loss"], record["seed"], record["test_accuracy"]] = record
+            matches[schedule(record), record["loss"], record["seed"], record[metric]] = record
         if found:
             shown = os.path.relpath(path)
             sources.append(str(path) if shown.startswith("..") else shown)
-    text = _spread_text(spread(list(matches.values()), baseline), baseline)
+    text = _spread_text(spread(list(matches.values()), baseline, metric), baseline, metric)
     if not text:
         return ("One run per loss, and no seed-to-seed spread recorded for this schedule: a difference "
                 "of a point or two may be noise (--runs 3 measures it).")

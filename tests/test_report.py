@@ -1,4 +1,4 @@
-"""The paper's tables, which one --compare-paper shows, its Mean, and the spread note."""
+"""The paper's tables, which one --compare-paper shows, its Mean, the paired intervals and the spread note."""
 
 import json
 
@@ -134,6 +134,105 @@ def test_a_single_run_is_read_against_the_benchmark_spread_of_the_same_schedule(
     assert report.trust_note(other, tmp_path / "results") == (
         "One run per loss, and no seed-to-seed spread recorded for this schedule: a difference of a point "
         "or two may be noise (--runs 3 measures it).")
+
+
+def with_changes(loss, changes, ce=0.5, metric="test_accuracy"):
+    """CE and `loss` runs on seeds 0, 1, ... whose paired % changes are `changes`."""
+    records = []
+    for seed, change in enumerate(changes):
+        for name, value in (("ce", ce), (loss, ce * (1 + change / 100))):
+            run = record("fashion_mnist", name, None, seed=seed)
+            del run["test_accuracy"]
+            records.append({**run, metric: value, "history": {"val_accuracy": [value]}})
+    return records
+
+
+@pytest.mark.any_backend
+def test_t_quantile_is_students_table_and_its_expansion_beyond_it():
+    assert report.t_quantile_975(1) == 12.706 and report.t_quantile_975(4) == 2.776
+    assert report.t_quantile_975(30) == 2.042
+    # Beyond the table: t(0.975) for 40, 120 and 1000 degrees of freedom, to the table's three decimals.
+    assert [round(report.t_quantile_975(df), 3) for df in (40, 120, 1000)] == [2.021, 1.980, 1.962]
+    with pytest.raises(ValueError, match="at least 1 degree of freedom; got 0"):
+        report.t_quantile_975(0)
+
+
+@pytest.mark.any_backend
+def test_paired_interval_of_known_differences():
+    # Differences 1..5 %: mean 3, sd √2.5 = 1.581, t(4) = 2.776, half-width 2.776 · 1.581 / √5 = 1.963.
+    stats = report.table(with_changes("ngl", [1, 2, 3, 4, 5]))["rows"][1]["paired"]
+    assert stats["pairs"] == 5
+    assert stats["mean"] == pytest.approx(3.0)
+    half = 2.776 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5)
+    assert half == pytest.approx(1.9629, abs=1e-4)
+    assert stats["detectable"] == pytest.approx(half)
+    assert (stats["low"], stats["high"]) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    assert (stats["rule"], stats["resolved"]) == ("better", "better")
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("changes, rule, resolved", [
+    ([1, 2, 3, 4, 5], "better", "better"),             # [+1.04, +4.96]: wholly above +0.5
+    ([0.1, -0.1, 0.0, 0.05, -0.05], "same", "same"),    # [−0.10, +0.10]: wholly inside ±0.5
+    ([-1, -2, -3, -4, -5], "worse", "worse"),           # [−4.96, −1.04]: wholly below −0.5
+    ([-0.2, 0.8, 0.3, 1.3, -0.7], "same", "unresolved"),  # [−0.68, +1.28]: straddles +0.5
+])
+def test_each_verdict_of_the_interval(changes, rule, resolved):
+    stats = report.paired_statistics(changes)
+    half = report.t_quantile_975(len(changes) - 1) * np.std(changes, ddof=1) / np.sqrt(len(changes))
+    assert (stats["low"], stats["high"]) == (pytest.approx(np.mean(changes) - half),
+                                             pytest.approx(np.mean(changes) + half))
+    assert (stats["rule"], stats["resolved"]) == (rule, resolved)
+
+
+@pytest.mark.any_backend
+def test_resolved_verdict_at_the_thresholds():
+    assert report.resolved_verdict(-0.5, 0.5) == "same"
+    assert report.resolved_verdict(0.51, 2) == "better" and report.resolved_verdict(0.5, 2) == "unresolved"
+    assert report.resolved_verdict(-2, -0.51) == "worse" and report.resolved_verdict(-0.6, 0.6) == "unresolved"
+
+
+@pytest.mark.any_backend
+def test_markdown_and_csv_gain_the_paired_columns():
+    # The table's layout changes only with repeated runs: the paired columns follow the existing ones.
+    result = report.table(with_changes("ngl", [1, 2, 3, 4, 5]))
+    text = report.markdown(result)
+    assert text.splitlines()[0] == ("| loss | fashion_mnist | Mean | better/same/worse | pairs | paired Δ % | "
+                                    "95 % interval | detectable | verdict (±0.5 rule / interval) |")
+    assert "| ce | 50.0 |  |  |  |  |  |  |  |" in text
+    assert "| ngl | +3.00 | +3.00 | 1/0/0 | 5 | +3.00 | [+1.04, +4.96] | ±1.96 | better / better |" in text
+    lines = report.csv_text(result).splitlines()
+    assert lines[0] == ("loss,kind,fashion_mnist,mean,pairs,paired_change_pct,ci95_low,ci95_high,detectable_pct,"
+                        "verdict_rule,verdict_interval")
+    assert lines[1] == "ce,accuracy_pct,50.0000,,,,,,,,"
+    assert lines[2] == "ngl,change_pct,3.0000,3.0000,5,3.0000,1.0371,4.9629,1.9629,better,better"
+
+
+@pytest.mark.any_backend
+def test_one_run_per_loss_keeps_the_table_without_intervals():
+    records = _pair("malaria", 0.90, 0.91) + _pair("patch_camelyon", 0.80, 0.84)
+    result = report.table(records)
+    assert all(row["paired"] is None for row in result["rows"])  # two datasets are not two seeds
+    assert report.markdown(result).splitlines()[0] == "| loss | malaria | patch_camelyon | Mean | better/same/worse |"
+    assert report.csv_text(result).splitlines()[2].endswith(",,,,,,,")
+
+
+@pytest.mark.any_backend
+def test_the_metric_is_a_parameter(tmp_path):
+    records = with_changes("ngl", [-1, -2, -3, -4, -5], ce=0.6, metric="miou")
+    result = report.table(records, metric="miou")
+    assert result["rows"][0]["cells"] == {"fashion_mnist": pytest.approx(60.0)}
+    assert result["rows"][1]["paired"]["resolved"] == "worse"
+    text = report.markdown(result)
+    assert "CE row: miou % (mean over runs and models)" in text
+    assert report.csv_text(result).splitlines()[1].startswith("ce,miou_pct,60.0000,")
+    note = report.trust_note(records, metric="miou")
+    assert "ce miou std 0.00 points (fashion_mnist, small_cnn, 5 runs)" in note
+    message = "10 finished run(s) hold no 'top1' (first: ce); their numeric keys: miou."
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        report.table(records, metric="top1")
+    written = report.write(records, tmp_path, metric="miou")
+    assert "| ngl | -3.00 | -3.00 | 0/0/1 | 5 | -3.00 | [-4.96, -1.04] | ±1.96 | worse / worse |" in written
 
 
 def visible_ticks(axis):
