@@ -567,19 +567,60 @@ class Progress(keras.callbacks.Callback):
         self.log(f"  {self._epoch()}: {self.clock() - self.started:.0f} s, {metrics}{eta}")
 
 
+def _backup_fault(backup):
+    """Why the BackupAndRestore directory `backup` cannot be resumed, or None when it can. Keras
+    writes the weights, then the metadata, in place and not atomically (keras 3.15.1): a kill during
+    either write leaves a cut or empty file, and Keras would then fail the resume every time."""
+    import h5py  # Keras's own weights format; opening the file reads only its header
+
+    metadata, weights = backup / "training_metadata.json", backup / "latest.weights.h5"
+    try:
+        epoch = json.loads(metadata.read_text())["epoch"]
+    except FileNotFoundError:
+        return f"{metadata.name} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{metadata.name} is empty or cut ({type(error).__name__})"
+    if not isinstance(epoch, int) or epoch < 0:
+        return f"{metadata.name} holds epoch {epoch!r}"
+    try:
+        with h5py.File(weights, "r"):
+            pass
+    except FileNotFoundError:
+        return f"{weights.name} is missing"
+    except OSError as error:
+        return f"{weights.name} cannot be read ({error})"
+    return None
+
+
+def _set_aside(backup):
+    """Rename a backup that cannot be resumed to backup.unreadable (.2, .3, ...), kept to be looked at."""
+    aside, k = backup.with_name(backup.name + ".unreadable"), 1
+    while aside.exists():
+        k += 1
+        aside = backup.with_name(f"{backup.name}.unreadable.{k}")
+    backup.rename(aside)
+    return aside
+
+
 def _finished_epochs(run_dir):
     """The epoch a run in `run_dir` resumes from (None: nothing to resume), and the EpochLog
-    lines before it; lines past the backup (a kill between the two writes) are cut."""
-    metadata = run_dir / BACKUP_DIR / "training_metadata.json"
-    log = run_dir / EPOCH_LOG
-    if not metadata.exists():
-        if log.exists():
-            log.unlink()
+    lines before it; lines past the backup (a kill between the two writes) are cut. A backup
+    that cannot be resumed (`_backup_fault`) is set aside with a warning, and the run starts again."""
+    import warnings
+
+    backup, log = run_dir / BACKUP_DIR, run_dir / EPOCH_LOG
+    fault = _backup_fault(backup) if backup.exists() else None
+    if fault is not None:
+        aside = _set_aside(backup)
+        warnings.warn(f"{run_dir}: its backup cannot be resumed ({fault}: a kill while Keras wrote it); "
+                      f"moved to {aside.name}, the run starts again from epoch 0.", stacklevel=2)
+    if not backup.exists():
+        log.unlink(missing_ok=True)
         return None, []
-    epoch = int(json.loads(metadata.read_text())["epoch"])
+    epoch = int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
     lines = [line for line in read_json_lines(log) if line["epoch"] < epoch]
     if len(lines) != epoch:  # the log must cover every backed-up epoch; else start over
-        shutil.rmtree(run_dir / BACKUP_DIR)
+        shutil.rmtree(backup)
         log.unlink(missing_ok=True)
         return None, []
     atomic_write(log, "".join(json.dumps(line) + "\n" for line in lines))

@@ -405,6 +405,62 @@ def test_sigkill_mid_grid_then_rerun_keeps_every_run_exactly_once(tmp_path):
                                   for run in (0, 1))
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _cut(path):
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("damage,fault", [
+    (lambda backup: _cut(backup / "training_metadata.json"), r"training_metadata.json is empty or cut \(JSONDecodeError\)"),
+    (lambda backup: (backup / "training_metadata.json").write_text(""), r"training_metadata.json is empty or cut"),
+    (lambda backup: _cut(backup / "latest.weights.h5"), r"latest.weights.h5 cannot be read \("),
+    (lambda backup: (backup / "latest.weights.h5").unlink(), r"latest.weights.h5 is missing"),
+])
+def test_a_backup_cut_by_a_kill_while_keras_wrote_it_is_set_aside_and_the_run_starts_again(tmp_path, monkeypatch,
+                                                                                          damage, fault):
+    """Keras writes its BackupAndRestore files in place: a kill during that write leaves them cut, and
+    a resume would fail every time. The run starts again from epoch 0 instead, with one warning."""
+    import ngl_keras
+    from tests.test_own_data import TEST, TRAIN, VALIDATION, small_model
+
+    schedule = training.schedule_callbacks
+
+    class InterruptAfterTheFirstBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # before the backup of this epoch is written
+            if epoch == 1:
+                raise _Interrupted()
+
+    monkeypatch.setattr(training, "schedule_callbacks", lambda settings: schedule(settings) + [InterruptAfterTheFirstBackup()])
+    call = dict(epochs=3, batch_size=16, runs=1, learning_rate=0.05, out=tmp_path / "out", strategy="none",
+                log=lambda *_: None)
+    with pytest.raises(_Interrupted):
+        ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    backup = run_dir / training.BACKUP_DIR
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+    first_epoch = json.loads((run_dir / training.EPOCH_LOG).read_text().splitlines()[0])["logs"]["loss"]
+    damage(backup)
+    left = {p.name: p.read_bytes() for p in backup.iterdir()}
+    monkeypatch.setattr(training, "schedule_callbacks", schedule)
+
+    with pytest.warns(UserWarning) as caught:
+        (record,) = ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call).records
+    said = [str(w.message) for w in caught if "backup" in str(w.message)]
+    assert len(said) == 1 and re.fullmatch(
+        re.escape(f"{run_dir}: its backup cannot be resumed (") + fault + r".*: a kill while Keras wrote it\); "
+        r"moved to backup\.unreadable, the run starts again from epoch 0\.", said[0]), said
+    assert record["resumed_from_epoch"] is None and record["epochs_run"] == 3 and record["status"] == "ok"
+    assert len(record["epoch_seconds"]) == 3  # all three trained in this process
+    assert record["history"]["loss"][0] == pytest.approx(first_epoch)  # the same seed, from the start
+    aside = run_dir / "backup.unreadable"
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == left  # kept as it was, not deleted
+    assert not backup.exists() and not (run_dir / training.EPOCH_LOG).exists()
+
+
 class _Clock:
     """A clock the test moves by hand."""
 

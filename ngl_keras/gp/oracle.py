@@ -2,7 +2,7 @@
 one candidate per trial. The same pair runs in one process or as a chief and N workers
 (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT).
 
-What keras-tuner (1.4) leaves to us, and this module adds:
+What keras-tuner (1.4.8) leaves to us, and this module adds:
 - a lost worker: a worker sends a heartbeat every HEARTBEAT_S seconds while it trains; the
   chief hands the candidate of a worker silent for `worker_timeout` seconds to another, and
   forgets the worker (one that comes back is told to stop, or its late result is used once);
@@ -39,13 +39,38 @@ FAILED_METRIC = "failed_"  # + reason: a candidate's failure travels to the chie
 SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's settings
 
 
-def _role():
-    # keras_tuner.src.distribute.utils: keras-tuner (1.4) exports no public way to ask the role.
+# keras-tuner's private names: this module is the only one of the package that uses them. Each
+# says what public API was missing (checked against keras-tuner 1.4.8; pyproject.toml bounds it
+# <1.5), and tests/test_private_apis.py names the one a new version removed.
+
+def role():
+    """This process's part in keras-tuner's distributed mode: "alone", "chief" or "worker"."""
+    # keras_tuner.src.distribute.utils.has_chief_oracle/is_chief_oracle: no public way to ask
+    # the role (keras-tuner 1.4.8 reads the KERASTUNER_* variables only here).
     from keras_tuner.src.distribute import utils as dist_utils
 
     if not dist_utils.has_chief_oracle():
         return "alone"
     return "chief" if dist_utils.is_chief_oracle() else "worker"
+
+
+def _tuner_directory(oracle):
+    """The `directory` the tuner gave `oracle` (the search directory)."""
+    # Oracle._directory: set by BaseTuner through Oracle._set_project_dir; no public accessor on
+    # the oracle (keras-tuner 1.4.8).
+    return str(oracle._directory)
+
+
+def _oracle_file(oracle):
+    """Where keras-tuner keeps the oracle's state."""
+    # Oracle._get_oracle_fname: the path Oracle.save/reload use; no public accessor (1.4.8).
+    return oracle._get_oracle_fname()
+
+
+def _trial_directory(oracle, trial_id):
+    """The directory of one trial's state (created)."""
+    # Oracle._get_trial_dir: BaseTuner.get_trial_dir is public but the oracle has no tuner (1.4.8).
+    return oracle._get_trial_dir(trial_id)
 
 
 class CandidateError(keras_tuner.errors.FatalError):
@@ -141,7 +166,7 @@ class GPOracle(keras_tuner.Oracle):
         super().end_trial(trial)
 
     def _error_summary(self, candidate, formula):
-        path = os.path.join(str(self._directory), ERROR_FILE)
+        path = os.path.join(_tuner_directory(self), ERROR_FILE)
         first = open(path).readline().strip() if os.path.exists(path) else ""
         return (first or f"candidate {candidate} ({formula}) failed in a worker") + \
             f" (traceback in {path}); the search state is kept: fix the cause and re-run the same commands to resume."
@@ -192,10 +217,12 @@ class GPOracle(keras_tuner.Oracle):
         self.evolution.set_state(state["gp"])
 
     def save(self):
-        atomic_write(self._get_oracle_fname(), json.dumps(self.get_state()))
+        atomic_write(_oracle_file(self), json.dumps(self.get_state()))
 
     def _save_trial(self, trial):
-        directory = self._get_trial_dir(trial.trial_id)
+        # Overrides Oracle._save_trial (private): keras-tuner 1.4.8 writes every trial's state
+        # through it and offers no public hook to make that write atomic.
+        directory = _trial_directory(self, trial.trial_id)
         os.makedirs(directory, exist_ok=True)
         atomic_write(os.path.join(directory, "trial.json"), json.dumps(trial.get_state()))
 
@@ -210,8 +237,9 @@ def wait_for_chief(oracle, tuner_id, log):
     or claims the search directory."""
     import grpc
 
-    # keras_tuner.src.distribute.oracle_client: not exported by keras-tuner (1.4). Its calls wait
-    # an hour for the chief (the module constant TIMEOUT, read at each call; no public setting).
+    # keras_tuner.src.distribute.oracle_client.OracleClient and .TIMEOUT: the worker's client is
+    # not exported by keras-tuner (1.4.8), and its calls wait an hour for the chief (the module
+    # constant TIMEOUT, read at each call; no public setting).
     from keras_tuner.src.distribute import oracle_client
 
     oracle_client.TIMEOUT = oracle.worker_timeout
@@ -236,8 +264,9 @@ def serve(oracle, log, poll_s=0.5):
     import grpc
     from concurrent import futures
 
-    # keras_tuner.src.distribute.oracle_chief and keras_tuner.src.protos: the servicer and its
-    # registration are not exported by keras-tuner (1.4); reused as they are.
+    # keras_tuner.src.distribute.oracle_chief.OracleServicer and keras_tuner.src.protos.
+    # get_service_grpc: the servicer and its registration are not exported by keras-tuner (1.4.8),
+    # whose public server loop never ends while a lost worker is known; reused as they are.
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
@@ -328,7 +357,7 @@ class GPTuner(base_tuner.BaseTuner):
         self.fitness = fitness
         self.search_dir = search_dir
         self.log = log
-        self.role = _role()
+        self.role = role()
         if self.role == "worker":
             wait_for_chief(oracle, os.environ["KERASTUNER_TUNER_ID"], log)
         quiet = contextlib.nullcontext() if console.is_verbose() else contextlib.redirect_stdout(io.StringIO())
@@ -382,6 +411,8 @@ class GPTuner(base_tuner.BaseTuner):
                 continue
             self.on_trial_begin(trial)
             try:
+                # BaseTuner._try_run_and_update_trial (private): keras-tuner 1.4.8's own loop
+                # (BaseTuner.search) has no public step that runs one trial and records its status.
                 self._try_run_and_update_trial(trial, *args, **kwargs)
             except CandidateError as error:
                 self.record_error(error)

@@ -323,12 +323,9 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     evaluated, an error while evaluating a candidate, no chief): the state is kept, and
     re-running the same command resumes.
     """
-    # keras_tuner.src.distribute.utils: keras-tuner (1.4) exports no public way to ask the role.
-    from keras_tuner.src.distribute import utils as dist_utils
-
     from ngl_keras.gp import oracle as oracle_module
 
-    worker = dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+    worker = oracle_module.role() == "worker"
     identity = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}
     worker_timeout = float(cfg.get("worker_timeout", 600.0))
     directory = SearchDirectory(search_dir)

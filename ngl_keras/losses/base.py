@@ -228,6 +228,9 @@ class BatchLoss(LossFunction):
         super().__init__(fn, name=name, reduction=reduction, dtype=dtype, **kwargs)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
+        # keras.src.losses.loss.scale_loss_for_distribution: keras (checked on 3.15.1) exports no
+        # public way to divide a value by the replica count as `keras.losses.Loss.__call__` does
+        # (it applies it only after its per-example reduction). Listed in tests/test_private_apis.py.
         from keras.src.losses.loss import scale_loss_for_distribution
 
         check_sample_weight(sample_weight, _as_array(y_pred))

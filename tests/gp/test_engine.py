@@ -33,15 +33,33 @@ def test_ramped_half_and_half_respects_limits_and_contains_p_and_y():
         assert ex.parse(ex.to_text(t)) == t
 
 
+def _subtrees(tree):
+    """Every (start, end) of a subtree of a prefix-order tree, found by counting open arguments."""
+    spans = []
+    for start in range(len(tree)):
+        end, open_arguments = start, 1
+        while open_arguments:
+            open_arguments += ex.arity(tree[end]) - 1
+            end += 1
+        spans.append((start, end))
+    return spans
+
+
 def test_crossover_swaps_subtrees_and_keeps_nodes():
     rng = random.Random(3)
     a, b = ex.parse("p + y * 2"), ex.parse("sin(p) - exp(y)")
-    for _ in range(50):
+    # Every pair of children one swap of a subtree of a with a subtree of b can make.
+    swaps = {(tuple(a[:i] + b[j:j_end] + a[i_end:]), tuple(b[:j] + a[i:i_end] + b[j_end:]))
+             for i, i_end in _subtrees(a) for j, j_end in _subtrees(b)}
+    seen = set()
+    for _ in range(200):
         c, d = engine.crossover(a, b, rng)
-        assert len(c) + len(d) == len(a) + len(b)
-        assert sorted(map(str, c + d)) == sorted(map(str, a + b))
+        assert (tuple(c), tuple(d)) in swaps, (ex.to_text(c), ex.to_text(d))
+        seen.add((tuple(c), tuple(d)))
         ex.compile_tree(c, ex.operator_functions(np))  # well formed
         ex.compile_tree(d, ex.operator_functions(np))
+    assert len(seen) > len(swaps) // 2  # the swap points vary (the parents back is only one outcome)
+    assert (tuple(b), tuple(a)) in seen  # the roots are swap points too
 
 
 def test_one_point_mutation_keeps_arity_and_shape():

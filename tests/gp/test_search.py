@@ -306,17 +306,6 @@ def test_every_search_config_is_the_defaults_plus_its_own_settings():
         assert cfg["fitness"] == own["fitness"] and cfg["experiment"] == name
 
 
-def test_the_config_schema_follows_the_classes_that_use_it():
-    from dataclasses import fields
-
-    from ngl_keras.gp import engine
-
-    assert {f.name for f in fields(engine.Limits)} | {f.name for f in fields(engine.Rates)} <= set(search.GP)
-    assert search.GP["min_height"] is int and search.GP["crossover"] is float
-    assert search.GP["constant_range"] == [float] and search.SCREENING["allowed_range"] == [float]
-    assert {f.name for f in fields(screening.ScreeningSettings)} | {"max_attempts"} == set(search.SCREENING)
-
-
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "-1"], "argument --epochs: must be an integer >= 1; got -1"),
     (["--epochs", "0"], "argument --epochs: must be an integer >= 1; got 0"),
@@ -353,12 +342,11 @@ def test_out_that_is_a_file_or_unwritable_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"error: --out {a_file} is a file, not a directory; give a directory for the search."
     assert a_file.read_text() == "mine"
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere: the unwritable case needs an ordinary user")
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    with pytest.raises(ValueError, match=f"cannot write the search directory {locked / 's'}: Permission denied"):
-        search_gp.main(["--experiment", "smoke", "--out", str(locked / "s")])
+    # A directory nobody can create, even root (CI runs as root, who writes anywhere): one under a file.
+    with pytest.raises(ValueError) as error:
+        search_gp.main(["--experiment", "smoke", "--out", str(a_file / "s")])
+    assert str(error.value) == f"cannot write the search directory {a_file / 's'}: Not a directory."
+    assert a_file.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 def test_report_names_a_generation_line_without_keys_and_skips_a_cut_last_line(tmp_path):

@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import ngl_keras
 from ngl_keras import losses
+from tests import reference
 
 NGL_FORMULA = "exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))"
 RNG = np.random.default_rng(3)
@@ -148,16 +149,31 @@ def test_mixed_precision_predictions_are_computed_in_float32(name, dtype):
     assert float(value) == pytest.approx(float(loss(labels, p32)), rel=1e-2, abs=1e-3)
 
 
+# Extreme predictions: certain and right, certain and wrong, exactly 0 and 1, nearly certain, uniform.
+EXTREME_P = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1e-7, 1 - 2e-7, 1e-7], [1 / 3] * 3], dtype="float32")
+EXTREME_Y = np.array([0, 0, 1, 1, 2])
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_training_under_a_mixed_policy_stays_finite(policy):
+def test_under_a_mixed_policy_ngl_gives_its_formula_at_extreme_inputs_and_training_lowers_it(policy):
+    """NGL = mean of exp(2.4092 - p(1+y)) - cos(cos(sin p)) (tests/reference.py, float64 numpy), from
+    half-precision predictions, at extreme inputs and for a model's own predictions; and training
+    under the policy lowers it."""
     keras.mixed_precision.set_global_policy(policy)
     try:
+        compute = keras.mixed_precision.dtype_policy().compute_dtype
+        value = float(ngl_keras.NGL()(EXTREME_Y, keras.ops.cast(EXTREME_P, compute)))
+        expected = reference.ngl_published_tf(np.eye(3)[EXTREME_Y], EXTREME_P.astype("float64"))
+        assert value == pytest.approx(expected, rel=1e-2)
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
                                   keras.layers.Dense(3), keras.layers.Activation("softmax", dtype="float32")])
-        model.compile(optimizer="adam", loss=ngl_keras.NGL())
-        x = RNG.normal(size=(16, 6)).astype("float32")
-        history = model.fit(x, RNG.integers(0, 3, 16), epochs=2, verbose=0)
-        assert all(np.isfinite(history.history["loss"]))
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=ngl_keras.NGL())
+        x, y = RNG.normal(size=(16, 6)).astype("float32"), RNG.integers(0, 3, 16)
+        before = model.evaluate(x, y, verbose=0)
+        predicted = model.predict(x, verbose=0).astype("float64")
+        assert before == pytest.approx(reference.ngl_published_tf(np.eye(3)[y], predicted), rel=1e-2)
+        model.fit(x, y, epochs=5, verbose=0)
+        assert model.evaluate(x, y, verbose=0) < before
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
