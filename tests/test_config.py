@@ -56,11 +56,11 @@ def test_optimizer_groups_follow_table_b21_layout():
     assert sorted(ADAM_GROUP + SGD_GROUP) == sorted(data.DATASETS)
     for name in ADAM_GROUP:
         settings = config.dataset_settings(name, CONFIGS)
-        assert settings["optimizer"]["name"] == "adam" and settings["reduce_lr"] is not None, name
+        assert settings.optimizer.name == "adam" and settings.reduce_lr is not None, name
     for name in SGD_GROUP:
         settings = config.dataset_settings(name, CONFIGS)
-        assert settings["optimizer"]["name"] == "sgd" and settings["reduce_lr"] is None, name
-        assert settings["optimizer"]["momentum"] > 0
+        assert settings.optimizer.name == "sgd" and settings.reduce_lr is None, name
+        assert settings.optimizer.momentum > 0
 
 
 SOURCES = re.compile(r"#\s*(paper|published example|SCE paper|assumption|ours|implementation|native size|"

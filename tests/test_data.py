@@ -28,7 +28,7 @@ def _images_and_labels(source):
 def test_every_dataset_loads_through_the_real_code_under_mock_data(name):
     dataset = data.info(name)
     settings = config.dataset_settings(name, CONFIGS)
-    splits = settings["splits"]
+    splits = settings.splits.roles()
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
         loaded = {part: _images_and_labels(data.load_split(name, spec)) for part, spec in splits.items()}
         if name == "fashion_mnist":  # the real IDX files win over tfds when installed
@@ -48,7 +48,7 @@ def test_configured_splits_never_overlap(name):
     """The configured split slices, made absolute by tfds's own split arithmetic on the real
     split sizes, are disjoint."""
     dataset = data.info(name)
-    splits = config.dataset_settings(name, CONFIGS)["splits"]
+    splits = config.dataset_settings(name, CONFIGS).splits.roles()
     ranges = {}
     for part, spec in splits.items():
         (instruction,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
