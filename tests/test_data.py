@@ -64,8 +64,39 @@ def test_configured_splits_never_overlap(name):
             assert split_a != split_b or stop_a <= start_b or stop_b <= start_a, (a, b)
     # Our own slicing of the IDX arrays agrees with tfds's.
     if name == "fashion_mnist":
-        assert data._slice_fraction(60000, splits["train"]) == ranges["train"][1:]
-        assert data._slice_fraction(60000, splits["validation"]) == ranges["validation"][1:]
+        assert data.Split.parse(splits["train"]).rows(60000) == ranges["train"][1:]
+        assert data.Split.parse(splits["validation"]).rows(60000) == ranges["validation"][1:]
+
+
+SPECS = ["train", "train[:90%]", "train[90%:]", "train[-10%:]", "train[:-25%]", "train[33.3%:66.7%]",
+         "train[10:]", "train[:100]", "train[-7:]", "train[3:-3]", "train[1_0:20]", "train[10:50%]",
+         "train[:100.5]", "train[:101%]", "train[:200]", "train[-201:]", "train[]", "train[:]", "train[5]",
+         "train+test", "train[a:b]", "train[:%]", "train[1.5:]", "train[:-100%]", "train[-100%:]"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_the_split_grammar_is_tfds_own(spec):
+    """`data.Split` reads a spec as tfds.core.ReadInstruction does (the same rows over 200 examples),
+    and refuses what tfds refuses."""
+    count = 200
+    try:
+        (instruction,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+            {"train": SimpleNamespace(num_examples=count), "test": SimpleNamespace(num_examples=count)})
+        expected = (instruction.from_ or 0, count if instruction.to is None else instruction.to)
+    except (ValueError, NotImplementedError, TypeError):
+        expected = None
+    try:
+        ours = data.Split.parse(spec).rows(count)
+    except ValueError:
+        ours = None
+    assert ours == expected
+
+
+def test_a_split_with_a_fraction_of_an_example_is_refused_when_the_config_is_read(tmp_path):
+    with pytest.raises(ValueError) as error:
+        config.dataset_settings("fashion_mnist", CONFIGS, {"splits": {"train": "train[:100.5]"}})
+    assert str(error.value) == ("settings for fashion_mnist: splits: 'train' must be a split such as 'train', "
+                                "'train[:90%]', 'train[-10%:]' or 'test[1000:]'; got 'train[:100.5]'.")
 
 
 def test_split_slices_are_deterministic_and_disjoint():
