@@ -100,9 +100,9 @@ def test_a_split_with_a_fraction_of_an_example_is_refused_when_the_config_is_rea
 
 
 def test_split_slices_are_deterministic_and_disjoint():
-    assert data._slice_fraction(60000, "train[:90%]") == (0, 54000)
-    assert data._slice_fraction(60000, "train[90%:]") == (54000, 60000)
-    assert data._slice_fraction(27558, "train[70%:80%]") == (19291, 22046)
+    assert data.Split.parse("train[:90%]").rows(60000) == (0, 54000)
+    assert data.Split.parse("train[90%:]").rows(60000) == (54000, 60000)
+    assert data.Split.parse("train[70%:80%]").rows(27558) == (19291, 22046)
 
 
 @pytest.mark.realdata
