@@ -35,6 +35,8 @@ def integer_at_least(least, message="{where}{key} must be an integer >= {least};
     return check(lambda v: v >= least, f"an integer >= {least}", message.replace("{least}", str(least)))
 
 
+RANGE = check(lambda v: len(v) == 2 and all(math.isfinite(x) for x in v) and v[0] < v[1], "[low, high]",
+              "{key} must be [low, high], two finite numbers with low < high; got {value!r}.")
 POSITIVE_INT = check(lambda v: v >= 1, "an integer >= 1")
 POSITIVE = check(finite(lambda v: v > 0), "a finite number > 0")
 NON_NEGATIVE = check(finite(lambda v: v >= 0), "a finite number >= 0")
@@ -46,6 +48,8 @@ class Settings:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue  # not given: a section whose defaults live in the class that uses it
             _check_value(f, value, _hints(type(self))[f.name], "")
             if isinstance(value, list) and typing.get_origin(_bare(_hints(type(self))[f.name])) is tuple:
                 object.__setattr__(self, f.name, tuple(value))  # a list given by keyword

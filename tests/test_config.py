@@ -83,3 +83,26 @@ def test_every_value_in_the_evaluation_configs_says_its_source(path):
     for line in path.read_text().splitlines():
         if line.startswith(("epochs:", "batch_size:")) or line.strip().startswith(("epochs:", "batch_size:")):
             assert "# paper" not in line, f"{path.name}: {line!r}"
+
+
+def test_a_plan_carries_built_settings_with_their_types_and_records_keep_the_given_mapping(tmp_path):
+    runs = training.plan({"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": ["ce"],
+                          "settings": {"fashion_mnist": {"optimizer": {"name": "sgd", "learning_rate": 1}}}},
+                         CONFIGS, {"epochs": 2})
+    settings = runs[0].settings
+    assert isinstance(settings, config.DatasetSettings) and isinstance(settings.optimizer, config.Optimizer)
+    assert type(settings.optimizer.learning_rate) is float and settings.optimizer.learning_rate == 1.0
+    assert isinstance(settings.augmentation, data.Augmentation) and settings.epochs == 2
+    given = settings.to_json()  # what runs.jsonl stores: the mapping as given, the grid's keys last
+    assert given["optimizer"] == {"name": "sgd", "learning_rate": 1, "momentum": 0.0}
+    assert list(given)[-1] == "limit_train" and given["limit_train"] is None
+
+
+def test_a_rule_between_fields_lives_in_its_settings_class():
+    from ngl_keras.gp import engine, search
+
+    with pytest.raises(ValueError, match=r"^min_height 6 needs at least 7 nodes, above max_size 5.$"):
+        engine.Limits(min_height=6, max_size=5)
+    with pytest.raises(ValueError, match=r"^fitness: missing key 'model' for kind 'train'.$"):
+        search.Fitness(kind="train", datasets=["fashion_mnist"], runs=1)
+    assert search.Fitness(kind="probe").kind == "probe"

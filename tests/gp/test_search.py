@@ -297,24 +297,14 @@ def test_bad_search_configs_are_named(tmp_path, change, message):
 
 def test_every_search_config_is_the_defaults_plus_its_own_settings():
     defaults = yaml.safe_load((CONFIGS / "search" / "defaults.yaml").read_text())
-    assert set(defaults["gp"]) == set(search.GP) and set(defaults["screening"]) <= set(search.SCREENING)
+    assert set(defaults["gp"]) == set(search.GP.__dataclass_fields__)
+    assert set(defaults["screening"]) <= set(search.SCREENING.__dataclass_fields__)
     for name in search.EXPERIMENTS:
         own = yaml.safe_load((CONFIGS / "search" / f"{name}.yaml").read_text())
         assert "gp" not in own and "screening" not in own  # one place for the shared block
         cfg = search.load_config(CONFIGS / "search" / f"{name}.yaml")
         assert cfg["gp"] == defaults["gp"] and cfg["screening"] == defaults["screening"]
         assert cfg["fitness"] == own["fitness"] and cfg["experiment"] == name
-
-
-def test_the_config_schema_follows_the_classes_that_use_it():
-    from dataclasses import fields
-
-    from ngl_keras.gp import engine
-
-    assert {f.name for f in fields(engine.Limits)} | {f.name for f in fields(engine.Rates)} <= set(search.GP)
-    assert search.GP["min_height"] is int and search.GP["crossover"] is float
-    assert search.GP["constant_range"] == [float] and search.SCREENING["allowed_range"] == [float]
-    assert {f.name for f in fields(screening.ScreeningSettings)} | {"max_attempts"} == set(search.SCREENING)
 
 
 @pytest.mark.parametrize("args,message", [
