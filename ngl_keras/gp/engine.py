@@ -7,45 +7,37 @@ takes an explicit `random.Random`; nothing reads global random state.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ngl_keras.losses import expression
+from ngl_keras.settings import RANGE, Settings, check, integer_at_least
 
 
-def check_range(name, value):
-    """`value` must be [low, high]: two finite numbers with low < high."""
-    numbers = (isinstance(value, (list, tuple)) and len(value) == 2
-               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-    if not numbers or not value[0] < value[1]:
-        shown = list(value) if isinstance(value, tuple) else value
-        raise ValueError(f"{name} must be [low, high], two finite numbers with low < high; got {shown!r}.")
+def _known_operators(operators):
+    if not operators:
+        raise ValueError(f"the operator set is empty; give at least one of {', '.join(expression.OPERATORS)}.")
+    unknown = [op for op in operators if op not in expression.OPERATORS]
+    if unknown:
+        raise ValueError(f"unknown operators {unknown}; known: {', '.join(expression.OPERATORS)}.")
+    return True
 
 
 @dataclass(frozen=True)
-class PrimitiveSet:
+class PrimitiveSet(Settings):
     """Operators (names in `expression.OPERATORS`), variables, constant range, and the
     variables every individual must contain."""
 
-    operators: tuple
-    variables: tuple
-    constant_range: tuple = (-5.0, 5.0)
-    required: tuple = ()
-    constant_probability: float = 0.3  # a leaf is an ephemeral constant with this probability
+    operators: tuple[str, ...] = field(metadata=check(_known_operators, "known operators"))
+    variables: tuple[str, ...] = field(metadata=check(bool, "at least one variable",
+                                                      "the primitive set needs at least one variable."))
+    constant_range: tuple[float, ...] = field(default=(-5.0, 5.0), metadata=RANGE)
+    required: tuple[str, ...] = ()
+    # a leaf is an ephemeral constant with this probability
+    constant_probability: float = field(default=0.3, metadata=check(
+        lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "{key} must lie in [0, 1]; got {value!r}."))
     constant_digits: int = 4
 
-    def __post_init__(self):
-        if not self.operators:
-            raise ValueError("the operator set is empty; give at least one of "
-                             f"{', '.join(expression.OPERATORS)}.")
-        unknown = [op for op in self.operators if op not in expression.OPERATORS]
-        if unknown:
-            raise ValueError(f"unknown operators {unknown}; known: {', '.join(expression.OPERATORS)}.")
-        if not self.variables:
-            raise ValueError("the primitive set needs at least one variable.")
-        check_range("constant_range", self.constant_range)
-        probability = self.constant_probability
-        if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
-            raise ValueError(f"constant_probability must lie in [0, 1]; got {probability!r}.")
+    def check(self):
         missing = set(self.required) - set(self.variables)
         if missing:
             raise ValueError(f"required variables {sorted(missing)} are not variables {list(self.variables)}.")
@@ -60,17 +52,13 @@ class PrimitiveSet:
 
 
 @dataclass(frozen=True)
-class Limits:
-    min_height: int = 2
-    max_size: int = 100
-    init_max_height: int = 5
-    mutation_max_height: int = 3
+class Limits(Settings):
+    min_height: int = field(default=2, metadata=integer_at_least(0))
+    max_size: int = field(default=100, metadata=integer_at_least(1))
+    init_max_height: int = field(default=5, metadata=integer_at_least(0))
+    mutation_max_height: int = field(default=3, metadata=integer_at_least(0))
 
-    def __post_init__(self):
-        for name in ("min_height", "max_size", "init_max_height", "mutation_max_height"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "max_size" else 0):
-                raise ValueError(f"{name} must be an integer >= {1 if name == 'max_size' else 0}; got {value!r}.")
+    def check(self):
         # The smallest tree of height h has h + 1 nodes (a chain of unary operators).
         if self.min_height + 1 > self.max_size:
             raise ValueError(f"min_height {self.min_height} needs at least {self.min_height + 1} "
@@ -157,22 +145,18 @@ def one_point_mutation(tree, pset, rng):
     return tree[:i] + [replacement] + tree[i + 1:]
 
 
-@dataclass(frozen=True)
-class Rates:
-    crossover: float = 0.8
-    subtree_mutation: float = 0.2
-    point_mutation: float = 0.2
-    archive_use: float = 0.2
-    archive_save: float = 0.5
-    tournament_size: int = 3  # parents are drawn by tournament from the (sorted) population
+RATE = check(lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "rate {key} must lie in [0, 1]; got {value!r}.")
 
-    def __post_init__(self):
-        if not isinstance(self.tournament_size, int) or self.tournament_size < 1:
-            raise ValueError(f"tournament_size must be an integer >= 1; got {self.tournament_size!r}.")
-        for name in ("crossover", "subtree_mutation", "point_mutation", "archive_use", "archive_save"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"rate {name} must lie in [0, 1]; got {value!r}.")
+
+@dataclass(frozen=True)
+class Rates(Settings):
+    crossover: float = field(default=0.8, metadata=RATE)
+    subtree_mutation: float = field(default=0.2, metadata=RATE)
+    point_mutation: float = field(default=0.2, metadata=RATE)
+    archive_use: float = field(default=0.2, metadata=RATE)
+    archive_save: float = field(default=0.5, metadata=RATE)
+    # parents are drawn by tournament from the (sorted) population
+    tournament_size: int = field(default=3, metadata=integer_at_least(1))
 
 
 def tournament(population, size, rng):

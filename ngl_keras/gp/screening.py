@@ -16,11 +16,12 @@ mode, each node giving its value and its elementwise derivative with respect to 
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ngl_keras.losses import expression
+from ngl_keras.settings import RANGE, Settings, check, integer_at_least
 
 REASONS = ("non_finite", "out_of_range", "constant", "no_improvement")
 PAPER_RULES = ("out_of_range",)  # the paper's only rule; the others are ours, each can be left out
@@ -117,26 +118,24 @@ def logit_gradient(p, gradient):
         return p * (gradient - np.sum(gradient * p, -1, keepdims=True))
 
 
-@dataclass(frozen=True)
-class ScreeningSettings:
-    allowed_range: tuple = (-1e3, 1e3)
-    probe_batch: int = 64
-    probe_classes: int = 10
-    improvement_steps: int = 20
-    improvement_rate: float = 1.0
-    fingerprint_digits: int = 5
-    seed: int = 1234
-    rules: tuple = REASONS  # the rejections applied; PAPER_RULES runs the paper's search exactly
+def _positive_integer(least):
+    return check(lambda v: v >= least, f"an integer >= {least}", "{key} must be a positive integer; got {value!r}.")
 
-    def __post_init__(self):
-        if isinstance(self.rules, str) or any(rule not in REASONS for rule in self.rules):
-            raise ValueError(f"screening rules must be a list drawn from {list(REASONS)}; got {self.rules!r}.")
-        low, high = self.allowed_range
-        if not low < high:
-            raise ValueError(f"allowed_range must be [low, high] with low < high; got {list(self.allowed_range)}.")
-        for name in ("probe_batch", "probe_classes", "improvement_steps"):
-            if getattr(self, name) < (2 if name == "probe_classes" else 1):
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}.")
+
+@dataclass(frozen=True)
+class ScreeningSettings(Settings):
+    allowed_range: tuple[float, ...] = field(default=(-1e3, 1e3), metadata=RANGE)
+    probe_batch: int = field(default=64, metadata=_positive_integer(1))
+    probe_classes: int = field(default=10, metadata=_positive_integer(2))
+    improvement_steps: int = field(default=20, metadata=_positive_integer(1))
+    improvement_rate: float = field(default=1.0, metadata=check(lambda v: v > 0, "> 0",
+                                                                "{key} must be > 0; got {value!r}."))
+    fingerprint_digits: int = field(default=5, metadata=integer_at_least(0))
+    seed: int = 1234
+    # the rejections applied; PAPER_RULES runs the paper's search exactly
+    rules: tuple[str, ...] = field(default=REASONS, metadata=check(
+        lambda v: all(rule in REASONS for rule in v), "a list drawn from REASONS",
+        "screening rules must be a list drawn from " + str(list(REASONS)).replace("{", "{{") + "; got {value!r}."))
 
 
 class LossScreen:
