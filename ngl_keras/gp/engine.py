@@ -1,7 +1,7 @@
 """Tree genetic programming on flat prefix lists: the primitive set, ramped half-and-half,
 crossover, subtree and one-point mutation, (μ+λ) truncation selection and the archive.
 
-A tree is the prefix list of `ngl_keras.losses.expression` (operator names, variable names,
+A tree is the prefix list of `ngl_keras.formula` (operator names, variable names,
 float constants), so a tree becomes a loss only through `ExpressionLoss`. Every operator
 takes an explicit `random.Random`; nothing reads global random state.
 """
@@ -9,7 +9,7 @@ takes an explicit `random.Random`; nothing reads global random state.
 import math
 from dataclasses import dataclass
 
-from ngl_keras.losses import expression
+from ngl_keras import formula
 
 
 def check_range(name, value):
@@ -23,7 +23,7 @@ def check_range(name, value):
 
 @dataclass(frozen=True)
 class PrimitiveSet:
-    """Operators (names in `expression.OPERATORS`), variables, constant range, and the
+    """Operators (names in `formula.OPERATORS`), variables, constant range, and the
     variables every individual must contain."""
 
     operators: tuple
@@ -36,10 +36,10 @@ class PrimitiveSet:
     def __post_init__(self):
         if not self.operators:
             raise ValueError("the operator set is empty; give at least one of "
-                             f"{', '.join(expression.OPERATORS)}.")
-        unknown = [op for op in self.operators if op not in expression.OPERATORS]
+                             f"{', '.join(formula.OPERATORS)}.")
+        unknown = [op for op in self.operators if op not in formula.OPERATORS]
         if unknown:
-            raise ValueError(f"unknown operators {unknown}; known: {', '.join(expression.OPERATORS)}.")
+            raise ValueError(f"unknown operators {unknown}; known: {', '.join(formula.OPERATORS)}.")
         if not self.variables:
             raise ValueError("the primitive set needs at least one variable.")
         check_range("constant_range", self.constant_range)
@@ -51,7 +51,7 @@ class PrimitiveSet:
             raise ValueError(f"required variables {sorted(missing)} are not variables {list(self.variables)}.")
 
     def by_arity(self, arity):
-        return [op for op in self.operators if expression.OPERATORS[op].arity == arity]
+        return [op for op in self.operators if formula.OPERATORS[op].arity == arity]
 
     def leaf(self, rng):
         if rng.random() >= self.constant_probability:
@@ -86,13 +86,13 @@ def height(tree):
     for node in tree:
         depth = stack.pop() if stack else 0
         best = max(best, depth)
-        stack.extend([depth + 1] * expression.arity(node))
+        stack.extend([depth + 1] * formula.arity(node))
     return best
 
 
 def is_valid(tree, pset, limits):
     return (len(tree) <= limits.max_size and height(tree) >= limits.min_height
-            and set(pset.required) <= expression.variables_of(tree))
+            and set(pset.required) <= formula.variables_of(tree))
 
 
 def generate(pset, rng, max_height, full, min_height=0):
@@ -109,7 +109,7 @@ def generate(pset, rng, max_height, full, min_height=0):
             return
         op = rng.choice(pset.operators)
         tree.append(op)
-        for _ in range(expression.OPERATORS[op].arity):
+        for _ in range(formula.OPERATORS[op].arity):
             grow(depth + 1)
 
     grow(0)
@@ -132,7 +132,7 @@ def crossover(first, second, rng):
     """Swap a random subtree of `first` with a random subtree of `second`: two children."""
     i = rng.randrange(len(first))
     j = rng.randrange(len(second))
-    i_end, j_end = expression.subtree_end(first, i), expression.subtree_end(second, j)
+    i_end, j_end = formula.subtree_end(first, i), formula.subtree_end(second, j)
     return (first[:i] + second[j:j_end] + first[i_end:],
             second[:j] + first[i:i_end] + second[j_end:])
 
@@ -141,14 +141,14 @@ def subtree_mutation(tree, pset, rng, limits):
     """Replace a random subtree by a new random one (grow, up to `mutation_max_height`)."""
     i = rng.randrange(len(tree))
     new = generate(pset, rng, rng.randint(0, limits.mutation_max_height), full=False)
-    return tree[:i] + new + tree[expression.subtree_end(tree, i):]
+    return tree[:i] + new + tree[formula.subtree_end(tree, i):]
 
 
 def one_point_mutation(tree, pset, rng):
     """Replace one node by a random node of the same arity (a leaf by a leaf)."""
     i = rng.randrange(len(tree))
     node = tree[i]
-    arity = expression.arity(node)
+    arity = formula.arity(node)
     if arity == 0:
         replacement = pset.leaf(rng)
     else:

@@ -13,7 +13,7 @@ import statistics
 import time
 
 from ngl_keras.gp import engine
-from ngl_keras.losses import expression
+from ngl_keras import formula
 
 WORST = 1e9  # fitness of a candidate that diverged or failed
 # Why a candidate may fail without stopping the search: its training diverged (NaN/Inf), or it
@@ -109,10 +109,10 @@ class Evolution:
         for _ in range(self.max_attempts):
             tree = self._new_tree()
             self.counters["proposed"] += 1
-            reason, fingerprint = self.screen(tree) if self.screen else (None, expression.to_text(tree))
+            reason, fingerprint = self.screen(tree) if self.screen else (None, formula.to_text(tree))
             if reason is None:
                 return {"id": f"g{self.generation}-{index}", "tree": tree,
-                        "text": expression.to_text(tree), "fingerprint": fingerprint,
+                        "text": formula.to_text(tree), "fingerprint": fingerprint,
                         "fitness": None, "status": "queued"}
             rejected = self.counters["rejected"]
             rejected[reason] = rejected.get(reason, 0) + 1
