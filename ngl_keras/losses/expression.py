@@ -11,7 +11,9 @@ import functools
 import keras
 from keras import ops
 
-from ngl_keras.formula import (  # noqa: F401  (the language's names, also reachable from here as before)
+# Re-exported: code written before ngl_keras.formula existed (tests, and the old revisions that
+# benchmarks/screening_speed.py loads) imports these names from here.
+from ngl_keras.formula import (  # noqa: F401
     EPSILON, MAX_DEPTH, OPERATORS, Operator, Precedence, arity, compile_tree, fold_constants,
     operator_functions, parse, protected_div, protected_log, protected_sqrt, subtree_end, to_latex,
     to_text, variables_of,
