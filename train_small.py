@@ -91,6 +91,9 @@ def set_verbosity(args):
 def main(argv=None, args=None):
     args = args or parse_args(sys.argv[1:] if argv is None else argv)
     set_verbosity(args)
+    from ngl_keras import console
+
+    console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
     from ngl_keras import config, report, training
     from ngl_keras.files import output_directory
 

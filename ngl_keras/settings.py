@@ -131,10 +131,12 @@ def _matches(value, expected):
 
 def _check_value(f, value, expected, where):
     """One field's type and accepted values; `where` is "path" or "" (keyword construction)."""
+    test, accepted, message = f.metadata.get("check", (None, None, None))
     if not _matches(value, expected):
         prefix = f"{where}: " if where else ""
+        if message is not None:  # the field's own message says what is accepted, type included
+            raise ValueError(message.format(key=f.name, value=value, accepted=accepted, where=prefix))
         raise ValueError(f"{prefix}{f.name!r} must be {_type_name(expected)}; got {value!r}.")
-    test, accepted, message = f.metadata.get("check", (None, None, None))
     if test is not None and value is not None and not test(value):
         shown = list(value) if isinstance(value, tuple) else value
         if message is not None:

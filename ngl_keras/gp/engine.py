@@ -1,7 +1,7 @@
 """Tree genetic programming on flat prefix lists: the primitive set, ramped half-and-half,
 crossover, subtree and one-point mutation, (μ+λ) truncation selection and the archive.
 
-A tree is the prefix list of `ngl_keras.losses.expression` (operator names, variable names,
+A tree is the prefix list of `ngl_keras.formula` (operator names, variable names,
 float constants), so a tree becomes a loss only through `ExpressionLoss`. Every operator
 takes an explicit `random.Random`; nothing reads global random state.
 """
@@ -9,22 +9,22 @@ takes an explicit `random.Random`; nothing reads global random state.
 import math
 from dataclasses import dataclass, field
 
-from ngl_keras.losses import expression
+from ngl_keras import formula
 from ngl_keras.settings import RANGE, Settings, check, integer_at_least
 
 
 def _known_operators(operators):
     if not operators:
-        raise ValueError(f"the operator set is empty; give at least one of {', '.join(expression.OPERATORS)}.")
-    unknown = [op for op in operators if op not in expression.OPERATORS]
+        raise ValueError(f"the operator set is empty; give at least one of {', '.join(formula.OPERATORS)}.")
+    unknown = [op for op in operators if op not in formula.OPERATORS]
     if unknown:
-        raise ValueError(f"unknown operators {unknown}; known: {', '.join(expression.OPERATORS)}.")
+        raise ValueError(f"unknown operators {unknown}; known: {', '.join(formula.OPERATORS)}.")
     return True
 
 
 @dataclass(frozen=True)
 class PrimitiveSet(Settings):
-    """Operators (names in `expression.OPERATORS`), variables, constant range, and the
+    """Operators (names in `formula.OPERATORS`), variables, constant range, and the
     variables every individual must contain."""
 
     operators: tuple[str, ...] = field(metadata=check(_known_operators, "known operators"))
@@ -43,7 +43,7 @@ class PrimitiveSet(Settings):
             raise ValueError(f"required variables {sorted(missing)} are not variables {list(self.variables)}.")
 
     def by_arity(self, arity):
-        return [op for op in self.operators if expression.OPERATORS[op].arity == arity]
+        return [op for op in self.operators if formula.OPERATORS[op].arity == arity]
 
     def leaf(self, rng):
         if rng.random() >= self.constant_probability:
@@ -74,13 +74,13 @@ def height(tree):
     for node in tree:
         depth = stack.pop() if stack else 0
         best = max(best, depth)
-        stack.extend([depth + 1] * expression.arity(node))
+        stack.extend([depth + 1] * formula.arity(node))
     return best
 
 
 def is_valid(tree, pset, limits):
     return (len(tree) <= limits.max_size and height(tree) >= limits.min_height
-            and set(pset.required) <= expression.variables_of(tree))
+            and set(pset.required) <= formula.variables_of(tree))
 
 
 def generate(pset, rng, max_height, full, min_height=0):
@@ -97,7 +97,7 @@ def generate(pset, rng, max_height, full, min_height=0):
             return
         op = rng.choice(pset.operators)
         tree.append(op)
-        for _ in range(expression.OPERATORS[op].arity):
+        for _ in range(formula.OPERATORS[op].arity):
             grow(depth + 1)
 
     grow(0)
@@ -120,7 +120,7 @@ def crossover(first, second, rng):
     """Swap a random subtree of `first` with a random subtree of `second`: two children."""
     i = rng.randrange(len(first))
     j = rng.randrange(len(second))
-    i_end, j_end = expression.subtree_end(first, i), expression.subtree_end(second, j)
+    i_end, j_end = formula.subtree_end(first, i), formula.subtree_end(second, j)
     return (first[:i] + second[j:j_end] + first[i_end:],
             second[:j] + first[i:i_end] + second[j_end:])
 
@@ -129,14 +129,14 @@ def subtree_mutation(tree, pset, rng, limits):
     """Replace a random subtree by a new random one (grow, up to `mutation_max_height`)."""
     i = rng.randrange(len(tree))
     new = generate(pset, rng, rng.randint(0, limits.mutation_max_height), full=False)
-    return tree[:i] + new + tree[expression.subtree_end(tree, i):]
+    return tree[:i] + new + tree[formula.subtree_end(tree, i):]
 
 
 def one_point_mutation(tree, pset, rng):
     """Replace one node by a random node of the same arity (a leaf by a leaf)."""
     i = rng.randrange(len(tree))
     node = tree[i]
-    arity = expression.arity(node)
+    arity = formula.arity(node)
     if arity == 0:
         replacement = pset.leaf(rng)
     else:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from ngl_keras.gp import engine
-from ngl_keras.losses import expression
+from ngl_keras import formula
 from ngl_keras.settings import Settings, integer_at_least
 
 WORST = 1e9  # fitness of a candidate that diverged or failed
@@ -114,10 +114,10 @@ class Evolution:
         for _ in range(self.max_attempts):
             tree = self._new_tree()
             self.counters["proposed"] += 1
-            reason, fingerprint = self.screen(tree) if self.screen else (None, expression.to_text(tree))
+            reason, fingerprint = self.screen(tree) if self.screen else (None, formula.to_text(tree))
             if reason is None:
                 return {"id": f"g{self.generation}-{index}", "tree": tree,
-                        "text": expression.to_text(tree), "fingerprint": fingerprint,
+                        "text": formula.to_text(tree), "fingerprint": fingerprint,
                         "fitness": None, "status": "queued"}
             rejected = self.counters["rejected"]
             rejected[reason] = rejected.get(reason, 0) + 1
