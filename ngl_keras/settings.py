@@ -18,11 +18,11 @@ from dataclasses import MISSING, fields, is_dataclass
 from typing import Union
 
 
-def check(test, accepted, message=None):
+def check(test, accepted, message=None, covers_type=False):
     """Field metadata: `test(value)` must hold; `accepted` says what is accepted. `message`, if
     given, is the whole message, formatted with `key`, `value`, `accepted` and `where` ("path: "
-    or nothing)."""
-    return {"check": (test, accepted, message)}
+    or nothing); `covers_type`: it also answers a value of the wrong type (it names the type)."""
+    return {"check": (test, accepted, message), "covers_type": covers_type}
 
 
 def finite(test):
@@ -134,7 +134,7 @@ def _check_value(f, value, expected, where):
     test, accepted, message = f.metadata.get("check", (None, None, None))
     if not _matches(value, expected):
         prefix = f"{where}: " if where else ""
-        if message is not None:  # the field's own message says what is accepted, type included
+        if f.metadata.get("covers_type"):
             raise ValueError(message.format(key=f.name, value=value, accepted=accepted, where=prefix))
         raise ValueError(f"{prefix}{f.name!r} must be {_type_name(expected)}; got {value!r}.")
     if test is not None and value is not None and not test(value):

@@ -106,7 +106,8 @@ class ScreeningSettings(Settings):
     # the rejections applied; PAPER_RULES runs the paper's search exactly
     rules: tuple[str, ...] = field(default=REASONS, metadata=check(
         lambda v: all(rule in REASONS for rule in v), "a list drawn from REASONS",
-        "screening rules must be a list drawn from " + str(list(REASONS)).replace("{", "{{") + "; got {value!r}."))
+        "screening rules must be a list drawn from " + str(list(REASONS)).replace("{", "{{") + "; got {value!r}.",
+        covers_type=True))
 
 
 class LossScreen:
