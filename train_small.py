@@ -95,16 +95,18 @@ def main(argv=None, args=None):
 
     console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
     from ngl_keras import config, report, training
+    from ngl_keras.grid import plan
+    from ngl_keras.records import check_one_setting_per_dataset, read_records
     from ngl_keras.files import output_directory
 
     if args.command == "report":
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise ValueError(f"{args.out!r} is a file; give the grid's output directory.")
         path = Path(args.out) / "runs.jsonl"
-        records = training.read_records(path)
+        records = read_records(path)
         if not records:
             raise ValueError(f"no finished runs in {path}.")
-        training.check_one_setting_per_dataset(records, path)
+        check_one_setting_per_dataset(records, path)
         print(report.write(records, args.out, args.compare_paper, BENCHMARK_RECORDS, args.metric))
         return 0
     grid = config.grid(args.config)
@@ -112,7 +114,7 @@ def main(argv=None, args=None):
         grid["weights"] = None if args.weights == "none" else args.weights
     grid = config.check_grid(grid, {"datasets": args.datasets, "models": args.models, "losses": args.losses,
                                     "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train})
-    runs = training.plan(grid, CONFIGS, data_dir=args.data_dir)
+    runs = plan(grid, CONFIGS, data_dir=args.data_dir)
     out = output_directory(args.out or ROOT / "runs" / Path(args.config).stem)
     records = training.run_grid(
         runs, out, strategy=args.strategy or grid.strategy, data_dir=args.data_dir,

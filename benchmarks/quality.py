@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from ngl_keras import config, report, training  # noqa: E402
+from ngl_keras.grid import plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ["ce", "ngl", "focal", "sce", "anyloss_f1"]
@@ -31,7 +32,7 @@ def schedule(label, epochs, runs, limit, out_root):
     grid = config.grid(ROOT / "configs" / "quick.yaml")
     grid.update(losses=LOSSES, runs=runs)
     overrides = {"epochs": epochs, "limit_train": limit}
-    runs_ = sorted(training.plan(grid, ROOT / "configs", overrides), key=lambda r: r.run)  # stable: losses stay in order
+    runs_ = sorted(plan(grid, ROOT / "configs", overrides), key=lambda r: r.run)  # stable: losses stay in order
     records = training.run_grid(runs_, out_root / f"quality-{label}", strategy="none", verbose=0)
     accuracy = {}
     for loss in LOSSES:

@@ -34,6 +34,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from ngl_keras import config, report, training  # noqa: E402
+from ngl_keras.distribution import make_strategy  # noqa: E402
+from ngl_keras.grid import plan  # noqa: E402
+from ngl_keras.records import read_records  # noqa: E402
 from ngl_keras.files import append_json_line  # noqa: E402
 from ngl_keras.gp import evolution, search  # noqa: E402
 
@@ -86,7 +89,7 @@ def full_data_runs(losses, seeds, epochs, limit_train=None):
     grid = config.grid(GRID_CONFIG)
     grid.update(losses=losses, runs=seeds)
     overrides = {"epochs": epochs, "limit_train": limit_train}
-    return sorted(training.plan(grid, CONFIGS, overrides), key=lambda r: r.run)  # stable: losses stay in order
+    return sorted(plan(grid, CONFIGS, overrides), key=lambda r: r.run)  # stable: losses stay in order
 
 
 def summarise(records, labels):
@@ -187,16 +190,14 @@ def spearman(a, b):
 def proxy_runs(cfg, loss, out_path, data_dir=None, log=print):
     """Each proxy run of `loss`: training and validation accuracy, the search fitness's own runs
     (ngl_keras.gp.fitness._Trainer's grid), appended to `out_path` and read back on resume."""
-    import tensorflow as tf
-
     from ngl_keras.gp.fitness import _Trainer
 
-    done = [r for r in training.read_records(out_path) if r["loss"] == loss]
+    done = [r for r in read_records(out_path) if r["loss"] == loss]
     trainer = _Trainer(cfg["fitness"], CONFIGS, out_path.parent, data_dir, cfg.get("seed", 0))
-    runs = training.plan({**trainer.grid, "losses": [loss]}, CONFIGS, trainer.overrides)
+    runs = plan({**trainer.grid, "losses": [loss]}, CONFIGS, trainer.overrides)
     for run in runs[len(done):]:
         record = training.train_run(run, trainer.datasets, out_path.parent / "scratch",
-                                    tf.distribute.get_strategy(), verbose=0, evaluate_test=False, logs=False)
+                                    make_strategy("none"), verbose=0, evaluate_test=False, logs=False)
         history = record["history"]
         ok = record["status"] == "ok" and np.isfinite((history.get("val_accuracy") or [np.nan])[-1])
         entry = {"loss": loss, "run": run.run, "seed": run.seed, "status": "ok" if ok else "diverged",

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from ngl_keras import models
-from ngl_keras.data import Augmentation, affine_transform
+from ngl_keras.data.augmentation import Augmentation, affine_transform
 from ngl_keras.losses.base import PACKAGE
 
 

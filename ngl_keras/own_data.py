@@ -1,11 +1,11 @@
 """Your own problem: in-memory arrays and any Keras model, through the code of the two CLIs.
 
-`evaluate` trains a grid of losses × runs as train_small.py does (`training.plan` and
+`evaluate` trains a grid of losses × runs as train_small.py does (`grid.plan` and
 `training.run_grid`: the same records, resume and table); `search` runs the loss search of
 search_gp.py (`gp.search.run`: the same evolution, keras-tuner oracle, chief/worker mode and
 resume) with the validation error of the user's model as the fitness. The arrays become a dataset
 (`data.from_arrays`) and the model function a model (`models.from_function`) that a grid names
-like any other (`training.Sources`); both are checked here, before anything trains.
+like any other (`grid.Sources`); both are checked here, before anything trains.
 
     import ngl_keras
     fame = ngl_keras.gp.search(model_fn, (x_train, y_train), (x_val, y_val), out="search/mine")
@@ -36,7 +36,7 @@ class Evaluation(NamedTuple):
 
 def sources(model_fn, splits, name="arrays", classes=None):
     """(data.DatasetInfo, models.ModelFunction) of the user's arrays and model function, checked
-    (one-line ValueErrors), as a `training.Sources`-ready pair."""
+    (one-line ValueErrors), as a `grid.Sources`-ready pair."""
     from ngl_keras import data, models
 
     dataset = data.from_arrays(splits, name, classes)
@@ -93,7 +93,8 @@ def evaluate(losses, model_fn, train, validation, test, *, epochs=None, batch_si
     qualified name); a model without a config (subclassed, without get_config) cannot be told from
     another, so it is refused with an `out` that already holds records.
     """
-    from ngl_keras import report, training
+    from ngl_keras import records, report, training
+    from ngl_keras.grid import Sources, plan
 
     configs_dir = _configs(configs_dir)
     dataset, model = sources(model_fn, {"train": train, "validation": validation, "test": test}, name, classes)
@@ -101,12 +102,12 @@ def evaluate(losses, model_fn, train, validation, test, *, epochs=None, batch_si
         losses = [losses]
     grid = {"datasets": [name], "models": [model.name], "losses": list(losses), "runs": runs, "seed": seed,
             "settings": {name: _settings(epochs, batch_size, optimizer, learning_rate, settings)}}
-    runs = training.plan(grid, configs_dir, sources=training.Sources({name: dataset}, {model.name: model}))
+    runs = plan(grid, configs_dir, sources=Sources({name: dataset}, {model.name: model}))
     if out is None:
         with tempfile.TemporaryDirectory(prefix="ngl_keras-") as directory:
             return _evaluate(runs, directory, strategy, mixed_precision, verbose, log, training, report)
     path = Path(out) / "runs.jsonl"
-    if model.fingerprint is None and training.read_records(path):
+    if model.fingerprint is None and records.read_records(path):
         raise ValueError(f"{out} holds records, and model_fn's model has no Keras config (a subclassed model "
                          "without get_config): they cannot be told from another model's; implement get_config "
                          "or use a new out.")
@@ -138,7 +139,7 @@ def search(model_fn, train, validation, *, out, config=None, population=None, ge
     Trainings run in this process by default (`recycle_every: 0`); with N > 0 they run in a child
     process replaced every N candidates, and model_fn must then be picklable (a module-level function).
     """
-    from ngl_keras import training
+    from ngl_keras.grid import Sources
     from ngl_keras.gp import search as search_module
 
     configs_dir = _configs(configs_dir)
@@ -179,7 +180,7 @@ def search(model_fn, train, validation, *, out, config=None, population=None, ge
                              f"{cfg['fitness']['recycle_every']}): {type(error).__name__}; define it at module "
                              "level, or set recycle_every: 0.") from None
     evo = search_module.run(cfg, out, configs_dir, log=log,
-                            sources=training.Sources({name: dataset}, {model.name: model}))
+                            sources=Sources({name: dataset}, {model.name: model}))
     if evo is None:
         return None
     return json.loads((Path(out) / "hall_of_fame.json").read_text())

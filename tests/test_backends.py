@@ -15,6 +15,10 @@ import pytest
 import yaml
 
 from ngl_keras import config, data, report, training
+from ngl_keras.distribution import make_strategy
+from ngl_keras.grid import plan
+from ngl_keras.records import read_records
+from ngl_keras.resume import BACKUP_DIR, EPOCH_LOG
 from tests.paths import CONFIGS, ROOT
 
 BACKEND = keras.backend.backend()
@@ -38,7 +42,7 @@ def _quiet(*_):
 @pytest.mark.realdata
 def test_a_grid_trains_on_this_backend_and_its_record_says_how(tmp_path):
     out = tmp_path / "out"
-    runs = training.plan(config.grid(_grid(tmp_path)), CONFIGS, TINY)
+    runs = plan(config.grid(_grid(tmp_path)), CONFIGS, TINY)
     (record,) = training.run_grid(runs, out, strategy="none", verbose=0, log=_quiet)
     assert record["backend"] == BACKEND and record["versions"]["backend"] == BACKEND
     assert record["versions"][BACKEND] == __import__(BACKEND).__version__
@@ -54,8 +58,8 @@ def test_a_grid_trains_on_this_backend_and_its_record_says_how(tmp_path):
     header = rows[0].split(",")
     assert len(rows) == 3 and header[0] == "epoch"
     assert float(rows[2].split(",")[header.index("loss")]) == record["history"]["loss"][1]
-    assert not (run_dir / training.BACKUP_DIR).exists() and not (run_dir / training.EPOCH_LOG).exists()
-    assert "| ngl |" in report.write(training.read_records(out / "runs.jsonl"), out)
+    assert not (run_dir / BACKUP_DIR).exists() and not (run_dir / EPOCH_LOG).exists()
+    assert "| ngl |" in report.write(read_records(out / "runs.jsonl"), out)
 
 
 @pytest.mark.any_backend
@@ -66,14 +70,14 @@ def test_data_parallel_over_two_devices(tmp_path):
     collectives in a process that has already run other programs were seen to stall here)."""
     grid = _grid(tmp_path, losses=["ce"])
     if BACKEND == "tensorflow":
-        runs = training.plan(config.grid(grid), CONFIGS, {**TINY, "epochs": 1})
+        runs = plan(config.grid(grid), CONFIGS, {**TINY, "epochs": 1})
         (record,) = training.run_grid(runs, tmp_path / "out", strategy="mirrored", verbose=0, log=_quiet)
     else:
         done = subprocess.run([sys.executable, str(ROOT / "train_small.py"), "--config", str(grid), "--out",
                                str(tmp_path / "out"), "--epochs", "1", "--limit-train", "256", "--strategy",
                                "mirrored", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
-        (record,) = training.read_records(tmp_path / "out" / "runs.jsonl")
+        (record,) = read_records(tmp_path / "out" / "runs.jsonl")
     assert record["replicas"] == 2 and record["strategy"] == "mirrored" and record["status"] == "ok"
     assert record["backend"] == BACKEND and 0.0 <= record["test_accuracy"] <= 1.0
 
@@ -83,13 +87,13 @@ def test_strategies_the_backend_cannot_do_are_refused_by_name():
     if BACKEND == "tensorflow":
         os.environ.pop("TF_CONFIG", None)
         with pytest.raises(ValueError, match="strategy 'multiworker' needs TF_CONFIG"):
-            training.make_strategy("multiworker")
+            make_strategy("multiworker")
     else:
         with pytest.raises(ValueError, match=f"strategy 'multiworker' is TensorFlow's .* on the {BACKEND} backend"):
-            training.make_strategy("multiworker")
+            make_strategy("multiworker")
     with pytest.raises(ValueError, match="unknown strategy 'ring'; accepted: auto, mirrored, multiworker, none"):
-        training.make_strategy("ring")
-    assert training.make_strategy("none").replicas == 1
+        make_strategy("ring")
+    assert make_strategy("none").replicas == 1
 
 
 @pytest.mark.any_backend
@@ -127,7 +131,7 @@ def test_a_tfds_data_source_feeds_array_batches_with_variable_size_images_resize
     import tensorflow_datasets as tfds  # its mock_data needs TensorFlow
 
     with tfds.testing.mock_data(num_examples=6):
-        source = data._load_data_source(data.info("malaria"), "train", None, 5)
+        source = data.readers._load_data_source(data.info("malaria"), "train", None, 5)
         assert len(source) == 5
         batches = data.ArrayBatches(source, classes=2, batch_size=4, image_size=24, shuffle_seed=0)
         x, y = batches[0]
@@ -140,7 +144,7 @@ def test_an_unprepared_dataset_without_tf_data_says_how_to_prepare_it():
     with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline in "
                                          r"/nonexistent: .*`tfds build cifar10 --file_format=array_record "
                                          r"--data_dir /nonexistent`"):
-        data._load_data_source(data.info("cifar10"), "train", "/nonexistent", None)
+        data.readers._load_data_source(data.info("cifar10"), "train", "/nonexistent", None)
 
 
 @pytest.mark.any_backend
@@ -156,24 +160,24 @@ def test_kill_9_between_epochs_resumes_from_the_last_finished_epoch(tmp_path):
     deadline = time.time() + 300
     metadata = None
     while time.time() < deadline and metadata is None:
-        found = list(out.glob(f"runs/*/{training.BACKUP_DIR}/training_metadata.json"))
+        found = list(out.glob(f"runs/*/{BACKUP_DIR}/training_metadata.json"))
         metadata = found[0] if found else None
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert metadata is not None and not (out / "runs.jsonl").exists()
     finished = json.loads(metadata.read_text())["epoch"]
-    logged = [json.loads(line) for line in (metadata.parent.parent / training.EPOCH_LOG).read_text().splitlines()]
+    logged = [json.loads(line) for line in (metadata.parent.parent / EPOCH_LOG).read_text().splitlines()]
     assert 1 <= finished <= 2 and len(logged) >= finished
     resumed = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
     lines = resumed.stdout.splitlines()
     said = lines.index(f"  resuming from epoch {finished} (a backup of an interrupted run)")  # before it trains
     assert lines[said - 1].startswith("run 1 of 1: ") and "test accuracy" in lines[said + 1]
-    (record,) = training.read_records(out / "runs.jsonl")
+    (record,) = read_records(out / "runs.jsonl")
     assert record["resumed_from_epoch"] == finished and record["epochs_run"] == 3
     assert record["history"]["loss"][:finished] == [line["logs"]["loss"] for line in logged[:finished]]
     assert len(record["history"]["val_accuracy"]) == 3 and record["status"] == "ok"
-    assert not metadata.parent.exists() and not (metadata.parent.parent / training.EPOCH_LOG).exists()
+    assert not metadata.parent.exists() and not (metadata.parent.parent / EPOCH_LOG).exists()
 
 
 @pytest.mark.any_backend

@@ -7,7 +7,8 @@ import keras
 import pytest
 import yaml
 
-from ngl_keras import config, data, training
+from ngl_keras import config, data, recipe
+from ngl_keras.grid import plan
 from tests.paths import CONFIGS
 
 
@@ -19,11 +20,11 @@ def _settings(tmp_path, text):
 
 
 def test_reduce_lr_null_turns_the_plateau_schedule_off(tmp_path):
-    on = training.schedule_callbacks(_settings(tmp_path, "{}"))
+    on = recipe.schedule_callbacks(_settings(tmp_path, "{}"))
     assert [type(c) for c in on] == [keras.callbacks.ReduceLROnPlateau, keras.callbacks.TerminateOnNaN]
     plateau = on[0]
     assert (plateau.monitor, plateau.factor, plateau.patience, plateau.min_lr) == ("val_accuracy", 0.2, 5, 1e-4)
-    off = training.schedule_callbacks(_settings(tmp_path, "reduce_lr: null"))
+    off = recipe.schedule_callbacks(_settings(tmp_path, "reduce_lr: null"))
     assert [type(c) for c in off] == [keras.callbacks.TerminateOnNaN]
 
 
@@ -33,7 +34,7 @@ def test_a_grid_can_turn_the_schedule_back_on_only_with_every_key(tmp_path):
     (tmp_path / "datasets" / "colorectal_histology.yaml").write_text(text)
     back = {"reduce_lr": {"monitor": "val_loss", "factor": 0.5, "patience": 2, "min_lr": 1e-5}}
     settings = config.dataset_settings("colorectal_histology", tmp_path, back)
-    plateau = training.schedule_callbacks(settings)[0]
+    plateau = recipe.schedule_callbacks(settings)[0]
     assert (plateau.monitor, plateau.factor, plateau.patience, plateau.min_lr) == ("val_loss", 0.5, 2, 1e-5)
     with pytest.raises(ValueError, match=r"settings for colorectal_histology: reduce_lr: missing keys "
                                          r"\['monitor', 'patience', 'min_lr'\]"):
@@ -88,7 +89,7 @@ def test_every_value_in_the_evaluation_configs_says_its_source(path):
 
 
 def test_a_plan_carries_built_settings_with_their_types_and_records_keep_the_given_mapping(tmp_path):
-    runs = training.plan({"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": ["ce"],
+    runs = plan({"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": ["ce"],
                           "settings": {"fashion_mnist": {"optimizer": {"name": "sgd", "learning_rate": 1}}}},
                          CONFIGS, {"epochs": 2})
     settings = runs[0].settings

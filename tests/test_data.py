@@ -32,7 +32,7 @@ def test_every_dataset_loads_through_the_real_code_under_mock_data(name):
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
         loaded = {part: _images_and_labels(data.load_split(name, spec)) for part, spec in splits.items()}
         if name == "fashion_mnist":  # the real IDX files win over tfds when installed
-            loaded = {part: _images_and_labels(data._load_tfds(dataset, spec, None, None))
+            loaded = {part: _images_and_labels(data.readers._load_tfds(dataset, spec, None, None))
                       for part, spec in splits.items()}
     for part, (images, labels) in loaded.items():
         assert len(images) > 0, part

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import ngl_keras
-from ngl_keras import data, models, own_data, training
+from ngl_keras import data, models, own_data, recipe, training
+from ngl_keras.grid import Sources
+from ngl_keras.records import read_records
+from ngl_keras.resume import EPOCH_LOG
 from ngl_keras.gp import fitness
 from tests.paths import CONFIGS
 
@@ -45,7 +48,7 @@ def test_evaluate_trains_each_loss_on_paired_seeds_and_its_table_is_the_records_
     assert [r["key"] for r in records] == ["arrays/small_model/ce/0", "arrays/small_model/ce/1",
                                            "arrays/small_model/constant/0", "arrays/small_model/constant/1"]
     assert [r["seed"] for r in records] == [3, 4, 3, 4]  # paired: run r of every loss has seed 3 + r
-    assert records == training.read_records(out / "runs.jsonl")
+    assert records == read_records(out / "runs.jsonl")
     fingerprint = data.from_arrays({"train": TRAIN, "validation": VALIDATION, "test": TEST}).fingerprint
     for record in records:
         assert record["identity"]["data"] == {"sha256": fingerprint}
@@ -76,7 +79,7 @@ class Interrupted(Exception):
 def test_evaluate_resumes_an_interrupted_run_and_skips_finished_ones_but_not_for_other_arrays(tmp_path, monkeypatch):
     out = tmp_path / "out"
     started = []
-    schedule = training.schedule_callbacks
+    schedule = recipe.schedule_callbacks
 
     class InterruptSecondRun(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):  # before the backup of this epoch is written
@@ -87,16 +90,16 @@ def test_evaluate_resumes_an_interrupted_run_and_skips_finished_ones_but_not_for
         started.append(1)
         return schedule(settings) + [InterruptSecondRun()]
 
-    monkeypatch.setattr(training, "schedule_callbacks", callbacks)
+    monkeypatch.setattr(recipe, "schedule_callbacks", callbacks)
     call = dict(epochs=3, batch_size=16, runs=2, learning_rate=0.05, out=out, strategy="none")
     with pytest.raises(Interrupted):
         ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, log=lambda *_: None, **call)
-    first = training.read_records(out / "runs.jsonl")
+    first = read_records(out / "runs.jsonl")
     assert [r["key"] for r in first] == ["arrays/small_model/ce/0"]
     interrupted = [json.loads(line) for line in next((out / "runs").glob("*__1__*")).joinpath(
-        training.EPOCH_LOG).read_text().splitlines()]
+        EPOCH_LOG).read_text().splitlines()]
     assert [line["epoch"] for line in interrupted] == [0]
-    monkeypatch.setattr(training, "schedule_callbacks", schedule)
+    monkeypatch.setattr(recipe, "schedule_callbacks", schedule)
     trained, train_run = [], training.train_run
     monkeypatch.setattr(training, "train_run", lambda run, *args, **kwargs: trained.append(run.key) or
                         train_run(run, *args, **kwargs))
@@ -132,7 +135,7 @@ def test_search_on_arrays_returns_a_hall_of_fame_the_fitness_reproduces_and_resu
     assert saved["fitness"]["sources"]["data"]["sha256"] == dataset.fingerprint
     settings = {k: v for k, v in saved["fitness"].items() if k != "sources"}
     evaluate = fitness.TrainingFitness(settings, CONFIGS, tmp_path / "again", seed=saved["seed"],
-                                       sources=training.Sources({"arrays": dataset}, {"small_model": model}))
+                                       sources=Sources({"arrays": dataset}, {"small_model": model}))
     assert evaluate(fame[0]["formula"]) == pytest.approx(fame[0]["fitness"])
     assert fame[0]["fitness"][0] * len(VALIDATION[1]) == pytest.approx(round(fame[0]["fitness"][0] * 24))
 

@@ -11,7 +11,8 @@ import yaml
 
 import search_gp
 import train_small
-from ngl_keras import config, data, training
+from ngl_keras import config, data
+from ngl_keras.records import read_records
 from ngl_keras.files import run_cli
 from tests import tiny_tfds
 from tests.paths import CONFIGS
@@ -71,7 +72,7 @@ def test_train_small_trains_and_tables_a_dataset_by_name(data_dir, tmp_path, cap
     assert train_small.main(["--datasets", "tiny_shapes", "--data-dir", data_dir, "--models", "small_cnn",
                              "--losses", "ce", "--epochs", "1", "--out", str(out), "--strategy", "none",
                              "--quiet"]) == 0
-    (record,) = training.read_records(out / "runs.jsonl")
+    (record,) = read_records(out / "runs.jsonl")
     assert record["key"] == "tiny_shapes/small_cnn/ce/0" and record["identity"]["data"] == {"tfds_version": "1.0.0"}
     assert record["config"]["splits"]["validation"] == "train[90%:]" and record["epochs_run"] == 1
     assert round(record["test_accuracy"] * 24, 4) == round(record["test_accuracy"] * 24)  # of the 24 test images

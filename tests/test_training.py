@@ -12,7 +12,11 @@ import pytest
 import yaml
 
 import train_small
-from ngl_keras import config, files, report, training
+from ngl_keras import config, files, recipe, report, training
+from ngl_keras.grid import plan
+from ngl_keras.progress import GridClock, Progress
+from ngl_keras.records import append_record, finished_keys, identity, read_records, record_backend
+from ngl_keras.resume import BACKUP_DIR, EPOCH_LOG
 from tests.paths import CONFIGS, ROOT, kill_when_lines
 
 TINY = {"epochs": 1, "limit_train": 256}
@@ -30,7 +34,7 @@ def _grid(tmp_path, **extra):
 @pytest.mark.realdata
 def test_grid_writes_one_record_per_run_and_a_table_the_numbers_support(tmp_path):
     out = tmp_path / "out"
-    runs = training.plan(config.grid(_grid(tmp_path)), CONFIGS, TINY)
+    runs = plan(config.grid(_grid(tmp_path)), CONFIGS, TINY)
     assert [r.key for r in runs] == ["fashion_mnist/small_cnn/ce/0", "fashion_mnist/small_cnn/ce/1",
                                      "fashion_mnist/small_cnn/ngl/0", "fashion_mnist/small_cnn/ngl/1"]
     assert [r.seed for r in runs] == [5, 6, 5, 6]
@@ -54,7 +58,7 @@ def test_grid_writes_one_record_per_run_and_a_table_the_numbers_support(tmp_path
         assert record["epochs_run"] == 1 and record["config"]["limit_train"] == 256
         assert record["versions"]["keras"].startswith("3.") and record["wall_time_s"] > 0
         run = next(r for r in runs if r.key == record["key"])
-        assert record["identity"] == run.identity() and record["run_dir"] == f"runs/{run.directory}"
+        assert record["identity"] == identity(run) and record["run_dir"] == f"runs/{run.directory}"
         assert (out / record["run_dir"] / "history.csv").exists()
         assert (out / record["run_dir"] / "tensorboard").is_dir()
     # The table, recomputed by hand from the records.
@@ -95,7 +99,7 @@ def test_table_counts_better_same_worse_and_leaves_diverged_runs_out():
 
 @pytest.mark.realdata
 def test_a_loss_that_turns_nan_is_recorded_as_diverged_and_the_grid_goes_on(tmp_path):
-    runs = training.plan(config.grid(_grid(tmp_path, runs=1)), CONFIGS,
+    runs = plan(config.grid(_grid(tmp_path, runs=1)), CONFIGS,
                          {**TINY, "losses": ["exp(1000*p) * y + p", "ce"]})
     records = training.run_grid(runs, tmp_path / "out", strategy="none", verbose=0, log=lambda *_: None)
     assert [r["status"] for r in records] == ["diverged", "ok"]
@@ -104,7 +108,7 @@ def test_a_loss_that_turns_nan_is_recorded_as_diverged_and_the_grid_goes_on(tmp_
 
 @pytest.mark.realdata
 def test_mirrored_strategy_on_two_logical_cpus_trains_and_reports(tmp_path):
-    runs = training.plan(config.grid(_grid(tmp_path, runs=1, losses=["ngl"])), CONFIGS, TINY)
+    runs = plan(config.grid(_grid(tmp_path, runs=1, losses=["ngl"])), CONFIGS, TINY)
     records = training.run_grid(runs, tmp_path / "out", strategy="mirrored", verbose=0,
                                 log=lambda *_: None)
     assert records[0]["replicas"] == 2 and records[0]["status"] == "ok"
@@ -123,16 +127,16 @@ def test_a_truncated_last_line_is_skipped_by_readers_and_removed_by_the_next_app
     text = f"{a}\n{b}\n{c[:25]}"
     path.write_text(text)
     with pytest.warns(UserWarning, match="skipping a truncated last line"):
-        assert [r["run"] for r in training.read_records(path)] == [0, 1]
+        assert [r["run"] for r in read_records(path)] == [0, 1]
     assert path.read_text() == text  # a reader never writes
     with pytest.warns(UserWarning, match="removing a truncated last line"):
-        training.append_record(path, _record("d/m/l/2"))
+        append_record(path, _record("d/m/l/2"))
     assert path.read_text() == f"{a}\n{b}\n{json.dumps(_record('d/m/l/2'))}\n"
     assert not (tmp_path / "runs.jsonl.tmp").exists()
     # A last record that lost only its newline is kept, and the next record goes on a new line.
     path.write_text(f"{a}\n{b}")
-    training.append_record(path, _record("d/m/l/2"))
-    assert [r["run"] for r in training.read_records(path)] == [0, 1, 2]
+    append_record(path, _record("d/m/l/2"))
+    assert [r["run"] for r in read_records(path)] == [0, 1, 2]
 
 
 def test_a_failed_repair_leaves_the_file_as_it_was(tmp_path, monkeypatch):
@@ -145,7 +149,7 @@ def test_a_failed_repair_leaves_the_file_as_it_was(tmp_path, monkeypatch):
 
     monkeypatch.setattr(files.os, "replace", disk_full)
     with pytest.warns(UserWarning), pytest.raises(OSError, match="No space left"):
-        training.append_record(path, _record("d/m/l/1"))
+        append_record(path, _record("d/m/l/1"))
     assert path.read_text() == text
 
 
@@ -159,7 +163,7 @@ def test_a_corrupt_records_file_is_named_with_its_line(tmp_path, content, messag
     path = tmp_path / "runs.jsonl"
     path.write_text(content.replace("GOOD", json.dumps(_record("d/m/l/0"))))
     with pytest.raises(ValueError) as error:
-        training.read_records(path)
+        read_records(path)
     assert message in str(error.value) and str(path) in str(error.value)
 
 
@@ -199,48 +203,48 @@ def test_runs_of_another_backend_are_neither_reused_nor_tabled_with_this_ones(tm
     runs = _plan(tmp_path)
     here = keras.backend.backend()
     other = "jax" if here == "tensorflow" else "tensorflow"
-    record = {**_record(runs[0].key, config=runs[0].settings.to_json(), dtype_policy="float32"), "identity": runs[0].identity(),
+    record = {**_record(runs[0].key, config=runs[0].settings.to_json(), dtype_policy="float32"), "identity": identity(runs[0]),
               "backend": other}
     with pytest.raises(ValueError, match=re.escape(f'differ in backend ("{other}" vs "{here}")')):
-        training.finished_keys(runs, [record], tmp_path / "runs.jsonl")
-    assert training.finished_keys(runs, [{**record, "backend": here}],
+        finished_keys(runs, [record], tmp_path / "runs.jsonl")
+    assert finished_keys(runs, [{**record, "backend": here}],
                                   tmp_path / "runs.jsonl") == {runs[0].key}
     # Records written before the JAX backend existed say no backend: they are TensorFlow's.
-    assert training.record_backend({"versions": {"python": "3.11"}}) == "tensorflow"
+    assert record_backend({"versions": {"python": "3.11"}}) == "tensorflow"
 
 
 def _plan(tmp_path, **overrides):
-    return training.plan(config.grid(_grid(tmp_path, runs=1)), CONFIGS, {**TINY, **overrides})
+    return plan(config.grid(_grid(tmp_path, runs=1)), CONFIGS, {**TINY, **overrides})
 
 
 def _finished(runs):
-    return [_record(r.key, identity=r.identity(), config=r.settings.to_json(), weights=r.weights,
+    return [_record(r.key, identity=identity(r), config=r.settings.to_json(), weights=r.weights,
                     dtype_policy="float32") for r in runs]
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     runs = _plan(tmp_path)
     path = tmp_path / "runs.jsonl"
-    assert training.finished_keys(runs, _finished(runs), path) == {r.key for r in runs}
+    assert finished_keys(runs, _finished(runs), path) == {r.key for r in runs}
     for overrides, difference in (({"epochs": 2}, "settings.epochs (1 vs 2)"),
                                   ({"limit_train": 512}, "settings.limit_train (256 vs 512)")):
         with pytest.raises(ValueError) as error:
-            training.finished_keys(_plan(tmp_path, **overrides), _finished(runs), path)
+            finished_keys(_plan(tmp_path, **overrides), _finished(runs), path)
         assert (f"{path} already holds fashion_mnist/small_cnn/ce/0 trained with other settings: "
                 f"{difference} (there vs now)") in str(error.value)
     with pytest.raises(ValueError, match=r"loss.config.alpha \(2.4092 vs 3.0\)"):
-        training.finished_keys(_plan(tmp_path, losses=["ce", {"name": "ngl", "alpha": 3.0}]),
+        finished_keys(_plan(tmp_path, losses=["ce", {"name": "ngl", "alpha": 3.0}]),
                                _finished(runs), path)
     with pytest.raises(ValueError, match=r'dtype_policy \("float32" vs "mixed_float16"\)'):
-        training.finished_keys(runs, _finished(runs), path, mixed_precision=True)
+        finished_keys(runs, _finished(runs), path, mixed_precision=True)
     with pytest.raises(ValueError, match=r'dtype_policy \("float32" vs "mixed_bfloat16"\)'):
-        training.finished_keys(runs, _finished(runs), path, mixed_precision="mixed_bfloat16")
+        finished_keys(runs, _finished(runs), path, mixed_precision="mixed_bfloat16")
     # Another loss with other settings in the same directory would mix settings in its table.
     with pytest.raises(ValueError, match=r"would mix settings for dataset 'fashion_mnist'.*config.epochs \(1 vs 2\)"):
-        training.finished_keys(_plan(tmp_path, epochs=2, losses=["sce"]), _finished(runs), path)
+        finished_keys(_plan(tmp_path, epochs=2, losses=["sce"]), _finished(runs), path)
     legacy = [{k: v for k, v in record.items() if k != "identity"} for record in _finished(runs)]
     with pytest.raises(ValueError, match="without the settings it was trained with"):
-        training.finished_keys(runs, legacy, path)
+        finished_keys(runs, legacy, path)
 
 
 def test_run_directories_are_short_stable_and_distinct_for_long_formulas(tmp_path):
@@ -263,10 +267,10 @@ def test_every_loss_of_a_grid_is_parsed_before_anything_trains(tmp_path):
 def test_the_sgd_branch_builds_sgd_with_the_configured_rate_and_momentum():
     settings = config.dataset_settings("fashion_mnist", CONFIGS,
                                        {"optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.8}})
-    optimizer = training._optimizer(settings)
+    optimizer = recipe.optimizer(settings)
     assert type(optimizer).__name__ == "SGD"
     assert float(optimizer.learning_rate) == pytest.approx(0.05) and optimizer.momentum == pytest.approx(0.8)
-    adam = training._optimizer(config.dataset_settings("fashion_mnist", CONFIGS))
+    adam = recipe.optimizer(config.dataset_settings("fashion_mnist", CONFIGS))
     assert type(adam).__name__ == "Adam" and float(adam.learning_rate) == pytest.approx(1e-3)
 
 
@@ -359,7 +363,7 @@ def test_an_output_directory_that_is_a_file_or_unwritable_is_refused(tmp_path, w
 
 
 def test_offline_dataset_error_names_the_dataset_before_the_grid_starts(tmp_path):
-    runs = training.plan(config.grid(_grid(tmp_path, datasets=["cifar10"], settings={})), CONFIGS,
+    runs = plan(config.grid(_grid(tmp_path, datasets=["cifar10"], settings={})), CONFIGS,
                          {**TINY, "models": ["small_cnn"]})
     messages = []
     with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline"):
@@ -427,25 +431,25 @@ def test_a_backup_cut_by_a_kill_while_keras_wrote_it_is_set_aside_and_the_run_st
     import ngl_keras
     from tests.test_own_data import TEST, TRAIN, VALIDATION, small_model
 
-    schedule = training.schedule_callbacks
+    schedule = recipe.schedule_callbacks
 
     class InterruptAfterTheFirstBackup(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):  # before the backup of this epoch is written
             if epoch == 1:
                 raise _Interrupted()
 
-    monkeypatch.setattr(training, "schedule_callbacks", lambda settings: schedule(settings) + [InterruptAfterTheFirstBackup()])
+    monkeypatch.setattr(recipe, "schedule_callbacks", lambda settings: schedule(settings) + [InterruptAfterTheFirstBackup()])
     call = dict(epochs=3, batch_size=16, runs=1, learning_rate=0.05, out=tmp_path / "out", strategy="none",
                 log=lambda *_: None)
     with pytest.raises(_Interrupted):
         ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call)
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
-    backup = run_dir / training.BACKUP_DIR
+    backup = run_dir / BACKUP_DIR
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
-    first_epoch = json.loads((run_dir / training.EPOCH_LOG).read_text().splitlines()[0])["logs"]["loss"]
+    first_epoch = json.loads((run_dir / EPOCH_LOG).read_text().splitlines()[0])["logs"]["loss"]
     damage(backup)
     left = {p.name: p.read_bytes() for p in backup.iterdir()}
-    monkeypatch.setattr(training, "schedule_callbacks", schedule)
+    monkeypatch.setattr(recipe, "schedule_callbacks", schedule)
 
     with pytest.warns(UserWarning) as caught:
         (record,) = ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call).records
@@ -458,7 +462,7 @@ def test_a_backup_cut_by_a_kill_while_keras_wrote_it_is_set_aside_and_the_run_st
     assert record["history"]["loss"][0] == pytest.approx(first_epoch)  # the same seed, from the start
     aside = run_dir / "backup.unreadable"
     assert {p.name: p.read_bytes() for p in aside.iterdir()} == left  # kept as it was, not deleted
-    assert not backup.exists() and not (run_dir / training.EPOCH_LOG).exists()
+    assert not backup.exists() and not (run_dir / EPOCH_LOG).exists()
 
 
 class _Clock:
@@ -473,9 +477,9 @@ class _Clock:
 
 def test_progress_writes_a_line_every_ten_seconds_and_each_epoch_with_the_grids_eta():
     clock, lines = _Clock(), []
-    grid = training.GridClock(4, clock=clock)  # 4 epochs in the grid
+    grid = GridClock(4, clock=clock)  # 4 epochs in the grid
     assert grid.eta() == "ETA after the first epoch"
-    progress = training.Progress(32, grid, every=10.0, log=lines.append, clock=clock)
+    progress = Progress(32, grid, every=10.0, log=lines.append, clock=clock)
     progress.set_params({"epochs": 2, "steps": 100})
     progress.on_epoch_begin(0)
     for batch in range(10):  # 3 s per step: lines at 12 s (4 steps done) and 24 s (8 steps done)
@@ -491,7 +495,7 @@ def test_progress_writes_a_line_every_ten_seconds_and_each_epoch_with_the_grids_
                      "  epoch 1/2: validation step 1, 6 images/s, 35 s",
                      "  epoch 1/2: 45 s, loss 0.5123, accuracy 0.75, val_accuracy 0.8; ETA 2.2 min"]
     assert grid.eta() == "ETA 2.2 min"  # 45 s per epoch, 3 epochs left
-    quiet = training.Progress(32, grid, every=10.0, periodic=False, log=lines.append, clock=clock)
+    quiet = Progress(32, grid, every=10.0, periodic=False, log=lines.append, clock=clock)
     quiet.set_params({"epochs": 2, "steps": 100})
     quiet.on_epoch_begin(1)
     for batch in range(10):

@@ -114,13 +114,13 @@ class TrainingFitness:
     process (about 17 MB per small_cnn training here, even after `clear_session`), and a new
     process returns it, so a long search stays flat in memory. 0 trains in this process.
 
-    `sources` (a `training.Sources`) names in-memory arrays and model functions the settings'
+    `sources` (a `grid.Sources`) names in-memory arrays and model functions the settings'
     `datasets` and `model` may name (the Python API's search); they travel to the child process
     with every candidate (pickled: a model function must then be a module-level function).
     """
 
     def __init__(self, settings, configs_dir, search_dir, data_dir=None, seed=0, sources=None):
-        from ngl_keras import training
+        from ngl_keras import grid
 
         self.settings, self.search_dir = settings, Path(search_dir)
         self.recycle_every = settings.get("recycle_every", 10)
@@ -129,8 +129,8 @@ class TrainingFitness:
         self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed, sources)
         self._process = TrainingProcess(self.recycle_every)
         self._trainer = _Trainer(*self._args)
-        self.runs = training.plan({**self._trainer.grid, "losses": ["ce"]}, configs_dir,
-                                  self._trainer.overrides, data_dir, sources)  # names and settings now
+        self.runs = grid.plan({**self._trainer.grid, "losses": ["ce"]}, configs_dir,
+                              self._trainer.overrides, data_dir, sources)  # names and settings now
 
     def check_inputs(self):
         """Load one example of every split a training reads, and the model's pretrained
@@ -179,10 +179,10 @@ class _Trainer:
     """Trains losses for a fitness: the experiment's grid, its data loaded once per process."""
 
     def __init__(self, settings, configs_dir, search_dir, data_dir, seed, sources=None):
-        from ngl_keras import training
+        from ngl_keras import data
 
         self.search_dir, self.configs_dir, self.sources = Path(search_dir), configs_dir, sources
-        self.datasets = training.Datasets(data_dir)
+        self.datasets = data.Datasets(data_dir)
         self.grid = {"datasets": settings["datasets"], "models": [settings["model"]],
                      "runs": settings["runs"], "seed": seed, "weights": settings.get("weights"),
                      "settings": settings.get("settings", {})}
@@ -191,14 +191,14 @@ class _Trainer:
 
     def accuracies(self, loss):
         """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
-        from ngl_keras import training
+        from ngl_keras import distribution, grid, training
 
-        runs = training.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
-                             self.datasets.data_dir, self.sources)
+        runs = grid.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
+                         self.datasets.data_dir, self.sources)
         out = []
         for run in runs:
             record = training.train_run(run, self.datasets, self.search_dir / "scratch",
-                                        training.make_strategy("none"), verbose=0,
+                                        distribution.make_strategy("none"), verbose=0,
                                         evaluate_test=False, logs=False)
             history = record["history"].get("val_accuracy") or [float("nan")]
             ok = record["status"] == "ok" and np.isfinite(history[-1])

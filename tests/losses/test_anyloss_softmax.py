@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import ngl_keras
 from ngl_keras import config, training
+from ngl_keras.grid import plan
 from ngl_keras.losses.anyloss import amplifier_defaults
 from tests import reference as ref
 from tests.paths import CONFIGS
@@ -76,7 +77,7 @@ def test_anyloss_defaults_train_a_ten_class_softmax_model_about_as_well_as_ce(tm
     amplifier stays at chance, 10.0 %)."""
     grid = config.grid(CONFIGS / "quick.yaml")
     grid.update(losses=["ce", "anyloss_f1"], runs=1, seed=0)
-    runs = training.plan(grid, CONFIGS, {"epochs": 2, "limit_train": 16384})
+    runs = plan(grid, CONFIGS, {"epochs": 2, "limit_train": 16384})
     records = training.run_grid(runs, tmp_path, strategy="none", verbose=0, log=lambda *_: None)
     accuracy = {r["loss"]: r["test_accuracy"] for r in records}
     assert records[1]["loss_config"]["L"] is None  # the defaults, not a tuned value

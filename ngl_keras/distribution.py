@@ -1,0 +1,91 @@
+"""Devices and replication: where a run trains (one device, or data parallelism over several), and
+the workaround that keeps replicated JAX training from deadlocking (`SynchronousBatches`)."""
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import keras
+
+from ngl_keras import config as config_module
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How a run is spread over devices: `scope()` to build, compile, fit and evaluate the model
+    in, and the number of replicas each global batch is split over."""
+
+    name: str
+    replicas: int
+    scope: object  # () -> context manager
+
+
+def _replica_devices():
+    """Every GPU, or else every logical CPU device (several only when split on purpose)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def _tf_strategy(name):
+    import tensorflow as tf
+
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = _replica_devices()
+        if devices[0].upper().find("GPU") >= 0:
+            return tf.distribute.MirroredStrategy(devices)
+        # Logical CPU devices: reduce on one device; collective ops there keep instance keys
+        # across strategies of one process and clash when a second strategy is made.
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy 'multiworker' needs TF_CONFIG describing the cluster.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")  # auto
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def make_strategy(name):
+    """The `Replication` for strategy `name` on the current Keras backend.
+
+    TensorFlow: tf.distribute ("mirrored" over local GPUs or split CPUs, "multiworker" from
+    TF_CONFIG, "auto" mirrored when there are several GPUs). JAX: "mirrored", and "auto" with
+    several devices, are `keras.distribution.DataParallel` over every local device (each global
+    batch split evenly, one model replica per device, gradients all-reduced by XLA).
+    """
+    if name not in config_module.STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(config_module.STRATEGIES)}.")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        strategy = _tf_strategy(name)
+        return Replication(name, strategy.num_replicas_in_sync, strategy.scope)
+    if name == "multiworker":
+        raise ValueError(f"strategy 'multiworker' is TensorFlow's (MultiWorkerMirroredStrategy from "
+                         f"TF_CONFIG); on the {backend} backend use 'mirrored' or 'auto' on one machine, or "
+                         "the TensorFlow backend for several machines.")
+    devices = keras.distribution.list_devices() if backend == "jax" else ["cpu"]
+    if name == "none" or (name == "auto" and len(devices) == 1):
+        return Replication(name, 1, contextlib.nullcontext)
+    if backend != "jax":
+        if name == "auto":
+            return Replication(name, 1, contextlib.nullcontext)
+        raise ValueError(f"strategy {name!r} needs the TensorFlow or JAX backend; the {backend} backend "
+                         "has no data parallelism in Keras. Use --strategy none.")
+    distribution = keras.distribution.DataParallel(devices=devices)
+    return Replication(name, len(devices), distribution.scope)
+
+
+class SynchronousBatches(keras.callbacks.Callback):
+    """Keeps Keras from reading each batch's logs in a thread pool while the next batch runs, which
+    it does when no callback looks at batches. With DataParallel over XLA's CPU devices those reads
+    and the next step's all-reduce were seen to deadlock (threads waiting in `ArrayImpl._value`,
+    the main thread in the next step, for good). Defining the batch hooks turns the pool off."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
