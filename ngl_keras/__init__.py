@@ -11,8 +11,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "console", "data", "files", "formula", "gp", "layers", "losses", "models", "own_data",
-               "plots", "report", "training")
+_SUBMODULES = ("calibration", "config", "console", "data", "distribution", "files", "formula", "gp", "grid",
+               "layers", "losses", "models", "own_data", "plots", "progress", "recipe", "records", "report",
+               "resume", "settings", "training")
 _LOSSES = ("NGL", "AnyLoss", "BiTemperedLogisticLoss", "ExpressionLoss", "SoftDice", "SymmetricCrossEntropy")
 
 __all__ = [*_LOSSES, "evaluate", *_SUBMODULES]
