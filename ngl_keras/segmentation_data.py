@@ -68,8 +68,9 @@ def voc_training_split(root):
     return "train_aug" if aug else "train"
 
 
-def voc(root, split):
-    """The Pascal VOC 2012 split `split` (one of VOC_SPLITS) under `root` (the VOCdevkit directory)."""
+def voc(root, split, classes=VOC_CLASSES):
+    """The Pascal VOC 2012 split `split` (one of VOC_SPLITS) under `root` (the VOCdevkit directory);
+    `classes` for another dataset written in this layout (benchmarks/fmnist_scenes.py)."""
     if split not in VOC_SPLITS:
         raise ValueError(f"VOC split {split!r} is not one of {', '.join(VOC_SPLITS)}.")
     base = _existing(Path(root) / "VOC2012", "the VOC directory")
@@ -98,7 +99,7 @@ def voc(root, split):
         examples.append(pair)
     if not examples:
         raise ValueError(f"{listing} lists no examples.")
-    return SegmentationSplit(f"voc_{split}", VOC_CLASSES, tuple(examples))
+    return SegmentationSplit(f"voc_{split}", classes, tuple(examples))
 
 
 def coco_stuff(root, split):
@@ -137,6 +138,19 @@ def read_example(image_path, label_path, classes):
         raise ValueError(f"{label_path}: label value {int(label[bad][0])} is outside [0, {classes}) and not "
                          f"the void label {VOID}.")
     return image, label
+
+
+def voc_palette():
+    """The VOC colour map, as the devkit's label PNGs carry it: the bits of the class id interleaved
+    over R, G, B from the most significant bit down (class 1 dark red, 255 void cream)."""
+    palette = np.zeros((256, 3), np.uint8)
+    for c in range(256):
+        value = c
+        for bit in range(8):
+            for channel in range(3):
+                palette[c, channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+    return palette.ravel().tolist()
 
 
 # Augmentation.

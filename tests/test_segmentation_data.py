@@ -12,20 +12,6 @@ pytestmark = pytest.mark.any_backend  # runs again under KERAS_BACKEND=jax (tf_d
 JPEG_TOLERANCE = 12   # flat colour blocks survive JPEG at quality 100 to within this
 
 
-def voc_palette():
-    """The VOC colour map (bit-interleaved class ids), as the devkit's PNGs carry it."""
-    palette = []
-    for c in range(256):
-        r = g = b = 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def scene(index, height=20, width=24, classes=21):
     """An image of flat colour blocks and its label: class (index % (classes-1)) + 1 on the right
     half, background on the left, a one-pixel void border."""
@@ -44,7 +30,7 @@ def save_pair(image, label, image_path, label_path, palette=True):
     Image.fromarray(image).save(image_path, quality=100, subsampling=0)
     if palette:
         png = Image.fromarray(label, mode="P")
-        png.putpalette(voc_palette())
+        png.putpalette(sd.voc_palette())
     else:
         png = Image.fromarray(label, mode="L")
     png.save(label_path)
@@ -152,6 +138,12 @@ def test_bad_labels_and_sizes_are_one_line(tmp_path):
     Image.fromarray(image).save(tmp_path / "z.png")
     with pytest.raises(ValueError, match="z.png: a label PNG must hold class ids .* mode is RGB"):
         sd.read_example(tmp_path / "x.jpg", tmp_path / "z.png", 21)
+
+
+def test_the_voc_palette_is_the_devkits():
+    palette = np.reshape(sd.voc_palette(), (256, 3))
+    assert palette[:3].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+    assert palette[15].tolist() == [192, 128, 128] and palette[255].tolist() == [224, 224, 192]
 
 
 def test_resizes_follow_cv2_and_pil():
