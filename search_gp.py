@@ -81,6 +81,9 @@ def set_verbosity(args):
 def main(argv=None, args=None):
     args = args or parse_args(sys.argv[1:] if argv is None else argv)
     set_verbosity(args)
+    from ngl_keras import console
+
+    console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
     from ngl_keras.gp import search
     from ngl_keras.gp.evolution import SearchStopped
 

@@ -91,6 +91,9 @@ def set_verbosity(args):
 def main(argv=None, args=None):
     args = args or parse_args(sys.argv[1:] if argv is None else argv)
     set_verbosity(args)
+    from ngl_keras import console
+
+    console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
     from ngl_keras import config, report, training
     from ngl_keras.files import output_directory
 
@@ -107,17 +110,14 @@ def main(argv=None, args=None):
     grid = config.grid(args.config)
     if args.weights is not None:
         grid["weights"] = None if args.weights == "none" else args.weights
-    if args.datasets:  # the config's settings for the datasets --datasets leaves out do not apply
-        grid["settings"] = {k: v for k, v in grid.get("settings", {}).items() if k in args.datasets}
-    overrides = {"datasets": args.datasets, "models": args.models, "losses": args.losses,
-                 "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train}
-    runs = training.plan(grid, CONFIGS, overrides, data_dir=args.data_dir)
+    grid = config.check_grid(grid, {"datasets": args.datasets, "models": args.models, "losses": args.losses,
+                                    "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train})
+    runs = training.plan(grid, CONFIGS, data_dir=args.data_dir)
     out = output_directory(args.out or ROOT / "runs" / Path(args.config).stem)
     records = training.run_grid(
-        runs, out, strategy=args.strategy or grid.get("strategy", "auto"), data_dir=args.data_dir,
-        mixed_precision=args.mixed_precision if args.mixed_precision is not None
-        else grid.get("mixed_precision", False),
-        jit_compile=grid.get("jit_compile", "auto"), verbose=0 if args.quiet else 2)
+        runs, out, strategy=args.strategy or grid.strategy, data_dir=args.data_dir,
+        mixed_precision=args.mixed_precision if args.mixed_precision is not None else grid.mixed_precision,
+        jit_compile=grid.jit_compile, verbose=0 if args.quiet else 2)
     print()
     print(report.write(records, out, args.compare_paper, BENCHMARK_RECORDS))
     print(f"\nresults: {out / 'runs.jsonl'}, {out / 'table.md'}, {out / 'table.csv'}, "

@@ -33,16 +33,20 @@ def balanced(levels):
 
 
 def load_parser(revision):
-    """The `parse` function of ngl_keras/losses/expression.py at `revision` (None: this tree)."""
+    """The `parse` function of the formula language at `revision` (None: this tree): ngl_keras/formula.py,
+    or ngl_keras/losses/expression.py where it lived before."""
     if revision is None:
-        from ngl_keras.losses import expression
+        from ngl_keras import formula
 
-        return expression.parse
-    text = subprocess.run(["git", "show", f"{revision}:ngl_keras/losses/expression.py"], cwd=ROOT,
-                          check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "expression_baseline.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("expression_baseline", path)
+        return formula.parse
+    for where in ("ngl_keras/formula.py", "ngl_keras/losses/expression.py"):
+        shown = subprocess.run(["git", "show", f"{revision}:{where}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    shown.check_returncode()
+    path = Path(tempfile.mkdtemp()) / "formula_baseline.py"
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location("formula_baseline", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.parse

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ngl_keras.gp import engine, evolution
-from ngl_keras.losses import expression as ex
+from ngl_keras import formula as ex
 
 POPULATION, GENERATIONS = 200, 30
 X = np.linspace(-1, 1, 20)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ngl_keras.gp import engine, screening  # noqa: E402
-from ngl_keras.losses import expression  # noqa: E402
+from ngl_keras import formula  # noqa: E402
 
 BASELINE = "21365ff9ee0a1cf95ce8db0c11653aa2855a2c99"  # the last commit with the GradientTape screen
 
@@ -43,7 +43,7 @@ def old_screening_module(commit):
 
 
 def random_trees(count, seed=0):
-    pset = engine.PrimitiveSet(tuple(expression.OPERATORS), ("p", "y"), (-5.0, 5.0), ("p", "y"), 0.3)
+    pset = engine.PrimitiveSet(tuple(formula.OPERATORS), ("p", "y"), (-5.0, 5.0), ("p", "y"), 0.3)
     limits = engine.Limits(min_height=2, max_size=100, init_max_height=5)
     rng = random.Random(seed)
     return [engine.ramped_half_and_half(pset, rng, limits) for _ in range(count)]
@@ -80,7 +80,7 @@ def main():
     same = sum(a[0] == b[0] for a, b in zip(old, new))
     for tree, a, b in zip(trees, old, new):
         if a[0] != b[0]:
-            print(f"verdicts differ: tape {a[0]}, numpy {b[0]}: {expression.to_text(tree)}")
+            print(f"verdicts differ: tape {a[0]}, numpy {b[0]}: {formula.to_text(tree)}")
     old_ms, new_ms = 1000 * sum(old_s) / len(trees), 1000 * sum(new_s) / len(trees)
     print(f"{len(trees)} trees; GradientTape screen {old_ms:.1f} ms per tree, numpy screen "
           f"{new_ms:.2f} ms per tree: {old_ms / new_ms:.0f}x faster")

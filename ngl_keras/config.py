@@ -1,69 +1,64 @@
-"""Config files are data: YAML checked against one schema per concept, with unknown keys, wrong
-types and out-of-range values rejected by name where they enter.
+"""Config files are data: the evaluation's settings (a grid, a dataset's training settings) as
+`ngl_keras.settings` dataclasses, read from YAML and built where they enter.
 
-Each concept is a dataclass: its fields are the accepted keys, their annotations the types, and a
-field's `check` (metadata) the accepted values. Augmentation is `ngl_keras.data.Augmentation`, the
-class that consumes it; the others are consumed as plain mappings by `ngl_keras.training`.
+Augmentation is `ngl_keras.data.Augmentation`, the class that consumes it.
 """
 
-import math
-import re
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import yaml
 
 from ngl_keras import data as data_module
+from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, Settings, build, check, finite,
+                                validate)
 
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")  # what `fit` logs with metrics=["accuracy"]
 
 
-def check(test, accepted):
-    """Field metadata: `test(value)` must hold; `accepted` says what is accepted, for the message."""
-    return {"check": (test, accepted)}
-
-
-def _finite(test):
-    return lambda v: math.isfinite(v) and test(v)
-
-
-POSITIVE_INT = check(lambda v: v >= 1, "an integer >= 1")
-POSITIVE = check(_finite(lambda v: v > 0), "a finite number > 0")
-NON_NEGATIVE = check(_finite(lambda v: v >= 0), "a finite number >= 0")
-
-
 @dataclass(frozen=True)
-class Optimizer:
+class Optimizer(Settings):
     name: str = field(metadata=check(lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"))
     learning_rate: float = field(metadata=POSITIVE)
-    momentum: float = field(default=0.0, metadata=check(_finite(lambda v: 0 <= v < 1), "in [0, 1)"))
+    momentum: float = field(default=0.0, metadata=check(finite(lambda v: 0 <= v < 1), "in [0, 1)"))
 
 
 @dataclass(frozen=True)
-class ReduceLR:
+class ReduceLR(Settings):
     monitor: str = field(metadata=check(lambda v: v in MONITORS, f"one of {', '.join(MONITORS)}"))
-    factor: float = field(metadata=check(_finite(lambda v: 0 < v < 1), "in (0, 1)"))
+    factor: float = field(metadata=check(finite(lambda v: 0 < v < 1), "in (0, 1)"))
     patience: int = field(metadata=check(lambda v: v >= 0, "an integer >= 0"))
     min_lr: float = field(metadata=NON_NEGATIVE)
 
 
-_SPLIT = re.compile(r"^([a-z]+)(?:\[(-?\d+(?:\.\d+)?%?)?:(-?\d+(?:\.\d+)?%?)?\])?$")
-SPLIT_SPEC = check(lambda v: bool(_SPLIT.match(v)), "a split such as 'train', 'train[:90%]' or 'test[1000:]'")
+def _is_split(spec):
+    try:
+        data_module.Split.parse(spec)
+    except ValueError:
+        return False
+    return True
+
+
+SPLIT_SPEC = check(_is_split, data_module.SPLIT_FORMS)
 
 
 @dataclass(frozen=True)
-class Splits:
+class Splits(Settings):
     train: str = field(metadata=SPLIT_SPEC)
     validation: str = field(metadata=SPLIT_SPEC)
     test: Optional[str] = field(metadata=SPLIT_SPEC)  # null: runs that are not tested (a search's fitness)
 
+    def roles(self):
+        """{role: spec} of the splits given (test left out when null)."""
+        return {role: spec for role, spec in (("train", self.train), ("validation", self.validation),
+                                              ("test", self.test)) if spec is not None}
+
 
 @dataclass(frozen=True)
-class DatasetSettings:
+class DatasetSettings(Settings):
     """configs/datasets/<name>.yaml, and a grid's `settings: {<name>: ...}` on top of it."""
 
     epochs: int = field(metadata=POSITIVE_INT)
@@ -74,10 +69,11 @@ class DatasetSettings:
     reduce_lr: Optional[ReduceLR]  # null turns the plateau schedule off (Table B.2.1: "–" for the SGD group)
     augmentation: data_module.Augmentation
     splits: Splits
+    limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # the grid's, set by `plan`
 
 
 @dataclass(frozen=True)
-class Grid:
+class Grid(Settings):
     """A grid config (configs/quick.yaml, ...): the runs of train_small.py."""
 
     datasets: list[str] = field(metadata=check(bool, "a non-empty list"))
@@ -98,102 +94,6 @@ class Grid:
     settings: dict = field(default_factory=dict, metadata=check(
         lambda v: all(isinstance(x, dict) for x in v.values()),
         "a mapping from dataset name to a mapping of its settings"))
-
-
-# Checking a mapping against a dataclass.
-
-def _type_name(expected):
-    origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if isinstance(expected, tuple):  # the mapping form of a schema (below): alternatives
-        return " or ".join(_type_name(t) for t in expected)
-    if isinstance(expected, list):
-        return f"a list of {_type_name(expected[0])}"
-    if isinstance(expected, dict):
-        return "a mapping"
-    if origin is Union:
-        return " or ".join(_type_name(t) for t in args)
-    if origin is list:
-        return ("a list of strings" if args[0] is str else f"a list of {_type_name(args[0])}") if args else "a list"
-    if is_dataclass(expected):
-        return "a mapping"
-    return {type(None): "null", float: "a number", int: "an integer", str: "a string",
-            bool: "true/false", list: "a list", dict: "a mapping"}[expected]
-
-
-def _matches(value, expected):
-    origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if isinstance(expected, tuple):
-        return any(_matches(value, t) for t in expected)
-    if isinstance(expected, list):
-        return isinstance(value, list) and all(_matches(v, expected[0]) for v in value)
-    if isinstance(expected, dict):
-        return isinstance(value, dict)
-    if origin is Union:
-        return any(_matches(value, t) for t in args)
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if is_dataclass(expected):
-        return isinstance(value, dict)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, expected)
-
-
-def keys(schema):
-    return [f.name for f in fields(schema)]
-
-
-def validate(data, schema, where, partial=False):
-    """Check mapping `data` against dataclass `schema`: keys, types, accepted values, and (unless
-    `partial`) that every field without a default is given. Returns `data` unchanged."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of settings, got "
-                         f"{'nothing' if data is None else type(data).__name__}.")
-    if isinstance(schema, dict):
-        return _validate_mapping(data, schema, where)
-    hints = typing.get_type_hints(schema)
-    by_name = {f.name: f for f in fields(schema)}
-    types = {name: hints[name] for name in by_name}
-    for key, value in data.items():
-        expected = _checked_type(key, value, types, where)
-        test, accepted = by_name[key].metadata.get("check", (None, None))
-        if test is not None and value is not None and not test(value):
-            raise ValueError(f"{where}: {key!r} must be {accepted}; got {value!r}.")
-        nested = next((t for t in (typing.get_args(expected) or (expected,)) if is_dataclass(t)), None)
-        if nested is not None and isinstance(value, dict):  # a dataclass, or Optional[dataclass]
-            validate(value, nested, f"{where}: {key}", partial)
-    if not partial:
-        missing = [f.name for f in fields(schema) if f.name not in data
-                   and f.default is MISSING and f.default_factory is MISSING]
-        if missing:
-            raise ValueError(f"{where}: missing keys {missing}.")
-        if schema is data_module.Augmentation:
-            data_module.Augmentation(**data)  # its own range checks, with its own messages
-    return data
-
-
-def _checked_type(key, value, types, where):
-    """The type `types` gives `key`, once `key` is known there and `value` is of that type."""
-    if key not in types:
-        raise ValueError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(types)}.")
-    expected = types[key]
-    if not _matches(value, expected):
-        raise ValueError(f"{where}: {key!r} must be {_type_name(expected)}; got {value!r}.")
-    return expected
-
-
-def _validate_mapping(data, schema, where):
-    """The mapping form of a schema (key -> type, nested mapping, [type] or (types...)): keys and
-    types only; kept for the configs that have no dataclass yet."""
-    for key, value in data.items():
-        expected = _checked_type(key, value, schema, where)
-        if isinstance(expected, tuple):  # a nested mapping or null: check the mapping's keys
-            expected = next((t for t in expected if isinstance(t, dict) and isinstance(value, dict)), None)
-        if isinstance(expected, dict) and expected:
-            validate(value, expected, f"{where}: {key}")
-    return data
 
 
 def read_yaml(path):
@@ -228,36 +128,28 @@ def split_rows(name, spec):
     """(base split, first row, end row) of split `spec` of dataset `name` (a name or a
     `data.DatasetInfo`), checked."""
     dataset = data_module.info(name)
-    name = dataset.name
-    match = _SPLIT.match(spec)
-    base = match.group(1)
-    if base not in dataset.splits:
-        raise ValueError(f"dataset {name!r} has no split {base!r} (in {spec!r}); it has "
+    name, split = dataset.name, data_module.Split.parse(spec)
+    if split.base not in dataset.splits:
+        raise ValueError(f"dataset {name!r} has no split {split.base!r} (in {spec!r}); it has "
                          f"{', '.join(dataset.splits)}.")
-    count = dataset.sizes[base]
-
-    def row(text, default):
-        if text is None:
-            return default
-        value = count * float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-        return int(round(value + count if value < 0 else value))
-
-    start, stop = row(match.group(2), 0), row(match.group(3), count)
+    count = dataset.sizes[split.base]
+    start, stop = split.rows(count) or (0, 0)
     if not 0 <= start < stop <= count:
         raise ValueError(f"split {spec!r} of dataset {name!r} selects no rows or rows outside the "
-                         f"{count} of split {base!r}.")
-    return base, start, stop
+                         f"{count} of split {split.base!r}.")
+    return split.base, start, stop
 
 
 def _check_splits(name, splits, where):
-    rows = {role: split_rows(name, spec) for role, spec in splits.items() if spec is not None}
+    given = splits.roles()
+    rows = {role: split_rows(name, spec) for role, spec in given.items()}
     roles = list(rows)
     for i, first in enumerate(roles):
         for second in roles[i + 1:]:
             (a, a0, a1), (b, b0, b1) = rows[first], rows[second]
             if a == b and a0 < b1 and b0 < a1:
-                raise ValueError(f"{where}: splits {first} {splits[first]!r} and {second} "
-                                 f"{splits[second]!r} overlap: the same images would be used for both.")
+                raise ValueError(f"{where}: splits {first} {given[first]!r} and {second} "
+                                 f"{given[second]!r} overlap: the same images would be used for both.")
 
 
 DEFAULTS_FILE = "defaults.yaml"  # configs/datasets/: the settings of a tfds dataset read by name
@@ -280,17 +172,16 @@ def dataset_settings(name, configs_dir, override=None):
     override = override or {}
     if rules is not None and "splits" not in override:
         settings = {**settings, "splits": _default_splits(dataset, rules, path)}
-    settings = validate(merge(settings, override), DatasetSettings, f"settings for {name}")
-    if settings["image_size"] is None and dataset.is_images:
+    settings = build(DatasetSettings, merge(settings, override), f"settings for {name}")
+    if settings.image_size is None and dataset.is_images:
         if not dataset.fixed_size:
             raise ValueError(f"settings for {name}: its images vary in size (or are not square): give image_size, "
                              f"e.g. settings: {{{name}: {{image_size: 64}}}} in the grid config.")
-        settings["image_size"] = dataset.fixed_size
-    if settings["augmentation"] and data_module.Augmentation(**settings["augmentation"]).active \
-            and not dataset.is_images:
+        settings = settings.replace(image_size=dataset.fixed_size)
+    if settings.augmentation.active and not dataset.is_images:
         raise ValueError(f"settings for {name}: augmentation needs images (N, height, width, channels); the "
                          "examples are not images: turn it off (horizontal_flip false, shifts and zoom 0).")
-    _check_splits(dataset, settings["splits"], f"settings for {name}")
+    _check_splits(dataset, settings.splits, f"settings for {name}")
     return settings
 
 
@@ -310,6 +201,11 @@ def grid(path):
     return validate(read_yaml(path), Grid, str(path), partial=True)
 
 
-def check_grid(data, where="grid"):
-    """A grid with the command line's overrides applied: complete and valid."""
-    return validate(data, Grid, where)
+def check_grid(data, overrides=None, where="grid"):
+    """The `Grid` of a grid mapping with the command line's `overrides` (None: not given) applied:
+    complete and valid. Datasets chosen there drop the config's settings of the others."""
+    overrides = overrides or {}
+    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("datasets") and isinstance(data.get("settings"), dict):
+        data["settings"] = {k: v for k, v in data["settings"].items() if k in overrides["datasets"]}
+    return build(Grid, data, where)

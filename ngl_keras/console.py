@@ -13,8 +13,10 @@ lines of a process that aborts).
 Verbosity travels in the environment variable NGL_KERAS_VERBOSE, so that the search's training
 processes (spawned) and a distributed search's workers started with it are as quiet as the command:
 "1" shows everything (no filter), "0" (the CLIs' default) also hides TensorFlow's C++ INFO and
-WARNING lines (TF_CPP_MIN_LOG_LEVEL=2) and keras-tuner's per-trial tables; unset (a library
-import) filters the harmless start-up lines only. This module imports no framework.
+WARNING lines (TF_CPP_MIN_LOG_LEVEL=2) and keras-tuner's per-trial tables. Only the command-line
+tools (and the search's training processes they start) call `load_frameworks`: importing
+ngl_keras filters nothing (a notebook, a test or a library user sees the frameworks as Keras shows
+them). This module imports no framework.
 """
 
 import contextlib

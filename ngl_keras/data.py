@@ -13,11 +13,15 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from ngl_keras import settings as settings_module
+from ngl_keras.settings import finite
 
 FASHION_MNIST_DIR = Path(os.environ.get("NGL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
@@ -225,21 +229,56 @@ def fashion_mnist_idx(directory=FASHION_MNIST_DIR):
             for split, (images, labels) in files.items()}
 
 
-def _slice_fraction(count, spec):
-    """Rows of a tfds-style split slice 'train[a%:b%]' over `count` examples."""
-    inside = spec[spec.index("[") + 1: spec.index("]")]
-    start, _, stop = inside.partition(":")
-
-    def position(text, default):
-        if not text:
-            return default
-        return int(round(count * float(text.rstrip("%")) / 100.0)) if text.endswith("%") else int(text)
-
-    return position(start, 0), position(stop, count)
+# Split specs: tfds's grammar for one split (`tfds.core.ReadInstruction.from_spec`), parsed here so
+# that a config is checked, and in-memory arrays are sliced, exactly as tfds reads it.
+_SPLIT_SPEC = re.compile(r"^(?P<base>[\w-]+)(?:\[(?P<start>[\d\w%.-]*):(?P<stop>[\d\w%.-]*)\])?$")
+_BOUND = re.compile(r"^(?P<value>-?[\d_.]+)(?P<unit>%)?$")
+SPLIT_FORMS = "a split such as 'train', 'train[:90%]', 'train[-10%:]' or 'test[1000:]'"
 
 
-def split_base(spec):
-    return spec.split("[", 1)[0]
+@dataclass(frozen=True)
+class Split:
+    """A split spec: base split, and bounds in examples (int) or percent (float), None: the end."""
+
+    base: str
+    start: object = None
+    stop: object = None
+    percent: bool = False
+
+    @classmethod
+    def parse(cls, spec):
+        """The `Split` of `spec`, or ValueError (one line) when tfds would not read it as one split
+        slice: 'train[:100.5]' (a fraction of an example), 'a+b', 'train[5]'. Bounds outside the
+        split ('train[:101%]') are found by `rows`, which knows its size."""
+        match = _SPLIT_SPEC.match(spec) if isinstance(spec, str) else None
+        bounds = [match.group(k) or None for k in ("start", "stop")] if match else []
+        parsed = [_BOUND.match(b) if b else None for b in bounds]
+        if not match or any(b and not p for b, p in zip(bounds, parsed)) or (
+                "[" in spec and not any(bounds)):
+            raise ValueError(f"split {spec!r} is not {SPLIT_FORMS}.")
+        percent = any(p is not None and p.group("unit") for p in parsed)  # tfds: one unit for both
+        values = []
+        for p in parsed:
+            try:
+                values.append(None if p is None else float(p.group("value")) if percent else int(p.group("value")))
+            except ValueError:
+                raise ValueError(f"split {spec!r} is not {SPLIT_FORMS}: a bound without % counts whole "
+                                 "examples.") from None
+        return cls(match.group("base"), *values, percent)
+
+    def rows(self, count):
+        """(first row, end row) of this split over `count` examples, as tfds computes them
+        (percentages rounded to the closest row, negative bounds from the end); None when the
+        bounds lie outside the `count` examples."""
+        def row(value, default):
+            if value is None:
+                return default
+            return int(round(value * count / 100.0)) if self.percent else value
+
+        start, stop = row(self.start, 0), row(self.stop, count)
+        if abs(start) > count or abs(stop) > count:
+            return None
+        return start + count if start < 0 else start, stop + count if stop < 0 else stop
 
 
 def load_split(name, spec, data_dir=None, limit=None):
@@ -253,15 +292,15 @@ def load_split(name, spec, data_dir=None, limit=None):
     `tfds.data_source` (array_record files, no TensorFlow needed). A dataset that is not prepared
     in `data_dir` raises a one-line error saying how to prepare it.
     """
-    dataset = info(name, data_dir)
-    if split_base(spec) not in dataset.splits:
-        raise ValueError(f"dataset {dataset.name!r} has no split {split_base(spec)!r}; it has "
+    dataset, split = info(name, data_dir), Split.parse(spec)
+    if split.base not in dataset.splits:
+        raise ValueError(f"dataset {dataset.name!r} has no split {split.base!r}; it has "
                          f"{', '.join(dataset.splits)}.")
     arrays = dataset.arrays if dataset.arrays is not None else \
         fashion_mnist_idx() if dataset.name == "fashion_mnist" and dataset.registered else None
     if arrays is not None:
-        images, labels = arrays[split_base(spec)]
-        start, stop = _slice_fraction(len(labels), spec) if "[" in spec else (0, len(labels))
+        images, labels = arrays[split.base]
+        start, stop = split.rows(len(labels)) or (0, 0)
         stop = stop if limit is None else min(stop, start + limit)
         return images[start:stop], labels[start:stop]
     if uses_tf_data():
@@ -334,8 +373,12 @@ def check_labels(labels, classes, where):
 
 # The input pipeline.
 
+_SHIFT = settings_module.check(finite(lambda v: 0.0 <= v < 1.0), "in [0, 1)",
+                               "augmentation {key} must lie in [0, 1); got {value!r}.")
+
+
 @dataclass(frozen=True)
-class Augmentation:
+class Augmentation(settings_module.Settings):
     """ImageDataGenerator-style augmentation (the published example's settings by default).
 
     The same transforms as Keras's RandomFlip("horizontal"), RandomTranslation and RandomZoom
@@ -345,14 +388,9 @@ class Augmentation:
     """
 
     horizontal_flip: bool = True
-    width_shift: float = 0.1
-    height_shift: float = 0.1
-    zoom: float = 0.2
-
-    def __post_init__(self):
-        for name in ("width_shift", "height_shift", "zoom"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"augmentation {name} must lie in [0, 1); got {getattr(self, name)!r}.")
+    width_shift: float = field(default=0.1, metadata=_SHIFT)
+    height_shift: float = field(default=0.1, metadata=_SHIFT)
+    zoom: float = field(default=0.2, metadata=_SHIFT)
 
     @property
     def active(self):

@@ -82,7 +82,7 @@ class RunSpec:
     loss: LossSpec
     run: int
     seed: int
-    settings: dict
+    settings: config_module.DatasetSettings
     weights: str = None
     data: data_module.DatasetInfo = None             # the dataset, resolved by `plan`
     model_source: models_module.ModelFunction = None  # a model function, for a model not in the registry
@@ -105,7 +105,7 @@ class RunSpec:
         for a model function its name and a hash of its model's config."""
         identity = {"dataset": self.dataset, "model": self.model, "loss": self.loss.identity(),
                     "run": self.run, "seed": self.seed, "weights": self.weights,
-                    "settings": self.settings, "dtype_policy": dtype_policy(mixed_precision)}
+                    "settings": self.settings.to_json(), "dtype_policy": dtype_policy(mixed_precision)}
         data = self.dataset_info
         if not data.registered:
             identity["data"] = {"tfds_version": data.version} if data.arrays is None else \
@@ -134,16 +134,12 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
 
     A dataset is one of the paper's, a tfds dataset prepared in `data_dir` (read offline), or one
     of `sources` (a `Sources`: in-memory arrays, model functions)."""
-    overrides = overrides or {}
     sources = sources or Sources()
-    grid = {**grid, **{k: v for k, v in overrides.items() if v is not None}}
-    if overrides.get("datasets") and isinstance(grid.get("settings"), dict):
-        # datasets chosen on the command line: the config's settings of the others do not apply
-        grid["settings"] = {k: v for k, v in grid["settings"].items() if k in overrides["datasets"]}
-    config_module.check_grid(grid)
-    datasets, model_names = grid["datasets"], grid["models"]
+    if not isinstance(grid, config_module.Grid):
+        grid = config_module.check_grid(grid, overrides)
+    datasets, model_names = grid.datasets, grid.models
     resolved = {name: sources.dataset(name, data_dir) for name in datasets}
-    weights = grid.get("weights")
+    weights = grid.weights
     for name in model_names:
         backbone = sources.model(name).build_backbone  # unknown names fail here
         if weights is not None and backbone is None:
@@ -151,7 +147,7 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
                              f"(got {weights!r}).")
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ValueError(f"weights must be null, 'imagenet' or a weights file; {weights!r} is none of them.")
-    loss_specs = [LossSpec.parse(item) for item in grid.get("losses", [])]
+    loss_specs = [LossSpec.parse(item) for item in grid.losses]
     labels = [spec.label for spec in loss_specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"loss labels must be unique in a grid; got {labels}.")
@@ -160,31 +156,28 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
         if isinstance(sources.model(name), models_module.ModelFunction) and logits:
             raise ValueError(f"loss {logits[0]!r} takes logits, and model {name!r} (a model function) ends in "
                              "softmax; give losses on probabilities with a model function.")
-    runs, seed = grid.get("runs", 1), grid.get("seed", 0)
-    unknown = set(grid.get("settings", {})) - set(datasets)
+    runs, seed = grid.runs, grid.seed
+    unknown = set(grid.settings) - set(datasets)
     if unknown:
         raise ValueError(f"settings given for datasets not in the grid: {sorted(unknown)}; "
                          f"grid datasets: {datasets}.")
     specs = []
     for dataset in datasets:
-        settings = config_module.dataset_settings(resolved[dataset], configs_dir,
-                                                  grid.get("settings", {}).get(dataset))
-        if grid.get("epochs"):
-            settings["epochs"] = grid["epochs"]
-        settings["limit_train"] = grid.get("limit_train")
-        _, first, end = config_module.split_rows(resolved[dataset], settings["splits"]["train"])
-        if settings["limit_train"] is not None and settings["limit_train"] > end - first:
-            raise ValueError(f"limit_train {settings['limit_train']} exceeds the {end - first} images of "
-                             f"{dataset}'s training split {settings['splits']['train']!r}.")
+        settings = config_module.dataset_settings(resolved[dataset], configs_dir, grid.settings.get(dataset))
+        settings = settings.replace(**({"epochs": grid.epochs} if grid.epochs else {}), limit_train=grid.limit_train)
+        _, first, end = config_module.split_rows(resolved[dataset], settings.splits.train)
+        if settings.limit_train is not None and settings.limit_train > end - first:
+            raise ValueError(f"limit_train {settings.limit_train} exceeds the {end - first} images of "
+                             f"{dataset}'s training split {settings.splits.train!r}.")
         for model in model_names:
-            size = settings["image_size"]
+            size = settings.image_size
             source = sources.model(model)
             models_module.check_image_size(source, size)
             function = source if isinstance(source, models_module.ModelFunction) else None
             for spec in loss_specs:
                 for run in range(runs):
-                    specs.append(RunSpec(dataset, model, spec, run, seed + run, dict(settings),
-                                         grid.get("weights"), resolved[dataset], function))
+                    specs.append(RunSpec(dataset, model, spec, run, seed + run, settings,
+                                         grid.weights, resolved[dataset], function))
     return specs
 
 
@@ -250,7 +243,7 @@ def finished_keys(runs, records, path, mixed_precision=False):
             raise ValueError(f"{path} already holds {record['key']} trained with other settings: "
                              f"{_differences(record['identity'], identity)} (there vs now); train into "
                              "another --out, or use the settings of that directory.")
-    planned_records = [{"key": run.key, "dataset": run.dataset, "config": run.settings,
+    planned_records = [{"key": run.key, "dataset": run.dataset, "config": run.settings.to_json(),
                         "weights": run.weights, "dtype_policy": dtype_policy(mixed_precision),
                         "backend": keras.backend.backend()} for run in runs]
     check_one_setting_per_dataset(records + planned_records, path)
@@ -339,10 +332,10 @@ def make_strategy(name):
 
 
 def _optimizer(settings):
-    opt = settings["optimizer"]
-    if opt["name"] == "sgd":
-        return keras.optimizers.SGD(opt["learning_rate"], momentum=opt.get("momentum", 0.0))
-    return keras.optimizers.Adam(opt["learning_rate"])
+    opt = settings.optimizer
+    if opt.name == "sgd":
+        return keras.optimizers.SGD(opt.learning_rate, momentum=opt.momentum)
+    return keras.optimizers.Adam(opt.learning_rate)
 
 
 def takes_logits(loss):
@@ -353,10 +346,9 @@ def takes_logits(loss):
 def schedule_callbacks(settings):
     """ReduceLROnPlateau with the dataset's settings (none when `reduce_lr` is null: Table
     B.2.1's SGD datasets), and a stop on a NaN loss."""
-    reduce = settings["reduce_lr"]
+    reduce = settings.reduce_lr
     plateau = [] if reduce is None else [keras.callbacks.ReduceLROnPlateau(
-        monitor=reduce["monitor"], factor=reduce["factor"], patience=reduce["patience"],
-        min_lr=reduce["min_lr"])]
+        monitor=reduce.monitor, factor=reduce.factor, patience=reduce.patience, min_lr=reduce.min_lr)]
     return plateau + [keras.callbacks.TerminateOnNaN()]
 
 
@@ -382,21 +374,21 @@ class Datasets:
     def pipelines(self, run, replicas=1, test=True):
         """(train, validation, test) inputs of `run` (test None unless `test`)."""
         dataset, settings = run.dataset_info, run.settings
-        splits = settings["splits"]
-        sources = (self.split(dataset, splits["train"], settings.get("limit_train")),
-                   self.split(dataset, splits["validation"]), self.split(dataset, splits["test"]) if test else None)
-        augmentation = data_module.Augmentation(**settings["augmentation"])
+        splits = settings.splits
+        sources = (self.split(dataset, splits.train, settings.limit_train),
+                   self.split(dataset, splits.validation), self.split(dataset, splits.test) if test else None)
+        augmentation = settings.augmentation
         if not data_module.uses_tf_data():
-            size = settings["image_size"] if not dataset.fixed_size else None
-            common = dict(classes=dataset.classes, batch_size=settings["batch_size"], image_size=size,
+            size = settings.image_size if not dataset.fixed_size else None
+            common = dict(classes=dataset.classes, batch_size=settings.batch_size, image_size=size,
                           multiple=replicas)
             return tuple(source if source is None else data_module.ArrayBatches(
                 source, shuffle_seed=run.seed if k == 0 else None, **common) for k, source in enumerate(sources))
         model = run.model_info
-        common = dict(classes=dataset.classes, image_size=settings["image_size"],
+        common = dict(classes=dataset.classes, image_size=settings.image_size,
                       channels=model.channels if model.channels == 3 else dataset.channels,
-                      preprocess=model.preprocess, batch_size=settings["batch_size"],
-                      cache=settings["cache"])
+                      preprocess=model.preprocess, batch_size=settings.batch_size,
+                      cache=settings.cache)
         train = data_module.input_pipeline(
             sources[0], augmentation=augmentation if augmentation.active else None, shuffle_seed=run.seed, **common)
         return (train, data_module.input_pipeline(sources[1], **common),
@@ -409,7 +401,7 @@ def build_model(run, loss, train_input):
     from ngl_keras import layers
 
     dataset, settings = run.dataset_info, run.settings
-    augmentation = data_module.Augmentation(**settings["augmentation"])
+    augmentation = settings.augmentation
     if run.model_source is not None:  # the examples as given, augmented (when on) in the model
         model = run.model_source.build(dataset.classes, kernel_l2=run.loss.kernel_l2())
         if data_module.uses_tf_data() or not augmentation.active:
@@ -419,13 +411,13 @@ def build_model(run, loss, train_input):
                                 augmentation.zoom, seed=run.seed, dtype="float32")(inputs)
         return keras.Model(inputs, model(x), name=run.model)
     model = models_module.build_model(
-        run.model, dataset.classes, settings["image_size"], channels=dataset.channels,
+        run.model, dataset.classes, settings.image_size, channels=dataset.channels,
         weights=run.weights, kernel_l2=run.loss.kernel_l2(),
         output_activation="linear" if takes_logits(loss) else "softmax")
     if data_module.uses_tf_data():
         return model
     inputs = keras.Input(train_input.image_shape)
-    x = layers.input_layers(inputs, image_size=settings["image_size"], channels=model.input_shape[-1],
+    x = layers.input_layers(inputs, image_size=settings.image_size, channels=model.input_shape[-1],
                             model=run.model, seed=run.seed, augmentation=augmentation if augmentation.active else None)
     return keras.Model(inputs, model(x), name=run.model)
 
@@ -669,7 +661,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         model = build_model(run, loss, train)
         model.compile(optimizer=_optimizer(run.settings), loss=loss, metrics=["accuracy"],
                       jit_compile=jit_compile)
-        fitted = model.fit(train, validation_data=validation, epochs=run.settings["epochs"],
+        fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
                            callbacks=callbacks, shuffle=False, verbose=verbose).history
         if resume:  # the epoch log holds the whole run, the epochs before a resume included
             epochs = read_json_lines(run_dir / EPOCH_LOG)
@@ -683,7 +675,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         _write_history_csv(run_dir / "history.csv", history)
     record = {"key": run.key, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
               "loss_name": run.loss.name, "loss_config": loss.get_config(), "run": run.run,
-              "seed": run.seed, "weights": run.weights, "config": run.settings,
+              "seed": run.seed, "weights": run.weights, "config": run.settings.to_json(),
               "epochs_run": len(history.get("loss", [])), "history": history,
               "status": "ok" if finite else "diverged", "test_accuracy": accuracy,
               "resumed_from_epoch": resumed_from, "epoch_seconds": seconds}
@@ -701,14 +693,14 @@ def check_inputs(runs, datasets, splits=("train", "validation", "test")):
     seen = set()
     for run in runs:
         for split in splits:
-            key = (run.dataset, run.settings["splits"][split])
+            key = (run.dataset, getattr(run.settings.splits, split))
             if key not in seen:
                 seen.add(key)
                 data_module.load_split(run.dataset_info, key[1], data_dir=datasets.data_dir, limit=1)
         if run.weights is not None and (run.model, run.weights) not in seen:
             seen.add((run.model, run.weights))
             try:
-                models_module.build_model(run.model, 2, run.settings["image_size"], weights=run.weights)
+                models_module.build_model(run.model, 2, run.settings.image_size, weights=run.weights)
             finally:
                 keras.backend.clear_session()
 
@@ -755,7 +747,7 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     every setting that changes its result); records of other settings in OUT make this refuse
     with a ValueError naming them, so that one directory never holds a table of mixed settings.
     """
-    untested = sorted({run.dataset for run in runs if run.settings["splits"]["test"] is None})
+    untested = sorted({run.dataset for run in runs if run.settings.splits.test is None})
     if untested:
         raise ValueError(f"a grid's runs are tested: give a test split for {', '.join(untested)} (splits: test).")
     out_dir = output_directory(out_dir)
@@ -767,14 +759,14 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to train.")
     if todo:
         strategy = make_strategy(strategy)
-        grid = GridClock(sum(run.settings["epochs"] for run in todo))
+        grid = GridClock(sum(run.settings.epochs for run in todo))
         interactive = sys.stdout.isatty()
         progress = [Progress(0, grid, periodic=not interactive, log=log)] if verbose else []
         for k, run in enumerate(todo, 1):
             log(f"run {k} of {len(todo)}: {run.key} (seed {run.seed}); elapsed {grid.elapsed() / 60:.1f} min, "
                 f"{grid.eta()}")
             for callback in progress:
-                callback.batch_size = run.settings["batch_size"]
+                callback.batch_size = run.settings.batch_size
             run_dir = out_dir / "runs" / run.directory
             record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
                                verbose=1 if verbose and interactive else 0, resume=True, progress=progress,

@@ -54,8 +54,6 @@ def pytest_ignore_collect(collection_path, config):
 
 from hypothesis import settings  # noqa: E402
 
-import ngl_keras  # noqa: E402,F401  (first: its import filters the frameworks' start-up banners)
-
 if os.environ["KERAS_BACKEND"] == "tensorflow":
     import tensorflow as tf
 

@@ -54,15 +54,15 @@ TABLE_B21_COLUMNS = ["cifar10", "fashion_mnist", "cifar100", "malaria", "patch_c
 def test_optimizer_groups_follow_table_b21_layout():
     assert sorted(TABLE_B21_COLUMNS) == sorted(data.DATASETS)
     settings = {name: config.dataset_settings(name, CONFIGS) for name in TABLE_B21_COLUMNS}
-    optimizers = [settings[name]["optimizer"]["name"] for name in TABLE_B21_COLUMNS]
+    optimizers = [settings[name].optimizer.name for name in TABLE_B21_COLUMNS]
     adam = optimizers.count("adam")
     # The configs' groups, read in the table's order: Adam columns first, then a non-empty SGD suffix.
     assert optimizers == ["adam"] * adam + ["sgd"] * (len(optimizers) - adam), dict(zip(TABLE_B21_COLUMNS, optimizers))
-    assert settings["colorectal_histology"]["optimizer"]["name"] == "sgd"
+    assert settings["colorectal_histology"].optimizer.name == "sgd"
     for name in TABLE_B21_COLUMNS[:adam]:
-        assert settings[name]["reduce_lr"] is not None, name
+        assert settings[name].reduce_lr is not None, name
     for name in TABLE_B21_COLUMNS[adam:]:
-        assert settings[name]["reduce_lr"] is None and settings[name]["optimizer"]["momentum"] > 0, name
+        assert settings[name].reduce_lr is None and settings[name].optimizer.momentum > 0, name
 
 
 SOURCES = re.compile(r"#\s*(paper|published example|SCE paper|assumption|ours|implementation|native size|"
@@ -85,3 +85,26 @@ def test_every_value_in_the_evaluation_configs_says_its_source(path):
     for line in path.read_text().splitlines():
         if line.startswith(("epochs:", "batch_size:")) or line.strip().startswith(("epochs:", "batch_size:")):
             assert "# paper" not in line, f"{path.name}: {line!r}"
+
+
+def test_a_plan_carries_built_settings_with_their_types_and_records_keep_the_given_mapping(tmp_path):
+    runs = training.plan({"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": ["ce"],
+                          "settings": {"fashion_mnist": {"optimizer": {"name": "sgd", "learning_rate": 1}}}},
+                         CONFIGS, {"epochs": 2})
+    settings = runs[0].settings
+    assert isinstance(settings, config.DatasetSettings) and isinstance(settings.optimizer, config.Optimizer)
+    assert type(settings.optimizer.learning_rate) is float and settings.optimizer.learning_rate == 1.0
+    assert isinstance(settings.augmentation, data.Augmentation) and settings.epochs == 2
+    given = settings.to_json()  # what runs.jsonl stores: the mapping as given, the grid's keys last
+    assert given["optimizer"] == {"name": "sgd", "learning_rate": 1, "momentum": 0.0}
+    assert list(given)[-1] == "limit_train" and given["limit_train"] is None
+
+
+def test_a_rule_between_fields_lives_in_its_settings_class():
+    from ngl_keras.gp import engine, search
+
+    with pytest.raises(ValueError, match=r"^min_height 6 needs at least 7 nodes, above max_size 5.$"):
+        engine.Limits(min_height=6, max_size=5)
+    with pytest.raises(ValueError, match=r"^fitness: missing key 'model' for kind 'train'.$"):
+        search.Fitness(kind="train", datasets=["fashion_mnist"], runs=1)
+    assert search.Fitness(kind="probe").kind == "probe"

@@ -104,9 +104,34 @@ def test_a_cli_error_is_the_only_line_and_v_shows_the_frameworks(tmp_path, verbo
         assert any("Variant folder" in x for x in lines)
 
 
-def test_on_jax_the_package_never_imports_tensorflow_and_a_librarys_later_import_is_filtered():
-    code = ("import sys, ngl_keras; print(sorted(m for m in ('jax', 'tensorflow') if m in sys.modules)); "
+def test_on_jax_the_cli_start_up_never_imports_tensorflow_and_a_librarys_later_import_is_filtered():
+    code = ("import sys; from ngl_keras import console; console.load_frameworks(); "  # as the two CLIs start
+            "print(sorted(m for m in ('jax', 'tensorflow') if m in sys.modules)); "
             "import tensorflow as tf; print(int(tf.constant(41) + 1))")  # as tfds or a Keras layer may
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "KERAS_BACKEND": "jax"})
     assert done.stdout.split() == ["['jax']", "42"] and done.stderr == "", done.stderr[-2000:]
+
+
+IMPORT_ALONE = """
+import os, subprocess, sys
+started = []
+real_popen_init = subprocess.Popen.__init__
+def recording_init(self, *args, **kwargs):
+    started.append(args[:1])
+    real_popen_init(self, *args, **kwargs)
+subprocess.Popen.__init__ = recording_init
+fd2, finders = os.fstat(2), list(sys.meta_path)
+import ngl_keras
+after = os.fstat(2)
+print(started, (after.st_dev, after.st_ino) == (fd2.st_dev, fd2.st_ino), sys.meta_path == finders,
+      sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))
+"""
+
+
+def test_importing_the_package_starts_no_process_keeps_fd_2_and_adds_no_import_hook():
+    done = subprocess.run([sys.executable, "-c", IMPORT_ALONE], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if k != console.VERBOSE})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "[] True True []" and done.stderr == ""
+

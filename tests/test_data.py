@@ -28,7 +28,7 @@ def _images_and_labels(source):
 def test_every_dataset_loads_through_the_real_code_under_mock_data(name):
     dataset = data.info(name)
     settings = config.dataset_settings(name, CONFIGS)
-    splits = settings["splits"]
+    splits = settings.splits.roles()
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
         loaded = {part: _images_and_labels(data.load_split(name, spec)) for part, spec in splits.items()}
         if name == "fashion_mnist":  # the real IDX files win over tfds when installed
@@ -48,7 +48,7 @@ def test_configured_splits_never_overlap(name):
     """The configured split slices, made absolute by tfds's own split arithmetic on the real
     split sizes, are disjoint."""
     dataset = data.info(name)
-    splits = config.dataset_settings(name, CONFIGS)["splits"]
+    splits = config.dataset_settings(name, CONFIGS).splits.roles()
     ranges = {}
     for part, spec in splits.items():
         (instruction,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
@@ -64,14 +64,45 @@ def test_configured_splits_never_overlap(name):
             assert split_a != split_b or stop_a <= start_b or stop_b <= start_a, (a, b)
     # Our own slicing of the IDX arrays agrees with tfds's.
     if name == "fashion_mnist":
-        assert data._slice_fraction(60000, splits["train"]) == ranges["train"][1:]
-        assert data._slice_fraction(60000, splits["validation"]) == ranges["validation"][1:]
+        assert data.Split.parse(splits["train"]).rows(60000) == ranges["train"][1:]
+        assert data.Split.parse(splits["validation"]).rows(60000) == ranges["validation"][1:]
+
+
+SPECS = ["train", "train[:90%]", "train[90%:]", "train[-10%:]", "train[:-25%]", "train[33.3%:66.7%]",
+         "train[10:]", "train[:100]", "train[-7:]", "train[3:-3]", "train[1_0:20]", "train[10:50%]",
+         "train[:100.5]", "train[:101%]", "train[:200]", "train[-201:]", "train[]", "train[:]", "train[5]",
+         "train+test", "train[a:b]", "train[:%]", "train[1.5:]", "train[:-100%]", "train[-100%:]"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_the_split_grammar_is_tfds_own(spec):
+    """`data.Split` reads a spec as tfds.core.ReadInstruction does (the same rows over 200 examples),
+    and refuses what tfds refuses."""
+    count = 200
+    try:
+        (instruction,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+            {"train": SimpleNamespace(num_examples=count), "test": SimpleNamespace(num_examples=count)})
+        expected = (instruction.from_ or 0, count if instruction.to is None else instruction.to)
+    except (ValueError, NotImplementedError, TypeError):
+        expected = None
+    try:
+        ours = data.Split.parse(spec).rows(count)
+    except ValueError:
+        ours = None
+    assert ours == expected
+
+
+def test_a_split_with_a_fraction_of_an_example_is_refused_when_the_config_is_read(tmp_path):
+    with pytest.raises(ValueError) as error:
+        config.dataset_settings("fashion_mnist", CONFIGS, {"splits": {"train": "train[:100.5]"}})
+    assert str(error.value) == ("settings for fashion_mnist: splits: 'train' must be a split such as 'train', "
+                                "'train[:90%]', 'train[-10%:]' or 'test[1000:]'; got 'train[:100.5]'.")
 
 
 def test_split_slices_are_deterministic_and_disjoint():
-    assert data._slice_fraction(60000, "train[:90%]") == (0, 54000)
-    assert data._slice_fraction(60000, "train[90%:]") == (54000, 60000)
-    assert data._slice_fraction(27558, "train[70%:80%]") == (19291, 22046)
+    assert data.Split.parse("train[:90%]").rows(60000) == (0, 54000)
+    assert data.Split.parse("train[90%:]").rows(60000) == (54000, 60000)
+    assert data.Split.parse("train[70%:80%]").rows(27558) == (19291, 22046)
 
 
 @pytest.mark.realdata

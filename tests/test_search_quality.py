@@ -56,7 +56,7 @@ def test_full_data_runs_are_paired_seed_by_seed():
     runs = sq.full_data_runs(["ce", "ngl", {"name": "p*y", "label": "found1"}], 2, 15)
     assert [(r.loss.label, r.seed) for r in runs] == [("ce", 0), ("ngl", 0), ("found1", 0),
                                                       ("ce", 1), ("ngl", 1), ("found1", 1)]
-    assert all(r.settings["epochs"] == 15 and r.settings["limit_train"] is None for r in runs)
+    assert all(r.settings.epochs == 15 and r.settings.limit_train is None for r in runs)
     assert {r.model for r in runs} == {"small_cnn"}
 
 

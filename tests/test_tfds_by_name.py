@@ -31,11 +31,11 @@ def test_a_dataset_tfds_knows_from_its_files_gives_classes_splits_and_shape(data
     assert info.sizes == {"train": 60, "test": 24} and info.version == "1.0.0"
     settings = config.dataset_settings(info, CONFIGS)
     # defaults.yaml's rule for a dataset with train and test, and its own image side
-    assert settings["splits"] == {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
-    assert settings["image_size"] == 16 and settings["epochs"] == 50
+    assert settings.splits.to_json() == {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
+    assert settings.image_size == 16 and settings.epochs == 50
     override = config.dataset_settings(info, CONFIGS, {"splits": {"train": "train[:50%]", "validation":
                                                                   "train[50%:]", "test": "test"}, "epochs": 2})
-    assert override["splits"]["train"] == "train[:50%]" and override["epochs"] == 2
+    assert override.splits.train == "train[:50%]" and override.epochs == 2
     images, labels = _first(data.load_split(info, "test[:5]", data_dir))
     assert images[0].shape == (16, 16, 1) and len(labels) == 5 and set(labels) <= {0, 1, 2}
 

@@ -199,7 +199,7 @@ def test_runs_of_another_backend_are_neither_reused_nor_tabled_with_this_ones(tm
     runs = _plan(tmp_path)
     here = keras.backend.backend()
     other = "jax" if here == "tensorflow" else "tensorflow"
-    record = {**_record(runs[0].key, config=runs[0].settings, dtype_policy="float32"), "identity": runs[0].identity(),
+    record = {**_record(runs[0].key, config=runs[0].settings.to_json(), dtype_policy="float32"), "identity": runs[0].identity(),
               "backend": other}
     with pytest.raises(ValueError, match=re.escape(f'differ in backend ("{other}" vs "{here}")')):
         training.finished_keys(runs, [record], tmp_path / "runs.jsonl")
@@ -214,7 +214,7 @@ def _plan(tmp_path, **overrides):
 
 
 def _finished(runs):
-    return [_record(r.key, identity=r.identity(), config=r.settings, weights=r.weights,
+    return [_record(r.key, identity=r.identity(), config=r.settings.to_json(), weights=r.weights,
                     dtype_policy="float32") for r in runs]
 
 

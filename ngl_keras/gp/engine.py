@@ -1,57 +1,49 @@
 """Tree genetic programming on flat prefix lists: the primitive set, ramped half-and-half,
 crossover, subtree and one-point mutation, (μ+λ) truncation selection and the archive.
 
-A tree is the prefix list of `ngl_keras.losses.expression` (operator names, variable names,
+A tree is the prefix list of `ngl_keras.formula` (operator names, variable names,
 float constants), so a tree becomes a loss only through `ExpressionLoss`. Every operator
 takes an explicit `random.Random`; nothing reads global random state.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ngl_keras.losses import expression
+from ngl_keras import formula
+from ngl_keras.settings import RANGE, Settings, check, integer_at_least
 
 
-def check_range(name, value):
-    """`value` must be [low, high]: two finite numbers with low < high."""
-    numbers = (isinstance(value, (list, tuple)) and len(value) == 2
-               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
-    if not numbers or not value[0] < value[1]:
-        shown = list(value) if isinstance(value, tuple) else value
-        raise ValueError(f"{name} must be [low, high], two finite numbers with low < high; got {shown!r}.")
+def _known_operators(operators):
+    if not operators:
+        raise ValueError(f"the operator set is empty; give at least one of {', '.join(formula.OPERATORS)}.")
+    unknown = [op for op in operators if op not in formula.OPERATORS]
+    if unknown:
+        raise ValueError(f"unknown operators {unknown}; known: {', '.join(formula.OPERATORS)}.")
+    return True
 
 
 @dataclass(frozen=True)
-class PrimitiveSet:
-    """Operators (names in `expression.OPERATORS`), variables, constant range, and the
+class PrimitiveSet(Settings):
+    """Operators (names in `formula.OPERATORS`), variables, constant range, and the
     variables every individual must contain."""
 
-    operators: tuple
-    variables: tuple
-    constant_range: tuple = (-5.0, 5.0)
-    required: tuple = ()
-    constant_probability: float = 0.3  # a leaf is an ephemeral constant with this probability
+    operators: tuple[str, ...] = field(metadata=check(_known_operators, "known operators"))
+    variables: tuple[str, ...] = field(metadata=check(bool, "at least one variable",
+                                                      "the primitive set needs at least one variable."))
+    constant_range: tuple[float, ...] = field(default=(-5.0, 5.0), metadata=RANGE)
+    required: tuple[str, ...] = ()
+    # a leaf is an ephemeral constant with this probability
+    constant_probability: float = field(default=0.3, metadata=check(
+        lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "{key} must lie in [0, 1]; got {value!r}."))
     constant_digits: int = 4
 
-    def __post_init__(self):
-        if not self.operators:
-            raise ValueError("the operator set is empty; give at least one of "
-                             f"{', '.join(expression.OPERATORS)}.")
-        unknown = [op for op in self.operators if op not in expression.OPERATORS]
-        if unknown:
-            raise ValueError(f"unknown operators {unknown}; known: {', '.join(expression.OPERATORS)}.")
-        if not self.variables:
-            raise ValueError("the primitive set needs at least one variable.")
-        check_range("constant_range", self.constant_range)
-        probability = self.constant_probability
-        if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
-            raise ValueError(f"constant_probability must lie in [0, 1]; got {probability!r}.")
+    def check(self):
         missing = set(self.required) - set(self.variables)
         if missing:
             raise ValueError(f"required variables {sorted(missing)} are not variables {list(self.variables)}.")
 
     def by_arity(self, arity):
-        return [op for op in self.operators if expression.OPERATORS[op].arity == arity]
+        return [op for op in self.operators if formula.OPERATORS[op].arity == arity]
 
     def leaf(self, rng):
         if rng.random() >= self.constant_probability:
@@ -60,17 +52,13 @@ class PrimitiveSet:
 
 
 @dataclass(frozen=True)
-class Limits:
-    min_height: int = 2
-    max_size: int = 100
-    init_max_height: int = 5
-    mutation_max_height: int = 3
+class Limits(Settings):
+    min_height: int = field(default=2, metadata=integer_at_least(0))
+    max_size: int = field(default=100, metadata=integer_at_least(1))
+    init_max_height: int = field(default=5, metadata=integer_at_least(0))
+    mutation_max_height: int = field(default=3, metadata=integer_at_least(0))
 
-    def __post_init__(self):
-        for name in ("min_height", "max_size", "init_max_height", "mutation_max_height"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "max_size" else 0):
-                raise ValueError(f"{name} must be an integer >= {1 if name == 'max_size' else 0}; got {value!r}.")
+    def check(self):
         # The smallest tree of height h has h + 1 nodes (a chain of unary operators).
         if self.min_height + 1 > self.max_size:
             raise ValueError(f"min_height {self.min_height} needs at least {self.min_height + 1} "
@@ -86,13 +74,13 @@ def height(tree):
     for node in tree:
         depth = stack.pop() if stack else 0
         best = max(best, depth)
-        stack.extend([depth + 1] * expression.arity(node))
+        stack.extend([depth + 1] * formula.arity(node))
     return best
 
 
 def is_valid(tree, pset, limits):
     return (len(tree) <= limits.max_size and height(tree) >= limits.min_height
-            and set(pset.required) <= expression.variables_of(tree))
+            and set(pset.required) <= formula.variables_of(tree))
 
 
 def generate(pset, rng, max_height, full, min_height=0):
@@ -109,7 +97,7 @@ def generate(pset, rng, max_height, full, min_height=0):
             return
         op = rng.choice(pset.operators)
         tree.append(op)
-        for _ in range(expression.OPERATORS[op].arity):
+        for _ in range(formula.OPERATORS[op].arity):
             grow(depth + 1)
 
     grow(0)
@@ -132,7 +120,7 @@ def crossover(first, second, rng):
     """Swap a random subtree of `first` with a random subtree of `second`: two children."""
     i = rng.randrange(len(first))
     j = rng.randrange(len(second))
-    i_end, j_end = expression.subtree_end(first, i), expression.subtree_end(second, j)
+    i_end, j_end = formula.subtree_end(first, i), formula.subtree_end(second, j)
     return (first[:i] + second[j:j_end] + first[i_end:],
             second[:j] + first[i:i_end] + second[j_end:])
 
@@ -141,14 +129,14 @@ def subtree_mutation(tree, pset, rng, limits):
     """Replace a random subtree by a new random one (grow, up to `mutation_max_height`)."""
     i = rng.randrange(len(tree))
     new = generate(pset, rng, rng.randint(0, limits.mutation_max_height), full=False)
-    return tree[:i] + new + tree[expression.subtree_end(tree, i):]
+    return tree[:i] + new + tree[formula.subtree_end(tree, i):]
 
 
 def one_point_mutation(tree, pset, rng):
     """Replace one node by a random node of the same arity (a leaf by a leaf)."""
     i = rng.randrange(len(tree))
     node = tree[i]
-    arity = expression.arity(node)
+    arity = formula.arity(node)
     if arity == 0:
         replacement = pset.leaf(rng)
     else:
@@ -157,22 +145,18 @@ def one_point_mutation(tree, pset, rng):
     return tree[:i] + [replacement] + tree[i + 1:]
 
 
-@dataclass(frozen=True)
-class Rates:
-    crossover: float = 0.8
-    subtree_mutation: float = 0.2
-    point_mutation: float = 0.2
-    archive_use: float = 0.2
-    archive_save: float = 0.5
-    tournament_size: int = 3  # parents are drawn by tournament from the (sorted) population
+RATE = check(lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "rate {key} must lie in [0, 1]; got {value!r}.")
 
-    def __post_init__(self):
-        if not isinstance(self.tournament_size, int) or self.tournament_size < 1:
-            raise ValueError(f"tournament_size must be an integer >= 1; got {self.tournament_size!r}.")
-        for name in ("crossover", "subtree_mutation", "point_mutation", "archive_use", "archive_save"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"rate {name} must lie in [0, 1]; got {value!r}.")
+
+@dataclass(frozen=True)
+class Rates(Settings):
+    crossover: float = field(default=0.8, metadata=RATE)
+    subtree_mutation: float = field(default=0.2, metadata=RATE)
+    point_mutation: float = field(default=0.2, metadata=RATE)
+    archive_use: float = field(default=0.2, metadata=RATE)
+    archive_save: float = field(default=0.5, metadata=RATE)
+    # parents are drawn by tournament from the (sorted) population
+    tournament_size: int = field(default=3, metadata=integer_at_least(1))
 
 
 def tournament(population, size, rng):

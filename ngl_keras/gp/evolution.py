@@ -11,9 +11,11 @@ import random
 import resource
 import statistics
 import time
+from dataclasses import dataclass, field
 
 from ngl_keras.gp import engine
-from ngl_keras.losses import expression
+from ngl_keras import formula
+from ngl_keras.settings import Settings, integer_at_least
 
 WORST = 1e9  # fitness of a candidate that diverged or failed
 # Why a candidate may fail without stopping the search: its training diverged (NaN/Inf), or it
@@ -48,12 +50,15 @@ class SearchStopped(Exception):
     is fixed, re-running the same command resumes it."""
 
 
-def check_settings(population_size, generations, max_attempts):
-    """The Evolution's own settings, checked where a config or a caller gives them."""
-    for name, value, least in (("population", population_size, 2), ("generations", generations, 0),
-                               ("max_attempts", max_attempts, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}; got {value!r}.")
+# The Evolution's own settings (a search config's population, generations and screening.max_attempts).
+_BARE = "{key} must be an integer >= {least}; got {value!r}."  # no file: a caller may give them
+
+
+@dataclass(frozen=True)
+class Schedule(Settings):
+    population: int = field(metadata=integer_at_least(2, _BARE))
+    generations: int = field(metadata=integer_at_least(0, _BARE))
+    max_attempts: int = field(default=1000, metadata=integer_at_least(1, _BARE))
 
 
 def _rng_state(rng):
@@ -76,7 +81,7 @@ class Evolution:
 
     def __init__(self, pset, limits, rates, population_size, generations, seed=0, screen=None,
                  max_attempts=1000, on_generation=None):
-        check_settings(population_size, generations, max_attempts)
+        Schedule(population_size, generations, max_attempts)
         self.pset, self.limits, self.rates = pset, limits, rates
         self.size, self.generations = population_size, generations
         self.screen = screen
@@ -109,10 +114,10 @@ class Evolution:
         for _ in range(self.max_attempts):
             tree = self._new_tree()
             self.counters["proposed"] += 1
-            reason, fingerprint = self.screen(tree) if self.screen else (None, expression.to_text(tree))
+            reason, fingerprint = self.screen(tree) if self.screen else (None, formula.to_text(tree))
             if reason is None:
                 return {"id": f"g{self.generation}-{index}", "tree": tree,
-                        "text": expression.to_text(tree), "fingerprint": fingerprint,
+                        "text": formula.to_text(tree), "fingerprint": fingerprint,
                         "fitness": None, "status": "queued"}
             rejected = self.counters["rejected"]
             rejected[reason] = rejected.get(reason, 0) + 1

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ngl_keras import console
 from ngl_keras.files import atomic_write
 from ngl_keras.gp.evolution import CandidateFailed
 
@@ -26,6 +27,15 @@ def is_out_of_memory(error):
     return (isinstance(error, MemoryError)
             or type(error).__name__ in ("ResourceExhaustedError", "OutOfMemoryError")
             or "RESOURCE_EXHAUSTED" in str(error))
+
+
+def _start_training_process(parent_pid):
+    """A training process's start: the command-line tool's start-up filter (that tool installed
+    it in its own process only; `NGL_KERAS_VERBOSE` set says a tool started this search), then
+    the watch on the parent."""
+    if console.verbosity():
+        console.load_frameworks()
+    _end_with_parent(parent_pid)
 
 
 def _end_with_parent(parent_pid):
@@ -58,7 +68,7 @@ class TrainingProcess:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              max_tasks_per_child=self.recycle_every,
-                                             initializer=_end_with_parent, initargs=(os.getpid(),))
+                                             initializer=_start_training_process, initargs=(os.getpid(),))
         try:
             return self._pool.submit(function, *args).result()
         except BrokenProcessPool:
@@ -231,9 +241,9 @@ class ProbeFitness:
         self.screen, self.steps = screen, steps
 
     def __call__(self, formula):
-        from ngl_keras.losses import expression
+        from ngl_keras.formula import parse
 
-        probability = self.screen.descend(expression.parse(formula), self.steps)
+        probability = self.screen.descend(parse(formula), self.steps)
         if probability is None or not np.isfinite(probability):
             raise CandidateFailed("diverged", "a gradient on the probe batch is not finite")
         return [1.0 - probability]

@@ -10,57 +10,28 @@ candidates share a fingerprint, and so a cached fitness.
 Everything here is numpy in float32, the precision losses train in, so a candidate that
 overflows in training overflows here too, and screening needs no deep-learning backend.
 The gradients are exact, not finite differences: the formula tree is evaluated in forward
-mode, each node giving its value and its elementwise derivative with respect to p
-(`PARTIALS`), with the same protected operators as `ExpressionLoss`
-(`expression.operator_functions`).
+mode, each node giving its value and its elementwise derivative with respect to p (the
+operator records' `partials`), with the same protected operators as `ExpressionLoss`
+(`formula.operator_functions`).
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ngl_keras.losses import expression
+from ngl_keras import formula
+from ngl_keras.settings import RANGE, Settings, check, integer_at_least
 
 REASONS = ("non_finite", "out_of_range", "constant", "no_improvement")
 PAPER_RULES = ("out_of_range",)  # the paper's only rule; the others are ours, each can be left out
 
 
-def _divisor(b, epsilon):
-    """The denominator of `expression.protected_div`: b ± ε, away from zero on b's side."""
-    return np.where(b >= 0, b + epsilon, b - epsilon)
+# Operator name → its record's partial derivatives, one per operand (a view, for reading).
+PARTIALS = {name: op.partials for name, op in formula.OPERATORS.items()}
 
 
-def _log_where_positive(a):
-    """log(a) where a > 0, else 0: ∂(a^b)/∂b = a^b·log(a) has no real value for a ≤ 0, and
-    TensorFlow's gradient of pow takes 0 there (JAX takes log(a), NaN for a < 0)."""
-    positive = a > 0
-    return np.where(positive, np.log(np.where(positive, a, 1)), 0)
-
-
-# Operator → one function per operand giving ∂value/∂operand from (operands, value, ε).
-# They are the derivatives that autodiff takes of `expression.operator_functions`: the `where`
-# of protected ÷ passes the derivative to the branch it takes (b + ε and b − ε both have
-# derivative 1), and |a| has derivative sign(a), 0 at a = 0 as in TensorFlow (JAX takes 1 there).
-PARTIALS = {
-    "add": (lambda x, v, e: 1, lambda x, v, e: 1),
-    "sub": (lambda x, v, e: 1, lambda x, v, e: -1),
-    "mul": (lambda x, v, e: x[1], lambda x, v, e: x[0]),
-    "div": (lambda x, v, e: 1 / _divisor(x[1], e), lambda x, v, e: -v / _divisor(x[1], e)),
-    "pow": (lambda x, v, e: x[1] * np.power(x[0], x[1] - 1), lambda x, v, e: v * _log_where_positive(x[0])),
-    "neg": (lambda x, v, e: -1,),
-    "exp": (lambda x, v, e: v,),
-    "log": (lambda x, v, e: np.sign(x[0]) / (np.abs(x[0]) + e),),   # log(|a| + ε)
-    "sqrt": (lambda x, v, e: np.sign(x[0]) * 0.5 / v,),              # sqrt(|a| + ε)
-    "sin": (lambda x, v, e: np.cos(x[0]),),
-    "cos": (lambda x, v, e: -np.sin(x[0]),),
-    "tanh": (lambda x, v, e: 1 - v * v,),
-    "abs": (lambda x, v, e: np.sign(x[0]),),
-    "square": (lambda x, v, e: 2 * x[0],),
-}
-
-
-def value_and_derivative(tree, p, y, epsilon=expression.EPSILON):
+def value_and_derivative(tree, p, y, epsilon=formula.EPSILON):
     """The formula `tree` at every element of (p, y), and its derivative with respect to p,
     both arrays of p's shape and dtype. Call under `np.errstate(all="ignore")`: overflow
     gives inf or NaN, as in training.
@@ -69,7 +40,7 @@ def value_and_derivative(tree, p, y, epsilon=expression.EPSILON):
     so that, as in reverse-mode autodiff, its partials are never taken (an infinite partial
     times a zero derivative would be NaN where the loss's gradient is finite).
     """
-    functions = expression.operator_functions(np, epsilon)
+    functions = formula.operator_functions(np, epsilon)
     number = p.dtype.type  # constants in p's precision, so that float32 stays float32
     epsilon = number(epsilon)
     one = np.ones_like(p)
@@ -82,22 +53,23 @@ def value_and_derivative(tree, p, y, epsilon=expression.EPSILON):
             return p, one, start + 1
         if node == "y":
             return y, None, start + 1
-        if node not in expression.OPERATORS:
+        if node not in formula.OPERATORS:
             raise ValueError(f"screening knows the variables p and y; got {node!r} in {tree!r}.")
+        op = formula.OPERATORS[node]
         operands, derivatives, i = [], [], start + 1
-        for _ in range(expression.OPERATORS[node].arity):
+        for _ in range(op.arity):
             value, derivative, i = walk(i)
             operands.append(value)
             derivatives.append(derivative)
         value = np.asarray(functions[node](*operands), p.dtype)
         derivative = None
-        for partial, d in zip(PARTIALS[node], derivatives):
+        for partial, d in zip(op.partials, derivatives):
             if d is not None:
                 term = partial(operands, value, epsilon) * d
                 derivative = term if derivative is None else derivative + term
         return value, derivative, i
 
-    if expression.subtree_end(tree, 0) != len(tree):
+    if formula.subtree_end(tree, 0) != len(tree):
         raise ValueError(f"not a well-formed prefix tree: {tree!r}")
     value, derivative, _ = walk(0)
     derivative = np.zeros_like(p) if derivative is None else derivative
@@ -117,32 +89,30 @@ def logit_gradient(p, gradient):
         return p * (gradient - np.sum(gradient * p, -1, keepdims=True))
 
 
-@dataclass(frozen=True)
-class ScreeningSettings:
-    allowed_range: tuple = (-1e3, 1e3)
-    probe_batch: int = 64
-    probe_classes: int = 10
-    improvement_steps: int = 20
-    improvement_rate: float = 1.0
-    fingerprint_digits: int = 5
-    seed: int = 1234
-    rules: tuple = REASONS  # the rejections applied; PAPER_RULES runs the paper's search exactly
+def _positive_integer(least):
+    return check(lambda v: v >= least, f"an integer >= {least}", "{key} must be a positive integer; got {value!r}.")
 
-    def __post_init__(self):
-        if isinstance(self.rules, str) or any(rule not in REASONS for rule in self.rules):
-            raise ValueError(f"screening rules must be a list drawn from {list(REASONS)}; got {self.rules!r}.")
-        low, high = self.allowed_range
-        if not low < high:
-            raise ValueError(f"allowed_range must be [low, high] with low < high; got {list(self.allowed_range)}.")
-        for name in ("probe_batch", "probe_classes", "improvement_steps"):
-            if getattr(self, name) < (2 if name == "probe_classes" else 1):
-                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)}.")
+
+@dataclass(frozen=True)
+class ScreeningSettings(Settings):
+    allowed_range: tuple[float, ...] = field(default=(-1e3, 1e3), metadata=RANGE)
+    probe_batch: int = field(default=64, metadata=_positive_integer(1))
+    probe_classes: int = field(default=10, metadata=_positive_integer(2))
+    improvement_steps: int = field(default=20, metadata=_positive_integer(1))
+    improvement_rate: float = field(default=1.0, metadata=check(lambda v: v > 0, "> 0",
+                                                                "{key} must be > 0; got {value!r}."))
+    fingerprint_digits: int = field(default=5, metadata=integer_at_least(0))
+    seed: int = 1234
+    # the rejections applied; PAPER_RULES runs the paper's search exactly
+    rules: tuple[str, ...] = field(default=REASONS, metadata=check(
+        lambda v: all(rule in REASONS for rule in v), "a list drawn from REASONS",
+        "screening rules must be a list drawn from " + str(list(REASONS)).replace("{", "{{") + "; got {value!r}."))
 
 
 class LossScreen:
     """`screen(tree) -> (reason or None, fingerprint)` for loss trees over p and y."""
 
-    def __init__(self, settings=ScreeningSettings(), epsilon=expression.EPSILON):
+    def __init__(self, settings=ScreeningSettings(), epsilon=formula.EPSILON):
         self.settings, self.epsilon = settings, epsilon
         rng = np.random.default_rng(settings.seed)
         b, c = settings.probe_batch, settings.probe_classes

@@ -5,67 +5,101 @@ fame, the best loss and a plot to the search directory."""
 import copy
 import hashlib
 import json
-import math
 import sys
 import types
-from dataclasses import fields
+import typing
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
+from typing import Optional
 
 from ngl_keras import config as config_module
 from ngl_keras.files import append_json_line, atomic_write, read_json_lines, repair_json_lines
 from ngl_keras.gp import engine, evolution, fitness as fitness_module, screening
 from ngl_keras.gp.evolution import SearchStopped, fitness_text
 from ngl_keras.losses import expression
+from ngl_keras.settings import Settings, build, check, integer_at_least, validate
 
 
-def dataclass_schema(cls, names=None):
-    """Config keys and types of the fields of dataclass `cls` (all, or `names`), from their
-    defaults: the class that consumes a setting is the one place that says what it is."""
-    def expected(default):
-        if isinstance(default, bool):
-            return bool
-        if isinstance(default, (int, float)):
-            return type(default)
-        if isinstance(default, tuple):
-            return [str] if default and isinstance(default[0], str) else [float]
-        raise TypeError(f"no config type for the default {default!r} of {cls.__name__}")
-
-    return {f.name: expected(f.default) for f in fields(cls) if names is None or f.name in names}
+def _section(name, parts, extra=()):
+    """A config section whose keys are the fields of the engine's settings classes `parts` ((class,
+    names or None for all)), with their types and checks, plus `extra` fields; every key optional
+    here (the classes' defaults apply), the classes' own rules checked when they are built."""
+    picked = []
+    for cls, names in parts:
+        hints = typing.get_type_hints(cls)
+        picked += [(f.name, hints[f.name], field(default=None, metadata=f.metadata))
+                   for f in fields(cls) if names is None or f.name in names]
+    return make_dataclass(name, picked + list(extra), bases=(Settings,), frozen=True)
 
 
-GP = {"operators": [str], **dataclass_schema(engine.PrimitiveSet, ("constant_range", "constant_probability")),
-      **dataclass_schema(engine.Limits), **dataclass_schema(engine.Rates), "protected_epsilon": float}
-SCREENING = {**dataclass_schema(screening.ScreeningSettings), "max_attempts": int}
-FITNESS = {"kind": str, "datasets": [str], "model": str, "runs": int, "epochs": (int, type(None)),
-           "limit_train": (int, type(None)), "weights": (str, type(None)), "compare_with_ce": bool,
-           "settings": dict, "probe_steps": int, "recycle_every": int, "references": [str]}
-SEARCH = {"experiment": str, "population": int, "generations": int, "seed": int,
-          "hall_of_fame": int, "worker_timeout": float, "gp": GP, "screening": SCREENING, "fitness": FITNESS}
-# The smallest accepted value of the integer settings no consuming class checks itself.
-MINIMUM = {"hall_of_fame": 1, "epochs": 1, "limit_train": 1, "runs": 1, "probe_steps": 1,
-           "recycle_every": 0, "fingerprint_digits": 0}
-EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
-OWN_DATA = "own_data"  # the experiment of the Python API's search (configs/api/search.yaml)
+def _at_least(least):
+    return integer_at_least(least)
+
+
+GP = _section("GP", ((engine.PrimitiveSet, ("operators", "constant_range", "constant_probability")),
+                     (engine.Limits, None), (engine.Rates, None)),
+              [("protected_epsilon", float, field(default=None, metadata=check(
+                  lambda v: v > 0, "> 0", "{key} must be > 0; got {value!r}.")))])
+SCREENING = _section("Screening", ((screening.ScreeningSettings, None), (evolution.Schedule, ("max_attempts",))))
 FITNESS_KINDS = ("train", "probe")
-CONFIG_FILE = "search.yaml"
-DEFAULTS_FILE = "defaults.yaml"
+
+
+@dataclass(frozen=True)
+class Fitness(Settings):
+    """A search config's `fitness`: see `fitness.TrainingFitness` and `fitness.ProbeFitness`."""
+
+    kind: str = field(default="train", metadata=check(lambda v: v in FITNESS_KINDS, "one of train, probe",
+                                                      "fitness kind must be one of ('train', 'probe'); got {value!r}."))
+    datasets: list[str] = None
+    model: str = None
+    runs: int = field(default=None, metadata=_at_least(1))
+    epochs: Optional[int] = field(default=None, metadata=_at_least(1))
+    limit_train: Optional[int] = field(default=None, metadata=_at_least(1))
+    weights: Optional[str] = None
+    compare_with_ce: bool = None
+    settings: dict = None
+    probe_steps: int = field(default=None, metadata=_at_least(1))
+    recycle_every: int = field(default=None, metadata=_at_least(0))
+    references: list[str] = None
+
+    def check(self):
+        if self.kind == "train":
+            for key in ("datasets", "model", "runs"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"fitness: missing key {key!r} for kind 'train'.")
+            if not self.datasets:
+                raise ValueError("fitness: datasets is empty; give at least one dataset.")
+
+
 # Seconds a worker may be silent before its candidate is handed to another; at least a few of
 # the heartbeats a training worker sends (oracle.HEARTBEAT_S).
 MIN_WORKER_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Search(Settings):
+    """A search config (configs/search/*.yaml over configs/search/defaults.yaml)."""
+
+    experiment: str
+    population: int = field(metadata=evolution.Schedule.__dataclass_fields__["population"].metadata)
+    generations: int = field(metadata=evolution.Schedule.__dataclass_fields__["generations"].metadata)
+    gp: GP
+    screening: SCREENING
+    fitness: Fitness
+    seed: int = 0
+    hall_of_fame: int = field(default=10, metadata=_at_least(1))
+    worker_timeout: float = field(default=600.0, metadata=check(
+        lambda v: v >= MIN_WORKER_TIMEOUT, f">= {MIN_WORKER_TIMEOUT:g}",
+        "{where}worker_timeout must be >= %g seconds; got {value!r}." % MIN_WORKER_TIMEOUT))
+
+
+EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)
+OWN_DATA = "own_data"  # the experiment of the Python API's search (configs/api/search.yaml)
+CONFIG_FILE = "search.yaml"
+DEFAULTS_FILE = "defaults.yaml"
 # Settings that change how a search runs, not what it computes: not part of its identity.
 RUN_SETTINGS = ("worker_timeout",)
 REFERENCES_FILE = "references.json"
-
-
-def check_numbers(data, where):
-    """Every number finite, and the settings of MINIMUM at or above their minimum."""
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "settings":
-            check_numbers(value, f"{where}: {key}")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{where}: {key} must be a finite number; got {value!r}.")
-        elif key in MINIMUM and value is not None and value < MINIMUM[key]:
-            raise ValueError(f"{where}: {key} must be an integer >= {MINIMUM[key]}; got {value!r}.")
 
 
 def load_config(path, overrides=None, defaults=None):
@@ -77,10 +111,10 @@ def load_config(path, overrides=None, defaults=None):
     else:
         path = Path(path)
         own = config_module.read_yaml(path)  # an empty file is refused there
-    config_module.validate(own, SEARCH, str(path))
+    validate(own, Search, str(path), partial=True)
     defaults = Path(defaults) if defaults else path.parent / DEFAULTS_FILE
     if defaults.exists() and (not isinstance(path, Path) or defaults.resolve() != path.resolve()):
-        base = config_module.validate(config_module.read_yaml(defaults), SEARCH, str(defaults))
+        base = validate(config_module.read_yaml(defaults), Search, str(defaults), partial=True)
         own = config_module.merge(base, own)
     data = own
     for key in ("experiment", "population", "generations", "gp", "screening", "fitness"):
@@ -95,20 +129,7 @@ def load_config(path, overrides=None, defaults=None):
             data["fitness"][key] = value
         else:
             data[key] = value
-    config_module.validate(data, SEARCH, str(path))
-    check_numbers(data, str(path))
-    kind = data["fitness"].get("kind", "train")
-    if kind not in FITNESS_KINDS:
-        raise ValueError(f"{path}: fitness kind must be one of {FITNESS_KINDS}; got {kind!r}.")
-    if kind == "train":
-        for key in ("datasets", "model", "runs"):
-            if key not in data["fitness"]:
-                raise ValueError(f"{path}: fitness: missing key {key!r} for kind 'train'.")
-        if not data["fitness"]["datasets"]:
-            raise ValueError(f"{path}: fitness: datasets is empty; give at least one dataset.")
-    timeout = data.get("worker_timeout", 600.0)
-    if not timeout >= MIN_WORKER_TIMEOUT:
-        raise ValueError(f"{path}: worker_timeout must be >= {MIN_WORKER_TIMEOUT:g} seconds; got {timeout!r}.")
+    build(Search, data, str(path))
     build_engine_parts(data)  # rates, limits, operators and evolution settings are checked here
     screening_settings(data)
     check_references(data)
@@ -140,19 +161,11 @@ def build_engine_parts(cfg):
                                gp.get("constant_probability", 0.3))
     limits = engine.Limits(**{f.name: gp[f.name] for f in fields(engine.Limits) if f.name in gp})
     rates = engine.Rates(**{f.name: gp[f.name] for f in fields(engine.Rates) if f.name in gp})
-    evolution.check_settings(cfg["population"], cfg["generations"], cfg["screening"].get("max_attempts", 1000))
-    epsilon = gp.get("protected_epsilon", expression.EPSILON)
-    if not epsilon > 0:
-        raise ValueError(f"protected_epsilon must be > 0; got {epsilon!r}.")
     return pset, limits, rates
 
 
 def screening_settings(cfg):
     s = cfg["screening"]
-    if "allowed_range" in s:
-        engine.check_range("allowed_range", s["allowed_range"])
-    if not s.get("improvement_rate", 1.0) > 0:
-        raise ValueError(f"improvement_rate must be > 0; got {s['improvement_rate']!r}.")
     return screening.ScreeningSettings(**{k: (tuple(v) if isinstance(v, list) else v)
                                           for k, v in s.items() if k != "max_attempts"})
 

@@ -46,9 +46,16 @@ def _report():
 
 def folded(formula):
     """A formula as best_loss.txt writes it: constant subtrees folded, constants exact."""
-    from ngl_keras.losses import expression
+    from ngl_keras.formula import fold_constants, parse, to_text
 
-    return expression.to_text(expression.fold_constants(expression.parse(formula)))
+    return to_text(fold_constants(parse(formula)))
+
+
+@pytest.mark.parametrize("module", ["ngl_keras.gp.engine", "ngl_keras.gp.evolution", "ngl_keras.gp.screening"])
+def test_the_gp_engine_evolution_and_screening_import_no_keras(module):
+    code = f"import sys, {module}; assert 'keras' not in sys.modules, sorted(sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
