@@ -1,6 +1,8 @@
 """The segmentation readers on tiny VOC- and COCO-Stuff-layout trees written here, the reference's
 augmentation, the PyDataset batches, and bad input."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,7 +105,6 @@ def test_a_missing_part_of_the_voc_tree_is_named(tmp_path, remove, message):
     write_voc(tmp_path)
     path = tmp_path / remove
     if path.is_dir():
-        import shutil
         shutil.rmtree(path)
     else:
         path.unlink()

@@ -205,7 +205,8 @@ class LossFunction(keras.losses.Loss):
         if self.ignore_class is not None:
             y_pred = ops.convert_to_tensor(_as_array(y_pred), dtype=self.dtype)
             y_true, valid = void_mask(ops.convert_to_tensor(_as_array(y_true)), y_pred, self.ignore_class)
-            positions = ops.cast(ops.size(valid), valid.dtype)
+            valid = ops.cast(valid, "float32")   # a position count overflows float16
+            positions = ops.cast(ops.size(valid), "float32")
             sample_weight = _times_sample_weight(valid * positions / ops.maximum(ops.sum(valid), 1.0),
                                                  sample_weight)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
