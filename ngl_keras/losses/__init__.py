@@ -3,8 +3,11 @@
     ngl_keras.losses.get("ngl")                       # NGL()
     ngl_keras.losses.get("sce", alpha=6.0, beta=0.1)  # SymmetricCrossEntropy(...)
     ngl_keras.losses.get("exp(p) - y*p")              # any formula: ExpressionLoss(...)
+    ngl_keras.losses.get("focal", ignore_class=255)   # segmentation: void pixels ignored
 """
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -12,10 +15,11 @@ from typing import Callable
 import keras
 
 from ngl_keras.losses.anyloss import AnyLoss, anyloss
-from ngl_keras.losses.base import check_flag, check_number
+from ngl_keras.losses.base import check_flag, check_ignore_class, check_number
 from ngl_keras.losses.baselines import (
-    BiTemperedLogisticLoss, SoftDice, SymmetricCrossEntropy, bi_tempered_logistic_loss,
-    soft_dice, symmetric_cross_entropy, tempered_softmax,
+    BiTemperedLogisticLoss, CrossEntropy, FocalCrossEntropy, SoftDice, SymmetricCrossEntropy,
+    bi_tempered_logistic_loss, cross_entropy, focal_cross_entropy, soft_dice, symmetric_cross_entropy,
+    tempered_softmax,
 )
 from ngl_keras.losses.expression import ExpressionLoss, expression_loss
 from ngl_keras.losses.ngl import NGL, ngl
@@ -30,19 +34,21 @@ class LossEntry:
     source: str
     fixed: dict = field(default_factory=dict)  # arguments the name implies
     kernel_l2: float = 0.0                     # default L2 strength on the model's kernels
+    build_ignoring: Callable = None            # the build for void labels, where `build` takes no ignore_class
 
 
 _ENTRIES = (
     LossEntry("ce", keras.losses.CategoricalCrossentropy,
-              "categorical cross entropy (Keras; one-hot labels)"),
+              "categorical cross entropy (Keras; one-hot labels)", build_ignoring=CrossEntropy),
     LossEntry("sparse_ce", keras.losses.SparseCategoricalCrossentropy,
               "categorical cross entropy (Keras; integer labels)"),
     # CE + L2: the loss is CE; the model builder puts `l2` on every kernel. Strength unknown
     # in the paper: 1e-4 is our default, the configs say so.
     LossEntry("ce_l2", keras.losses.CategoricalCrossentropy,
-              "CE with L2 weight regularisation on the kernels (paper baseline)", kernel_l2=1e-4),
+              "CE with L2 weight regularisation on the kernels (paper baseline)", kernel_l2=1e-4,
+              build_ignoring=CrossEntropy),
     LossEntry("focal", keras.losses.CategoricalFocalCrossentropy,
-              "focal loss, Lin et al. 2017 (Keras; one-hot labels)"),
+              "focal loss, Lin et al. 2017 (Keras; one-hot labels)", build_ignoring=FocalCrossEntropy),
     LossEntry("ngl", NGL, "Next Generation Loss, Akhmedova & Körber 2024"),
     LossEntry("sce", SymmetricCrossEntropy, "symmetric cross entropy, Wang et al. 2019"),
     LossEntry("dice", SoftDice, "multi-class soft Dice (batch-level)"),
@@ -74,7 +80,7 @@ def entry(name):
     if key in REGISTRY:
         return REGISTRY[key]
     if _is_formula(name):
-        return LossEntry(name, lambda **kw: ExpressionLoss(name, **kw), "formula", {})
+        return LossEntry(name, functools.partial(ExpressionLoss, name), "formula", {})
     raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(names())}, "
                      "or a formula over p and y such as 'exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))'.")
 
@@ -99,18 +105,35 @@ def split_kwargs(name, kwargs):
     return {**found.fixed, **kwargs}, float(l2)
 
 
+def _ignores(build):
+    return "ignore_class" in inspect.signature(build).parameters
+
+
 def get(name, **kwargs):
     """The loss registered as `name` (or a formula), built with `kwargs`.
 
     An unknown name raises ValueError listing the known ones; arguments the loss does not
-    take raise ValueError naming them.
+    take raise ValueError naming them. `ignore_class=255` (segmentation) gives a loss that
+    ignores void labels, or a ValueError naming a loss that cannot; `ignore_class=None` is the
+    classification loss, unchanged.
     """
+    ignore_class = check_ignore_class(kwargs.pop("ignore_class", None))
     if isinstance(name, keras.losses.Loss):
+        if ignore_class is not None and getattr(name, "ignore_class", None) != ignore_class:
+            raise ValueError(f"loss {name.name!r} ({type(name).__name__}) cannot ignore void labels "
+                             f"(ignore_class={ignore_class}); build it with ignore_class={ignore_class}, "
+                             "or name a registered loss.")
         return name
     found = entry(name)
     loss_kwargs, _ = split_kwargs(name, kwargs)
+    build = found.build
+    if ignore_class is not None:
+        build = found.build_ignoring or build
+        if not _ignores(build):
+            raise ValueError(f"loss {name!r} cannot ignore void labels (ignore_class={ignore_class}).")
+        loss_kwargs["ignore_class"] = ignore_class
     try:
-        return found.build(**loss_kwargs)
+        return build(**loss_kwargs)
     except TypeError as error:
         raise ValueError(f"loss {name!r} does not accept {sorted(kwargs)}: {error}") from None
 
@@ -122,7 +145,8 @@ def kernel_l2(name, **kwargs):
 
 __all__ = [
     "NGL", "AnyLoss", "SymmetricCrossEntropy", "SoftDice", "BiTemperedLogisticLoss",
-    "ExpressionLoss", "ngl", "anyloss", "symmetric_cross_entropy", "soft_dice",
+    "ExpressionLoss", "CrossEntropy", "FocalCrossEntropy", "ngl", "anyloss", "symmetric_cross_entropy",
+    "soft_dice", "cross_entropy", "focal_cross_entropy",
     "bi_tempered_logistic_loss", "tempered_softmax", "expression_loss", "get", "names",
     "entry", "kernel_l2", "REGISTRY",
 ]

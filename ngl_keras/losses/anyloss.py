@@ -138,13 +138,14 @@ class AnyLoss(BatchLoss):
     """
 
     def __init__(self, metric="fbeta", beta=1.0, L=None, average="macro", from_logits=False,
-                 epsilon=1e-7, threshold=None, reduction="sum_over_batch_size", name=None, dtype=None):
+                 epsilon=1e-7, threshold=None, reduction="sum_over_batch_size", name=None, dtype=None,
+                 ignore_class=None):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}.")
         if average not in AVERAGES:
             raise ValueError(f"average must be one of {AVERAGES}; got {average!r}.")
         super().__init__(
-            anyloss, name=name or f"anyloss_{metric}", reduction=reduction, dtype=dtype,
+            anyloss, name=name or f"anyloss_{metric}", reduction=reduction, dtype=dtype, ignore_class=ignore_class,
             metric=metric, beta=check_positive("beta", beta),
             L=None if L is None else check_positive("L", L),
             average=average, from_logits=check_flag("from_logits", from_logits),

@@ -9,6 +9,11 @@ known (an eager call). Inside a compiled `fit` they are not known when the graph
 as Keras's own sparse losses do on accelerators, such a label turns its example's target into NaN,
 so the loss is NaN (and `keras.callbacks.TerminateOnNaN` stops training) instead of silently
 training on a zero target. `ngl_keras.data` checks every label when a split is loaded.
+
+Segmentation: with ``ignore_class`` (255, the void label), integer label maps may hold that value.
+Its positions get weight 0, so they contribute neither to the value nor to the gradient; a
+per-position loss is the mean over the valid positions only (as Keras's own sparse cross entropy
+with ``ignore_class``), a batch-level loss counts only valid positions in its sums.
 """
 
 import math
@@ -95,6 +100,41 @@ def check_label_range(labels, num_classes):
     return True
 
 
+def check_ignore_class(value):
+    """None, or the label to ignore as an int (a whole number >= 0)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"ignore_class must be None or a class id >= 0 (255: void); got {value!r}.")
+    return int(value)
+
+
+def void_mask(y_true, y_pred, ignore_class):
+    """(labels with `ignore_class` replaced by class 0, float mask of shape ``y_pred.shape[:-1]``:
+    0 at the ignored positions, 1 elsewhere). Needs integer labels of shape ``y_pred.shape[:-1]``
+    or that with a trailing 1."""
+    pred_shape, true_shape = _static_shape(y_pred), _static_shape(y_true)
+    if _dims_match(true_shape, pred_shape[:-1] + (1,)) and not _dims_match(true_shape, pred_shape[:-1]):
+        y_true = ops.squeeze(y_true, axis=-1)
+    elif not _dims_match(true_shape, pred_shape[:-1]):
+        raise ValueError(f"ignore_class needs integer labels of shape {pred_shape[:-1]} (or with a trailing 1) "
+                         f"for predictions of shape {pred_shape}; got labels of shape {true_shape}.")
+    valid = ops.not_equal(y_true, ops.cast(ignore_class, y_true.dtype))
+    return ops.where(valid, y_true, ops.zeros_like(y_true)), ops.cast(valid, y_pred.dtype)
+
+
+def _times_sample_weight(mask, sample_weight):
+    """`mask` times the sample weights, broadcast over the positions of each example."""
+    if sample_weight is None:
+        return mask
+    weight = ops.cast(ops.convert_to_tensor(_as_array(sample_weight)), mask.dtype)
+    if len(weight.shape) == len(mask.shape) + 1:
+        weight = ops.squeeze(weight, axis=-1)
+    while len(weight.shape) < len(mask.shape):
+        weight = ops.expand_dims(weight, -1)
+    return mask * weight
+
+
 def probabilities(y_pred, from_logits):
     """Softmax of logits (``from_logits=True``) or the predictions as given."""
     return ops.softmax(y_pred, axis=-1) if from_logits else y_pred
@@ -149,15 +189,26 @@ class LossFunction(keras.losses.Loss):
 
     Reduction, `sample_weight`, dtype and distribution come from `keras.losses.Loss`; the
     arguments come back from `get_config`, so `from_config(get_config())` rebuilds the loss.
+    With `ignore_class` (module docstring) the ignored positions' weight is 0 and the others'
+    is scaled by positions / valid positions, so Keras's mean over all positions is the mean over
+    the valid ones (what Keras's `apply_mask` does for its own masked losses).
     """
 
-    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None, **kwargs):
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None, ignore_class=None, **kwargs):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fn = fn
+        self.ignore_class = check_ignore_class(ignore_class)
         self._fn_kwargs = kwargs
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         check_sample_weight(sample_weight, _as_array(y_pred))
+        if self.ignore_class is not None:
+            y_pred = ops.convert_to_tensor(_as_array(y_pred), dtype=self.dtype)
+            y_true, valid = void_mask(ops.convert_to_tensor(_as_array(y_true)), y_pred, self.ignore_class)
+            valid = ops.cast(valid, "float32")   # a position count overflows float16
+            positions = ops.cast(ops.size(valid), "float32")
+            sample_weight = _times_sample_weight(valid * positions / ops.maximum(ops.sum(valid), 1.0),
+                                                 sample_weight)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
@@ -169,10 +220,13 @@ class LossFunction(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(self._fn_kwargs)
+        if self.ignore_class is not None:   # absent otherwise: classification configs stay as they were
+            config["ignore_class"] = self.ignore_class
         return config
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self._fn_kwargs.items())
+        arguments = {**self._fn_kwargs, **({} if self.ignore_class is None else {"ignore_class": self.ignore_class})}
+        args = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
         return f"{type(self).__name__}({args})"
 
 
@@ -219,13 +273,13 @@ class BatchLoss(LossFunction):
     "sum_over_batch_size" (kept in the config for serialization); any other raises ValueError.
     """
 
-    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None, **kwargs):
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None, ignore_class=None, **kwargs):
         if reduction != "sum_over_batch_size":
             raise ValueError(
                 f"reduction {reduction!r} cannot apply to {type(self).__name__}: a batch-level loss "
                 "has one value per batch, not one per example; only 'sum_over_batch_size' (the "
                 "default) is accepted.")
-        super().__init__(fn, name=name, reduction=reduction, dtype=dtype, **kwargs)
+        super().__init__(fn, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class, **kwargs)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # keras.src.losses.loss.scale_loss_for_distribution: keras (checked on 3.15.1) exports no
@@ -237,5 +291,8 @@ class BatchLoss(LossFunction):
         with keras.name_scope(self.name):
             y_pred = ops.convert_to_tensor(_as_array(y_pred), dtype=self.dtype)
             y_true = ops.convert_to_tensor(_as_array(y_true), dtype=self.dtype)
+            if self.ignore_class is not None:   # the ignored positions weigh 0 in the batch sums
+                y_true, valid = void_mask(y_true, y_pred, self.ignore_class)
+                sample_weight = _times_sample_weight(valid, sample_weight)
             value = self.fn(y_true, y_pred, sample_weight=sample_weight, **self._fn_kwargs)
             return scale_loss_for_distribution(value)

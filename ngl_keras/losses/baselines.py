@@ -1,6 +1,9 @@
-"""The paper's baselines that Keras does not have: SCE, soft Dice, bi-tempered logistic loss.
+"""The paper's baselines that Keras does not have: SCE, soft Dice, bi-tempered logistic loss;
+and CE and focal loss for label maps with void pixels.
 
-CE and focal loss are Keras's own classes; the registry points at them.
+CE and focal loss are Keras's own classes, and the registry points at them; but those classes take
+no `ignore_class`, so with void labels the registry builds `CrossEntropy` and `FocalCrossEntropy`
+below instead: Keras's own functions, in this package's `LossFunction`.
 """
 
 import math
@@ -15,6 +18,55 @@ from ngl_keras.losses.base import (
 
 NEWTON_STEPS = 3
 PROBABILITY_FLOOR = 1e-7  # as keras.backend.epsilon(): keeps log(p) finite at p = 0
+
+
+def cross_entropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+    """Per-position categorical cross entropy: `keras.losses.categorical_crossentropy`."""
+    return keras.losses.categorical_crossentropy(one_hot_targets(y_true, y_pred), y_pred,
+                                                 from_logits=from_logits, label_smoothing=label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CrossEntropy(LossFunction):
+    """Categorical cross entropy −Σ_c y_c·log p_c, Keras's function, with `ignore_class`
+    (`ngl_keras.losses.base`): the registry's "ce" for label maps with void pixels.
+
+    Usage:
+        loss = ngl_keras.losses.CrossEntropy(ignore_class=255)   # labels (B, H, W), p (B, H, W, C)
+    """
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, reduction="sum_over_batch_size",
+                 name="cross_entropy", dtype=None, ignore_class=None):
+        super().__init__(cross_entropy, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class,
+                         from_logits=check_flag("from_logits", from_logits),
+                         label_smoothing=check_number("label_smoothing", label_smoothing,
+                                                      lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"))
+
+
+def focal_cross_entropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0):
+    """Per-position focal loss: `keras.losses.categorical_focal_crossentropy`."""
+    return keras.losses.categorical_focal_crossentropy(one_hot_targets(y_true, y_pred), y_pred, alpha=alpha,
+                                                       gamma=gamma, from_logits=from_logits,
+                                                       label_smoothing=label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FocalCrossEntropy(LossFunction):
+    """Focal loss (Lin et al., ICCV 2017) −Σ_c α·(1 − p_c)^γ·y_c·log p_c, Keras's function, with
+    `ignore_class` (`ngl_keras.losses.base`): the registry's "focal" for label maps with void pixels.
+
+    Usage:
+        loss = ngl_keras.losses.FocalCrossEntropy(ignore_class=255)
+    """
+
+    def __init__(self, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                 reduction="sum_over_batch_size", name="focal_cross_entropy", dtype=None, ignore_class=None):
+        super().__init__(focal_cross_entropy, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class,
+                         alpha=check_number("alpha", alpha, lambda v: v >= 0, "a finite number >= 0"),
+                         gamma=check_number("gamma", gamma, lambda v: v >= 0, "a finite number >= 0"),
+                         from_logits=check_flag("from_logits", from_logits),
+                         label_smoothing=check_number("label_smoothing", label_smoothing,
+                                                      lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"))
 
 
 def symmetric_cross_entropy(y_true, y_pred, alpha=0.1, beta=1.0, A=-4.0, from_logits=False):
@@ -43,8 +95,9 @@ class SymmetricCrossEntropy(LossFunction):
     """
 
     def __init__(self, alpha=0.1, beta=1.0, A=-4.0, from_logits=False,
-                 reduction="sum_over_batch_size", name="sce", dtype=None):
+                 reduction="sum_over_batch_size", name="sce", dtype=None, ignore_class=None):
         super().__init__(symmetric_cross_entropy, name=name, reduction=reduction, dtype=dtype,
+                         ignore_class=ignore_class,
                          alpha=check_number("alpha", alpha, lambda v: v >= 0, "a finite number >= 0"),
                          beta=check_number("beta", beta, lambda v: v >= 0, "a finite number >= 0"),
                          A=check_number("A (the value of log 0)", A, lambda v: v < 0,
@@ -76,8 +129,8 @@ class SoftDice(BatchLoss):
     """
 
     def __init__(self, smooth=1.0, from_logits=False, reduction="sum_over_batch_size",
-                 name="dice", dtype=None):
-        super().__init__(soft_dice, name=name, reduction=reduction, dtype=dtype,
+                 name="dice", dtype=None, ignore_class=None):
+        super().__init__(soft_dice, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class,
                          smooth=check_number("smooth", smooth, lambda v: v >= 0, "a finite number >= 0"),
                          from_logits=check_flag("from_logits", from_logits))
 
@@ -213,10 +266,11 @@ class BiTemperedLogisticLoss(LossFunction):
     """
 
     def __init__(self, t1=1.0, t2=1.0, num_iters=5, label_smoothing=0.0,
-                 reduction="sum_over_batch_size", name="bi_tempered", dtype=None):
+                 reduction="sum_over_batch_size", name="bi_tempered", dtype=None, ignore_class=None):
         if not isinstance(num_iters, int) or isinstance(num_iters, bool) or num_iters < 1:
             raise ValueError(f"num_iters must be an integer >= 1; got {num_iters!r}.")
         super().__init__(bi_tempered_logistic_loss, name=name, reduction=reduction, dtype=dtype,
+                         ignore_class=ignore_class,
                          t1=check_number("t1", t1, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
                          t2=check_number("t2", t2, lambda v: v > 0.0, "a finite number > 0"),
                          num_iters=num_iters,

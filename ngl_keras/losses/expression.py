@@ -54,13 +54,13 @@ class ExpressionLoss(LossFunction):
     """
 
     def __init__(self, formula, epsilon=EPSILON, reduction="sum_over_batch_size", name=None,
-                 dtype=None):
+                 dtype=None, ignore_class=None):
         epsilon = check_positive("epsilon", epsilon)
         if not isinstance(formula, str):
             raise ValueError(f"formula must be a string; got {type(formula).__name__}.")
         self.tree = _compiled(formula, float(epsilon))[0]  # raises on a bad formula, here
         super().__init__(expression_loss, name=name or "expression_loss", reduction=reduction,
-                         dtype=dtype, formula=formula, epsilon=float(epsilon))
+                         dtype=dtype, ignore_class=ignore_class, formula=formula, epsilon=float(epsilon))
 
     @property
     def formula(self):

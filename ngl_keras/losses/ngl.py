@@ -43,6 +43,8 @@ class NGL(LossFunction):
         scaling: apply a sigmoid to the probabilities before the formula, as the published
             Keras example does (flag `scaling` of the published TensorFlow code; the paper
             does not mention it).
+        ignore_class: a label (255: void) whose positions count neither in the value nor in
+            the gradient (`ngl_keras.losses.base`); None for classification.
 
     Usage:
         model.compile(optimizer="adam", loss=ngl_keras.NGL(), metrics=["accuracy"])
@@ -51,8 +53,8 @@ class NGL(LossFunction):
     """
 
     def __init__(self, alpha=ALPHA, from_logits=False, scaling=False,
-                 reduction="sum_over_batch_size", name="ngl", dtype=None):
-        super().__init__(ngl, name=name, reduction=reduction, dtype=dtype,
+                 reduction="sum_over_batch_size", name="ngl", dtype=None, ignore_class=None):
+        super().__init__(ngl, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class,
                          alpha=check_number("alpha", alpha),
                          from_logits=check_flag("from_logits", from_logits),
                          scaling=check_flag("scaling", scaling))
