@@ -94,9 +94,9 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
     return evo
 
 
-def _display(formula):
-    """A formula as the hall of fame shows it: constants folded, 4 digits."""
-    return formula.to_text(formula.fold_constants(formula.parse(formula)), digits=4)
+def _display(text):
+    """Formula `text` as the hall of fame shows it: constants folded, 4 digits."""
+    return formula.to_text(formula.fold_constants(formula.parse(text)), digits=4)
 
 
 def format_generation(g, probe=False):
