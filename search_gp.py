@@ -84,27 +84,27 @@ def main(argv=None, args=None):
     from ngl_keras import console
 
     console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
-    from ngl_keras.gp import search
+    from ngl_keras.gp import search_run, search_settings
     from ngl_keras.gp.evolution import SearchStopped
 
     if args.command == "report":
-        print(search.report(args.out))
+        print(search_run.report(args.out))
         return 0
     path = Path(args.config) if args.config else CONFIGS / "search" / f"{args.experiment}.yaml"
-    known = sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml") if p.name != search.DEFAULTS_FILE)
+    known = sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml") if p.name != search_settings.DEFAULTS_FILE)
     if args.experiment and args.experiment not in known:
         raise ValueError(f"unknown experiment {args.experiment!r}; known: {', '.join(known)}.")
     overrides = {"population": args.population, "generations": args.generations, "seed": args.seed,
                  "epochs": args.epochs, "limit_train": args.limit_train, "worker_timeout": args.worker_timeout}
-    cfg = search.load_config(path, overrides, defaults=CONFIGS / "search" / search.DEFAULTS_FILE)
+    cfg = search_settings.load_config(path, overrides, defaults=CONFIGS / "search" / search_settings.DEFAULTS_FILE)
     try:
-        evo = search.run(cfg, args.out, CONFIGS, args.data_dir)
+        evo = search_run.run(cfg, args.out, CONFIGS, args.data_dir)
     except SearchStopped as stopped:
         print(f"error: {stopped}", file=sys.stderr)
         return 1
     if evo is not None:  # the generations were printed as they finished
         print()
-        print(search.report(args.out, generations=False))
+        print(search_run.report(args.out, generations=False))
     return 0
 
 

@@ -38,7 +38,7 @@ from ngl_keras.distribution import make_strategy  # noqa: E402
 from ngl_keras.grid import plan  # noqa: E402
 from ngl_keras.records import read_records  # noqa: E402
 from ngl_keras.files import append_json_line  # noqa: E402
-from ngl_keras.gp import evolution, search  # noqa: E402
+from ngl_keras.gp import evolution, search_directory, search_run, search_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -60,19 +60,18 @@ QUICK = {"population": 4, "generations": 1, "fitness": {"epochs": 1, "limit_trai
 
 
 def search_config(population=None, generations=None, fitness_changes=None):
-    cfg = search.load_config(SEARCH_CONFIG, {"population": population, "generations": generations})
-    cfg["fitness"].update(fitness_changes or {})
-    cfg["fitness"]["references"] = REFERENCES  # the reference points this benchmark compares with
-    return cfg
+    cfg = search_settings.load_config(SEARCH_CONFIG, {"population": population, "generations": generations})
+    # the reference points this benchmark compares with
+    return cfg.replace(fitness=cfg.fitness.replace(**(fitness_changes or {}), references=REFERENCES))
 
 
 def run_search(cfg, search_dir, data_dir=None, log=print):
     """Run or resume the search; return (hall of fame, {reference: fitness})."""
     started = time.time()
-    search.run(cfg, search_dir, CONFIGS, data_dir, log)
+    search_run.run(cfg, search_dir, CONFIGS, data_dir, log)
     log(f"search stage: {(time.time() - started) / 60:.1f} min in this call")
     fame = json.loads((Path(search_dir) / "hall_of_fame.json").read_text())
-    references = json.loads((Path(search_dir) / search.REFERENCES_FILE).read_text())
+    references = json.loads((Path(search_dir) / search_directory.REFERENCES_FILE).read_text())
     return fame, references
 
 
@@ -163,8 +162,8 @@ def quality(args, log=print):
               "ce_accuracy": accuracy["ce"]["mean"], "ngl_accuracy": accuracy["ngl"]["mean"],
               "proxy_fitness": fitness, "accuracy": accuracy,
               "found": [{k: f[k] for k in ("label", "name", "display", "latex", "fitness")} for f in found],
-              "search": {"experiment": cfg["experiment"], "population": cfg["population"],
-                         "generations": cfg["generations"], "fitness": cfg["fitness"]},
+              "search": {"experiment": cfg.experiment, "population": cfg.population,
+                         "generations": cfg.generations, "fitness": cfg.fitness.to_json()},
               "retrain": {"epochs": epochs, "seeds": seeds, "limit_train": quick.get("limit_train"),
                           "runs": len(runs), "remaining": left}}
     return result
@@ -193,7 +192,7 @@ def proxy_runs(cfg, loss, out_path, data_dir=None, log=print):
     from ngl_keras.gp.fitness import _Trainer
 
     done = [r for r in read_records(out_path) if r["loss"] == loss]
-    trainer = _Trainer(cfg["fitness"], CONFIGS, out_path.parent, data_dir, cfg.get("seed", 0))
+    trainer = _Trainer(cfg.fitness, CONFIGS, out_path.parent, data_dir, cfg.seed)
     runs = plan({**trainer.grid, "losses": [loss]}, CONFIGS, trainer.overrides)
     for run in runs[len(done):]:
         record = training.train_run(run, trainer.datasets, out_path.parent / "scratch",
@@ -232,8 +231,8 @@ def check_proxy(args, log=print):
     runs = full_data_runs(grid_losses, seeds, epochs, quick.get("limit_train"))
     records = training.run_grid(runs, out / "full", strategy="none", data_dir=args.data_dir, verbose=0, log=log)
     accuracy = summarise(records, losses)
-    print(f"\nproxy ({cfg['fitness']['epochs']} epochs of {cfg['fitness']['limit_train']} images, "
-          f"{cfg['fitness']['runs']} runs) against full data ({epochs} epochs, {seeds} seeds)")
+    print(f"\nproxy ({cfg.fitness.epochs} epochs of {cfg.fitness.limit_train} images, "
+          f"{cfg.fitness.runs} runs) against full data ({epochs} epochs, {seeds} seeds)")
     print(f"{'loss':<12}{'formula':<10}{'proxy train %':>14}{'proxy val %':>12}{'full test %':>12}")
     for loss in losses:
         p, a = proxy[loss], accuracy[loss]

@@ -78,12 +78,12 @@ PROBE_FORMULA = "0 - y * log(p)"  # cross-entropy, as a candidate would be train
 
 def evaluation_seconds(quick, repeats):
     """Run in a child pinned to one core: seconds per proxy evaluation of PROBE_FORMULA."""
-    from ngl_keras.gp import fitness, search
+    from ngl_keras.gp import fitness, search_settings
 
     overrides = {"limit_train": 512} if quick else {}
-    cfg = search.load_config(ROOT / "configs" / "search" / "exp2_proxy.yaml", overrides)
+    cfg = search_settings.load_config(ROOT / "configs" / "search" / "exp2_proxy.yaml", overrides)
     with tempfile.TemporaryDirectory() as directory:
-        evaluate = fitness.TrainingFitness({**cfg["fitness"], "recycle_every": 0}, ROOT / "configs", directory)
+        evaluate = fitness.TrainingFitness(cfg.fitness.replace(recycle_every=0), ROOT / "configs", directory)
         evaluate(PROBE_FORMULA)  # warm-up: data, traces
         start = time.perf_counter()
         for _ in range(repeats):

@@ -1,11 +1,11 @@
-"""Your own problem: in-memory arrays and any Keras model, through the code of the two CLIs.
+"""Your own problem: in-memory arrays and any Keras model, evaluated through the code of
+train_small.py.
 
 `evaluate` trains a grid of losses × runs as train_small.py does (`grid.plan` and
-`training.run_grid`: the same records, resume and table); `search` runs the loss search of
-search_gp.py (`gp.search.run`: the same evolution, keras-tuner oracle, chief/worker mode and
-resume) with the validation error of the user's model as the fitness. The arrays become a dataset
+`training.run_grid`: the same records, resume and table). The arrays become a dataset
 (`data.from_arrays`) and the model function a model (`models.from_function`) that a grid names
-like any other (`grid.Sources`); both are checked here, before anything trains.
+like any other (`grid.Sources`); both are checked here, before anything trains. The loss
+search on the same arrays and model is `ngl_keras.gp.search` (ngl_keras/gp/api.py).
 
     import ngl_keras
     fame = ngl_keras.gp.search(model_fn, (x_train, y_train), (x_val, y_val), out="search/mine")
@@ -14,8 +14,6 @@ like any other (`grid.Sources`); both are checked here, before anything trains.
     print(result.table)
 """
 
-import json
-import pickle
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +21,6 @@ from typing import NamedTuple
 from ngl_keras import config as config_module
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"  # the repository's configs/
-SEARCH_CONFIG = Path("api") / "search.yaml"
 
 
 class Evaluation(NamedTuple):
@@ -44,7 +41,8 @@ def sources(model_fn, splits, name="arrays", classes=None):
     return dataset, model
 
 
-def _configs(configs_dir):
+def configs_directory(configs_dir):
+    """`configs_dir` (default: the repository's configs/), checked to hold the arrays' dataset settings."""
     configs_dir = Path(configs_dir) if configs_dir is not None else CONFIGS_DIR
     if not (configs_dir / "datasets" / config_module.ARRAYS_FILE).is_file():
         raise ValueError(f"configs directory {str(configs_dir)!r} holds no datasets/{config_module.ARRAYS_FILE}; "
@@ -52,7 +50,7 @@ def _configs(configs_dir):
     return configs_dir
 
 
-def _settings(epochs=None, batch_size=None, optimizer=None, learning_rate=None, settings=None):
+def dataset_settings(epochs=None, batch_size=None, optimizer=None, learning_rate=None, settings=None):
     """The dataset settings the arguments give, over `settings` (any key of configs/datasets/arrays.yaml)."""
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"settings must be a mapping of dataset settings (configs/datasets/arrays.yaml's keys); "
@@ -96,12 +94,12 @@ def evaluate(losses, model_fn, train, validation, test, *, epochs=None, batch_si
     from ngl_keras import records, report, training
     from ngl_keras.grid import Sources, plan
 
-    configs_dir = _configs(configs_dir)
+    configs_dir = configs_directory(configs_dir)
     dataset, model = sources(model_fn, {"train": train, "validation": validation, "test": test}, name, classes)
     if isinstance(losses, (str, dict)):
         losses = [losses]
     grid = {"datasets": [name], "models": [model.name], "losses": list(losses), "runs": runs, "seed": seed,
-            "settings": {name: _settings(epochs, batch_size, optimizer, learning_rate, settings)}}
+            "settings": {name: dataset_settings(epochs, batch_size, optimizer, learning_rate, settings)}}
     runs = plan(grid, configs_dir, sources=Sources({name: dataset}, {model.name: model}))
     if out is None:
         with tempfile.TemporaryDirectory(prefix="ngl_keras-") as directory:
@@ -118,69 +116,3 @@ def _evaluate(runs, out, strategy, mixed_precision, verbose, log, training, repo
     records = training.run_grid(runs, out, strategy=strategy, mixed_precision=mixed_precision, verbose=verbose,
                                 log=log)
     return Evaluation(records, report.write(records, out))
-
-
-def search(model_fn, train, validation, *, out, config=None, population=None, generations=None, seed=None,
-           epochs=None, runs=None, batch_size=None, name="arrays", classes=None, log=print, configs_dir=None):
-    """The paper's GP loss search with the validation error of `model_fn`'s model, trained on
-    `train`, as the fitness; return the hall of fame (a list of {"rank", "formula", "display",
-    "latex", "fitness", ...}, best first, as hall_of_fame.json), or None in a worker.
-
-    model_fn, train, validation, classes: as for `evaluate`.
-    config: a search config (a YAML path or a mapping) merged over configs/api/search.yaml and
-        configs/search/defaults.yaml, as search_gp.py merges its own; its fitness takes `runs`,
-        `epochs`, `limit_train`, `references`, `recycle_every` and `settings: {<name>: {...}}` (the
-        dataset settings, as in `evaluate`); the arrays and the model are the arguments.
-    population, generations, seed, epochs, runs, batch_size: over the config.
-    out: the search directory; the same call resumes there (another config, other arrays or another
-        model are refused). Distributed as search_gp.py: every process makes this call with
-        KERASTUNER_TUNER_ID (chief, worker0, ...), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set.
-
-    Trainings run in this process by default (`recycle_every: 0`); with N > 0 they run in a child
-    process replaced every N candidates, and model_fn must then be picklable (a module-level function).
-    """
-    from ngl_keras.grid import Sources
-    from ngl_keras.gp import search as search_module
-
-    configs_dir = _configs(configs_dir)
-    dataset, model = sources(model_fn, {"train": train, "validation": validation}, name, classes)
-    user = {} if config is None else config if isinstance(config, dict) else config_module.read_yaml(config)
-    if not isinstance(user, dict):
-        raise ValueError(f"config must be a mapping or a YAML file of one; got {type(user).__name__}.")
-    given = sorted(set(user.get("fitness") or {}) & {"datasets", "model", "kind", search_module.SOURCES_KEY})
-    if given:
-        raise ValueError(f"config fitness: {', '.join(given)} cannot be set here: the fitness trains model_fn on "
-                         "the arrays given (leave them out).")
-    cfg = config_module.merge(config_module.read_yaml(configs_dir / SEARCH_CONFIG), user)
-    others = sorted(set(cfg["fitness"].get("settings") or {}) - {name})
-    if others:
-        raise ValueError(f"config fitness settings name {', '.join(map(repr, others))}; the arrays are named "
-                         f"{name!r} (the name argument): give their settings under it.")
-    own_settings = (cfg["fitness"].get("settings") or {}).get(name, {})
-    fitness = {**cfg["fitness"], "datasets": [name], "model": model.name, "settings": {name: {
-        **_settings(batch_size=batch_size, settings=own_settings),
-        "splits": {"train": "train", "validation": "validation", "test": None}}}}
-    if runs is not None:
-        fitness["runs"] = runs
-    cfg = search_module.load_config({**cfg, "fitness": fitness},
-                                    {"population": population, "generations": generations, "seed": seed,
-                                     "epochs": epochs},
-                                    defaults=configs_dir / "search" / search_module.DEFAULTS_FILE)
-    cfg["fitness"][search_module.SOURCES_KEY] = {"data": {"name": name, "sha256": dataset.fingerprint},
-                                                 "model": model.identity()}
-    if model.fingerprint is None and (Path(out) / search_module.CONFIG_FILE).exists():
-        raise ValueError(f"{out} holds a search, and model_fn's model has no Keras config (a subclassed model "
-                         "without get_config): it cannot be told from another model; implement get_config or "
-                         "use a new out.")
-    if cfg["fitness"].get("recycle_every", 0):
-        try:
-            pickle.dumps(model.function)
-        except Exception as error:
-            raise ValueError(f"model_fn cannot be sent to the training process (fitness recycle_every "
-                             f"{cfg['fitness']['recycle_every']}): {type(error).__name__}; define it at module "
-                             "level, or set recycle_every: 0.") from None
-    evo = search_module.run(cfg, out, configs_dir, log=log,
-                            sources=Sources({name: dataset}, {model.name: model}))
-    if evo is None:
-        return None
-    return json.loads((Path(out) / "hall_of_fame.json").read_text())

@@ -102,10 +102,10 @@ def test_a_plan_carries_built_settings_with_their_types_and_records_keep_the_giv
 
 
 def test_a_rule_between_fields_lives_in_its_settings_class():
-    from ngl_keras.gp import engine, search
+    from ngl_keras.gp import engine, search_settings
 
     with pytest.raises(ValueError, match=r"^min_height 6 needs at least 7 nodes, above max_size 5.$"):
         engine.Limits(min_height=6, max_size=5)
     with pytest.raises(ValueError, match=r"^fitness: missing key 'model' for kind 'train'.$"):
-        search.Fitness(kind="train", datasets=["fashion_mnist"], runs=1)
-    assert search.Fitness(kind="probe").kind == "probe"
+        search_settings.Fitness(kind="train", datasets=["fashion_mnist"], runs=1)
+    assert search_settings.Fitness(kind="probe").kind == "probe"

@@ -12,7 +12,8 @@ from ngl_keras import data, models, own_data, recipe, training
 from ngl_keras.grid import Sources
 from ngl_keras.records import read_records
 from ngl_keras.resume import EPOCH_LOG
-from ngl_keras.gp import fitness
+from ngl_keras.gp import fitness, search_settings
+from ngl_keras.settings import build
 from tests.paths import CONFIGS
 
 pytestmark = pytest.mark.any_backend
@@ -133,7 +134,7 @@ def test_search_on_arrays_returns_a_hall_of_fame_the_fitness_reproduces_and_resu
     # The fitness of the best formula, computed again by the fitness function with the search's settings.
     dataset, model = own_data.sources(small_model, {"train": TRAIN, "validation": VALIDATION})
     assert saved["fitness"]["sources"]["data"]["sha256"] == dataset.fingerprint
-    settings = {k: v for k, v in saved["fitness"].items() if k != "sources"}
+    settings = build(search_settings.Fitness, {k: v for k, v in saved["fitness"].items() if k != "sources"}, "fitness")
     evaluate = fitness.TrainingFitness(settings, CONFIGS, tmp_path / "again", seed=saved["seed"],
                                        sources=Sources({"arrays": dataset}, {"small_model": model}))
     assert evaluate(fame[0]["formula"]) == pytest.approx(fame[0]["fitness"])

@@ -20,6 +20,7 @@ from ngl_keras.files import atomic_write
 from ngl_keras.gp.evolution import CandidateFailed
 
 PARENT_POLL_S = 0.5  # a training process checks this often that the search still runs
+RECYCLE_EVERY = 10  # candidates a training process trains before it is replaced (fitness recycle_every)
 
 
 def is_out_of_memory(error):
@@ -103,7 +104,8 @@ def experiment5_key(improvements):
 
 
 class TrainingFitness:
-    """Train a candidate as experiment `settings` says; see configs/search/exp*.yaml.
+    """Train a candidate as experiment `settings` (a `search_settings.Fitness`) says; see
+    configs/search/exp*.yaml.
 
     Experiments 1-4: mean validation error over `runs` trainings on one dataset.
     Experiment 5 (`compare_with_ce`): one training per dataset against CE's validation
@@ -123,9 +125,7 @@ class TrainingFitness:
         from ngl_keras import grid
 
         self.settings, self.search_dir = settings, Path(search_dir)
-        self.recycle_every = settings.get("recycle_every", 10)
-        if not isinstance(self.recycle_every, int) or self.recycle_every < 0:
-            raise ValueError(f"fitness recycle_every must be an integer >= 0; got {self.recycle_every!r}.")
+        self.recycle_every = RECYCLE_EVERY if settings.recycle_every is None else settings.recycle_every
         self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed, sources)
         self._process = TrainingProcess(self.recycle_every)
         self._trainer = _Trainer(*self._args)
@@ -168,7 +168,7 @@ class TrainingFitness:
         diverged = sorted({d for d, acc in results if acc is None})
         if diverged:
             raise CandidateFailed("diverged", f"no finite validation accuracy on {', '.join(diverged)}")
-        if self.settings.get("compare_with_ce"):
+        if self.settings.compare_with_ce:
             baseline = self.ce_baseline()
             improvements = [100.0 * (acc - baseline[d]) / baseline[d] for d, acc in results]
             return experiment5_key(improvements)
@@ -183,10 +183,10 @@ class _Trainer:
 
         self.search_dir, self.configs_dir, self.sources = Path(search_dir), configs_dir, sources
         self.datasets = data.Datasets(data_dir)
-        self.grid = {"datasets": settings["datasets"], "models": [settings["model"]],
-                     "runs": settings["runs"], "seed": seed, "weights": settings.get("weights"),
-                     "settings": settings.get("settings", {})}
-        overrides = {"epochs": settings.get("epochs"), "limit_train": settings.get("limit_train")}
+        self.grid = {"datasets": list(settings.datasets), "models": [settings.model],
+                     "runs": settings.runs, "seed": seed, "weights": settings.weights,
+                     "settings": settings.settings or {}}
+        overrides = {"epochs": settings.epochs, "limit_train": settings.limit_train}
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
 
     def accuracies(self, loss):
@@ -215,7 +215,7 @@ def _trainer(settings, configs_dir, search_dir, data_dir, seed, sources):
     named = None if sources is None else (
         sorted((name, d.fingerprint) for name, d in sources.datasets.items()),
         sorted((name, m.qualified_name, m.fingerprint) for name, m in sources.models.items()))
-    key = json.dumps([settings, configs_dir, search_dir, data_dir, seed, named], sort_keys=True)
+    key = json.dumps([settings.to_json(), configs_dir, search_dir, data_dir, seed, named], sort_keys=True)
     if key not in _TRAINERS:
         _TRAINERS[key] = _Trainer(settings, configs_dir, search_dir, data_dir, seed, sources)
     return _TRAINERS[key]

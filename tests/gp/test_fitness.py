@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ngl_keras.gp import fitness
+from ngl_keras.gp.search_settings import Fitness
 from ngl_keras.gp.evolution import CandidateFailed
 from tests.paths import CONFIGS, ROOT
 
@@ -123,7 +124,7 @@ def experiment5(tmp_path, monkeypatch, results):
         return results[loss]
 
     monkeypatch.setattr(fitness, "_accuracies_in_process", accuracies)
-    return fitness.TrainingFitness(settings, CONFIGS, tmp_path), trained
+    return fitness.TrainingFitness(Fitness(**settings), CONFIGS, tmp_path), trained
 
 
 def test_compare_with_ce_ranks_by_wins_and_improvement_and_trains_ce_once(tmp_path, monkeypatch):
@@ -154,6 +155,6 @@ def test_a_diverged_cross_entropy_baseline_is_an_error_not_a_failed_candidate(tm
 
 def test_a_missing_dataset_is_found_before_the_first_generation(tmp_path):
     settings = {"kind": "train", "datasets": ["cifar10"], "model": "small_cnn", "runs": 1}
-    evaluate = fitness.TrainingFitness(settings, CONFIGS, tmp_path / "s", data_dir=str(tmp_path / "tfds"))
+    evaluate = fitness.TrainingFitness(Fitness(**settings), CONFIGS, tmp_path / "s", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(ValueError, match=r"dataset 'cifar10' \(tfds 'cifar10'\) is not available offline in "):
         evaluate.check_inputs()

@@ -3,10 +3,11 @@ a worker that comes back is harmless, the chief knows when it may exit; and a ca
 error stops the search with its state kept."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from ngl_keras.gp import engine, evolution, oracle, search
+from ngl_keras.gp import engine, evolution, oracle, search_run, search_settings
 from ngl_keras.gp.evolution import CandidateFailed, SearchStopped
 from keras_tuner.engine import trial as trial_module
 
@@ -108,8 +109,8 @@ def test_a_slow_chief_call_does_not_make_the_waiting_workers_lost(tmp_path):
 
 
 def search_config(tmp_path, **changes):
-    cfg = search.load_config(search.Path(__file__).resolve().parents[2] / "configs" / "search" / "smoke.yaml",
-                             {"population": 4, "generations": 1, **changes})
+    cfg = search_settings.load_config(Path(__file__).resolve().parents[2] / "configs" / "search" / "smoke.yaml",
+                                      {"population": 4, "generations": 1, **changes})
     return cfg
 
 
@@ -130,9 +131,9 @@ def test_an_error_in_a_candidate_stops_the_search_with_the_candidate_and_a_rerun
                 raise CandidateFailed("diverged", "NaN")
             return [len(formula) / 100.0]
 
-    monkeypatch.setattr(search, "build_fitness", lambda *a: Fitness(fail_at=3))
+    monkeypatch.setattr(search_run, "build_fitness", lambda *a: Fitness(fail_at=3))
     with pytest.raises(SearchStopped) as stopped:
-        search.run(cfg, out, search.Path("configs"), log=lambda *a: None)
+        search_run.run(cfg, out, Path("configs"), log=lambda *a: None)
     formula = calls[2]
     message = str(stopped.value)
     assert message.startswith("candidate g0-") and f"({formula}) raised TypeError: unsupported operand" in message
@@ -143,8 +144,8 @@ def test_an_error_in_a_candidate_stops_the_search_with_the_candidate_and_a_rerun
     assert [e["formula"] for e in evaluations] == [calls[0]]  # the diverged one is not an evaluation
     # The re-run (the cause fixed) trains the candidate that stopped the search, and no other twice.
     calls.clear()
-    monkeypatch.setattr(search, "build_fitness", lambda *a: Fitness(fail_at=None))
-    evo = search.run(cfg, out, search.Path("configs"), log=lambda *a: None)
+    monkeypatch.setattr(search_run, "build_fitness", lambda *a: Fitness(fail_at=None))
+    evo = search_run.run(cfg, out, Path("configs"), log=lambda *a: None)
     assert calls[0] == formula and formula not in calls[1:]
     assert evo.finished and [g["generation"] for g in evo.history] == [0, 1]
     assert evo.history[0]["failed"] == {"diverged": 1} and evo.history[0]["trained"] == 4
@@ -156,10 +157,10 @@ def test_a_generation_where_nothing_could_be_evaluated_stops_the_search(tmp_path
     def out_of_memory(formula):
         raise CandidateFailed("out_of_memory", "RESOURCE_EXHAUSTED: OOM when allocating tensor")
 
-    monkeypatch.setattr(search, "build_fitness", lambda *a: out_of_memory)
+    monkeypatch.setattr(search_run, "build_fitness", lambda *a: out_of_memory)
     with pytest.raises(SearchStopped, match=r"^generation 0: none of its 4 candidates could be evaluated "
                                             r"\(out_of_memory 4\); check the data"):
-        search.run(search_config(tmp_path), tmp_path / "s", search.Path("configs"), log=lambda *a: None)
+        search_run.run(search_config(tmp_path), tmp_path / "s", Path("configs"), log=lambda *a: None)
     assert not (tmp_path / "s" / "best_loss.txt").exists() and not (tmp_path / "s" / "generations.jsonl").exists()
 
 
@@ -209,5 +210,5 @@ def test_a_worker_writes_nothing_before_its_chief_answers(tmp_path, monkeypatch)
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker0")
     out = tmp_path / "s"
     with pytest.raises(SearchStopped, match="worker0: no chief answered at 127.0.0.1:"):
-        search.run(search_config(tmp_path, worker_timeout=10), out, search.Path("configs"), log=lambda *a: None)
+        search_run.run(search_config(tmp_path, worker_timeout=10), out, Path("configs"), log=lambda *a: None)
     assert not out.exists()

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import search_gp
-from ngl_keras.gp import fitness, screening, search
+from ngl_keras.gp import fitness, screening, search_directory, search_run, search_settings
 from ngl_keras.gp.evolution import CandidateFailed
 from ngl_keras.losses import expression as ex
 from tests.paths import CONFIGS, ROOT, kill_when_lines
@@ -90,7 +90,7 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     assert (out / "fitness.png").read_bytes()[:4] == b"\x89PNG"
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
     assert len(evaluations) == sum(g["trained"] for g in generations)
-    text = search.report(out)
+    text = search_run.report(out)
     assert "generation 2: best" in text and "hall of fame (probe fitness: 1 - the true-class" in text
     assert f"best loss by the probe (untrained; train it to judge it): {line}" in text
     assert "  1. probe fitness (" in text
@@ -101,7 +101,7 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     assert [x.split(":")[0] for x in printed if x.startswith("generation ")] == [f"generation {g}" for g in range(3)]
     assert all(", scored by the probe " in x and ", trained " not in x for x in printed if x.startswith("generation "))
     summary = printed[printed.index("") + 1:]
-    assert summary == search.report(out, generations=False).splitlines() and summary[0].startswith("hall of fame")
+    assert summary == search_run.report(out, generations=False).splitlines() and summary[0].startswith("hall of fame")
     assert len(printed) == len(candidates) + 3 + 1 + len(summary)  # nothing else: no keras-tuner tables
 
 
@@ -297,14 +297,14 @@ def test_bad_search_configs_are_named(tmp_path, change, message):
 
 def test_every_search_config_is_the_defaults_plus_its_own_settings():
     defaults = yaml.safe_load((CONFIGS / "search" / "defaults.yaml").read_text())
-    assert set(defaults["gp"]) == set(search.GP.__dataclass_fields__)
-    assert set(defaults["screening"]) <= set(search.SCREENING.__dataclass_fields__)
-    for name in search.EXPERIMENTS:
+    assert set(defaults["gp"]) == set(search_settings.GP.__dataclass_fields__)
+    assert set(defaults["screening"]) <= set(search_settings.Screening.__dataclass_fields__)
+    for name in search_settings.EXPERIMENTS:
         own = yaml.safe_load((CONFIGS / "search" / f"{name}.yaml").read_text())
         assert "gp" not in own and "screening" not in own  # one place for the shared block
-        cfg = search.load_config(CONFIGS / "search" / f"{name}.yaml")
-        assert cfg["gp"] == defaults["gp"] and cfg["screening"] == defaults["screening"]
-        assert cfg["fitness"] == own["fitness"] and cfg["experiment"] == name
+        cfg = search_settings.load_config(CONFIGS / "search" / f"{name}.yaml")
+        assert cfg.gp.to_json() == defaults["gp"] and cfg.screening.to_json() == defaults["screening"]
+        assert cfg.fitness.to_json() == own["fitness"] and cfg.experiment == name
 
 
 @pytest.mark.parametrize("args,message", [
@@ -357,15 +357,15 @@ def test_report_names_a_generation_line_without_keys_and_skips_a_cut_last_line(t
     good = log.read_text()
     log.write_text(good + '{"generation": 2, "best_fit')  # a crash while appending
     with pytest.warns(UserWarning, match=r"generations.jsonl: skipping a truncated last line \(a crash"):
-        lines = search.report(out).splitlines()
+        lines = search_run.report(out).splitlines()
     assert [x.split(":")[0] for x in lines if x.startswith("generation ")] == ["generation 0", "generation 1"]
     assert log.read_text().endswith('"best_fit')  # and reading did not rewrite the file
     log.write_text(good + '{"generation": 2}\n')
     with pytest.raises(ValueError, match=r"generations.jsonl: record 3 is not a generation summary \(missing best_fitness"):
-        search.report(out)
+        search_run.report(out)
     log.write_text('{"generation": 0, \n' + good)
     with pytest.raises(ValueError, match="generations.jsonl: line 1 is not valid JSON; the file is corrupt"):
-        search.report(out)
+        search_run.report(out)
     done = _run(["report", str(out)], timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "line 1 is not valid JSON" in done.stderr
@@ -421,9 +421,9 @@ def test_a_search_saved_before_screening_rules_existed_resumes_and_other_rules_a
 
 @pytest.mark.realdata
 def test_training_fitness_uses_validation_error_and_fails_a_diverged_candidate(tmp_path):
-    cfg = search.load_config(CONFIGS / "search" / "exp2_proxy.yaml", {"limit_train": 256})
-    cfg["fitness"]["runs"] = 1
-    fit = search.build_fitness(cfg, SCREEN, tmp_path, CONFIGS)
+    cfg = search_settings.load_config(CONFIGS / "search" / "exp2_proxy.yaml", {"limit_train": 256})
+    cfg = cfg.replace(fitness=cfg.fitness.replace(runs=1))
+    fit = search_run.build_fitness(cfg, SCREEN, tmp_path, CONFIGS)
     value = fit("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))")
     assert len(value) == 1 and 0.0 <= value[0] <= 1.0
     with pytest.raises(CandidateFailed) as failure:
@@ -448,7 +448,7 @@ def test_the_fitness_plot_has_whole_generation_ticks(tmp_path, monkeypatch):
     from tests.test_report import saved_figures, visible_ticks
 
     figures = saved_figures(monkeypatch)
-    directory = search.SearchDirectory(tmp_path)
+    directory = search_directory.SearchDirectory(tmp_path)
     for count in (1, 3):
         directory.plot([{"generation": g, "best_fitness": [0.5 - 0.1 * g], "median_fitness": [0.6]}
                         for g in range(count)])
@@ -462,7 +462,7 @@ def test_a_generation_line_shows_the_best_formula_with_constants_folded_as_the_h
                "cache_hits": 0, "trained": 3, "wall_time_s": 1.0, "peak_rss_mb": 10,
                "best_formula": "p * log(log(-2.7993)) - y"}
     # log(log(|-2.7993|)) = 0.028946...: the protected logs add an epsilon of 1e-6 only.
-    assert search.format_generation(summary).endswith("; best p * 0.02895 - y")
+    assert search_run.format_generation(summary).endswith("; best p * 0.02895 - y")
 
 
 def test_ctrl_c_swallowed_inside_a_candidate_still_stops_the_search_at_the_next_check():
