@@ -1,7 +1,9 @@
 """The evaluation grid: records, resume, divergence, the table, strategies, config errors."""
 
 import dataclasses
+import errno
 import json
+import os
 import re
 import subprocess
 import sys
@@ -572,3 +574,86 @@ def test_progress_writes_a_line_every_ten_seconds_and_each_epoch_with_the_grids_
     assert lines[4:] == []  # held back: Keras's progress bar has yet to finish its line
     quiet.on_train_end()
     assert lines[4:] == ["  epoch 2/2 done; ETA 1.2 min"]  # 75 s for 2 epochs, 2 left
+
+
+# A full disk
+
+
+def _full_disk(monkeypatch, name):
+    """Make every fsync of a file called `name` fail as a full disk does."""
+    fsync = files.os.fsync
+
+    def full(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(name):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full)
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("old_table", [True, False])
+def test_report_on_a_full_disk_keeps_the_old_table_and_says_which_file_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                                   old_table):
+    """`report` on a full disk once left a 0-byte table.md."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text(json.dumps(_record("d/m/ce/0")) + "\n")
+    if old_table:
+        (out / "table.md").write_text("the old table\n")
+    _full_disk(monkeypatch, "table.md.tmp")
+    with pytest.raises(SystemExit) as exit_:
+        files.run_cli(lambda: train_small.main(["report", str(out)]))
+    assert exit_.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(re.escape(f"error: no space left on device writing {out / 'table.md'} (") +
+                        r"\d+ bytes needed, \d+ free\); finished results are kept: free space and run the same "
+                        r"command again to resume\.", line), line
+    assert [p.name for p in out.iterdir() if p.name.startswith("table.md")] == (["table.md"] if old_table else [])
+    if old_table:
+        assert (out / "table.md").read_text() == "the old table\n"
+
+
+class ResourceExhaustedError(Exception):
+    """TensorFlow's error for a checkpoint or TensorBoard write on a full disk (recognised by its message)."""
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("fault", [
+    ResourceExhaustedError("tensorboard/train/events.out.tfevents; No space left on device [Op:WriteSummary]"),
+    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+])
+def test_a_full_disk_while_training_is_one_line_keeps_the_records_and_the_run_resumes(tmp_path, monkeypatch, fault):
+    import ngl_keras
+    from tests.test_own_data import TEST, TRAIN, VALIDATION, small_model
+
+    started, schedule = [], recipe.schedule_callbacks
+
+    class DiskFullInTheSecondRun(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if len(started) == 2 and epoch == 1:
+                raise fault
+
+    monkeypatch.setattr(recipe, "schedule_callbacks",
+                        lambda settings: started.append(1) or schedule(settings) + [DiskFullInTheSecondRun()])
+    out = tmp_path / "out"
+    call = dict(epochs=3, batch_size=16, runs=2, learning_rate=0.05, out=out, strategy="none", log=lambda *_: None)
+    with pytest.raises(files.DiskFull) as error:
+        ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call)
+    run_dir = next((out / "runs").glob("*__1__*"))
+    assert str(error.value) == (f"no space left on device writing {run_dir}; finished results are kept: free "
+                                "space and run the same command again to resume.")
+    assert [r["key"] for r in read_records(out / "runs.jsonl")] == ["arrays/small_model/ce/0"]
+    monkeypatch.setattr(recipe, "schedule_callbacks", schedule)
+    records = ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call).records
+    assert [r["resumed_from_epoch"] for r in records] == [None, 1]
+
+
+@pytest.mark.any_backend
+def test_a_record_that_meets_a_full_disk_leaves_no_part_of_its_line(tmp_path, monkeypatch):
+    path = tmp_path / "runs.jsonl"
+    files.append_json_line(path, {"key": "a"})
+    _full_disk(monkeypatch, "runs.jsonl")
+    with pytest.raises(files.DiskFull, match=r"writing .*runs\.jsonl \(\d+ bytes needed"):
+        files.append_json_line(path, {"key": "b" * 1000})
+    assert path.read_text() == '{"key": "a"}\n'

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ngl_keras import config as config_module
-from ngl_keras.files import append_json_line, atomic_write, read_json_lines, repair_json_lines
+from ngl_keras.files import append_json_line, atomic_savefig, atomic_write, read_json_lines, repair_json_lines
 from ngl_keras.gp import engine, evolution, fitness as fitness_module, screening
 from ngl_keras.gp.evolution import SearchStopped, fitness_text
 from ngl_keras.losses import expression
@@ -301,7 +301,7 @@ class SearchDirectory:
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
         figure.tight_layout()
-        figure.savefig(self.path / "fitness.png", dpi=90)
+        atomic_savefig(figure, self.path / "fitness.png", dpi=90)
         plt.close(figure)
 
 
