@@ -1,22 +1,93 @@
 """Writing results so that a killed process (kill -9) never loses or corrupts finished work, and
 the one reader of the JSON-lines files those results are kept in."""
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# TensorFlow raises ResourceExhaustedError (no OSError) when a checkpoint or TensorBoard write
+# meets a full disk; its message holds the C library's text.
+_DISK_FULL_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+class DiskFull(OSError):
+    """A write that met a full disk (or a full quota): which file, and how many bytes it needed
+    when known. Finished work is on disk: once space is freed the same command resumes."""
+
+    def __init__(self, path, needed=None):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.needed = needed
+
+    def __str__(self):
+        try:
+            free = shutil.disk_usage(os.path.dirname(os.path.abspath(self.filename))).free
+        except OSError:
+            free = None
+        size = "" if self.needed is None else f" ({self.needed} bytes needed, {free if free is not None else '?'} free)"
+        return (f"no space left on device writing {self.filename}{size}; finished results are kept: free space "
+                "and run the same command again to resume.")
+
+
+def is_disk_full(error):
+    """Whether `error` is a write that met a full disk: an OSError ENOSPC or EDQUOT, or a backend's
+    own error whose message says so (TensorFlow's ResourceExhaustedError)."""
+    if isinstance(error, DiskFull):
+        return True
+    if isinstance(error, OSError) and error.errno in _DISK_FULL:
+        return True
+    return _DISK_FULL_TEXT in str(error)
+
+
+def disk_full(error, path):
+    """`error` (`is_disk_full`) as a `DiskFull` naming its own file, else `path`."""
+    if isinstance(error, DiskFull):
+        return error
+    return DiskFull(getattr(error, "filename", None) or path)
+
+
+def _replace_atomically(path, write, needed=None):
+    """Call `write(temporary path)`, then rename it over `path`: readers see the old file or the
+    new, never half, and a failed write (a full disk) leaves no temporary file and the old file as
+    it was. A full disk is raised as `DiskFull`."""
+    tmp = f"{path}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, Exception) and is_disk_full(error):
+            raise DiskFull(path, needed) from None
+        raise
+    _fsync_directory(path)
+
 
 def atomic_write(path, text):
     """Write via a temporary file, fsync and rename: readers see the old file or the new, never half."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_directory(path)
+
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _replace_atomically(path, write, needed=len(text.encode()))
+
+
+def atomic_savefig(figure, path, **kwargs):
+    """`figure.savefig(path)` as `atomic_write` writes: the old image or the new, never half."""
+
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            figure.savefig(handle, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _replace_atomically(path, write)
 
 
 def _fsync_directory(path):
@@ -117,10 +188,18 @@ def append_json_line(path, record):
     that the new record never lands on the same line as a half-written one.
     """
     repair_json_lines(path)
+    line = json.dumps(record) + "\n"
     with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+        size = handle.tell()
+        try:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            handle.truncate(size)  # no part of the line: the records before it stay as they were
+            raise DiskFull(path, len(line.encode())) from None
 
 
 def output_directory(path):
@@ -140,7 +219,8 @@ def output_directory(path):
 
 def run_cli(main):
     """Run a command-line `main`, turning a ValueError (bad input) into one line and exit 2, an
-    OSError (disk full, permissions, a path that vanished) into one line and exit 1, and Ctrl-C into
+    OSError (disk full, permissions, a path that vanished) or a backend's error for a full disk
+    (`is_disk_full`) into one line and exit 1, and Ctrl-C into
     one line and exit 130 (what finished is on disk: the same command resumes)."""
     import sys
 
@@ -152,6 +232,8 @@ def run_cli(main):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # an OSError, or a backend's error for a full disk
+        if not (isinstance(error, OSError) or is_disk_full(error)):
+            raise
+        print(f"error: {disk_full(error, '?') if is_disk_full(error) else error}", file=sys.stderr)
         sys.exit(1)

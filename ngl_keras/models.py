@@ -4,6 +4,7 @@
 import hashlib
 import os
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -57,7 +58,8 @@ def keep_as_given(x):
 @dataclass(frozen=True)
 class ModelFunction:
     """A model from the user's function `function(num_classes) -> keras.Model` (uncompiled, ending
-    in softmax, a new model on each call), checked once by `from_function`. Its examples reach it
+    in softmax, a new model on each call), checked once by `from_function`; each model it returns is
+    checked to be new and uncompiled where it is called (`_new_model`). Its examples reach it
     as they are given (float32, nothing resized or preprocessed); it trains like a registered model.
 
     `fingerprint` (a hash of the model's Keras config, built after `clear_session` so that layer
@@ -77,13 +79,37 @@ class ModelFunction:
     preprocess: Callable = keep_as_given
 
     def build(self, classes, kernel_l2=0.0):
-        model = self.function(classes)
+        model = _new_model(self.function, classes)
         if kernel_l2:
             apply_kernel_l2(model, kernel_l2)
         return model
 
     def identity(self):
         return {"function": self.qualified_name, "config_sha256": self.fingerprint}
+
+
+_RETURNED = weakref.WeakValueDictionary()  # id -> each model a model function returned, while it lives
+
+
+def _new_model(function, classes):
+    """`function(classes)`, refused (one-line ValueError) unless it is a new, uncompiled model: the
+    same object returned twice would train every run (or every search candidate) on one set of
+    weights, each starting where the last stopped, and a compiled or trained one would carry its
+    optimizer's state into the run."""
+    model = function(classes)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model_fn({classes}) returned {type(model).__name__}; it must return a keras.Model "
+                         "(uncompiled, ending in softmax).")
+    optimizer = getattr(model, "optimizer", None)
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+    reason = ("a model it returned before" if _RETURNED.get(id(model)) is model else
+              f"a trained model (its optimizer took {steps} steps)" if steps else
+              "a compiled model" if getattr(model, "compiled", False) else None)
+    if reason is not None:
+        raise ValueError(f"model_fn({classes}) returned {reason}; model_fn must return a new, uncompiled "
+                         "keras.Model on every call (runs share no weights).")
+    _RETURNED[id(model)] = model
+    return model
 
 
 def from_function(function, classes, examples):
@@ -94,10 +120,7 @@ def from_function(function, classes, examples):
         raise ValueError(f"model_fn must be callable (num_classes -> uncompiled keras.Model ending in softmax); "
                          f"got {type(function).__name__}.")
     keras.backend.clear_session()  # auto-generated layer names start afresh: the same config in every process
-    model = function(classes)
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"model_fn({classes}) returned {type(model).__name__}; it must return a keras.Model "
-                         "(uncompiled, ending in softmax).")
+    model = _new_model(function, classes)
     try:
         outputs = keras.ops.convert_to_numpy(model(np.asarray(examples, "float32"), training=False))
     except Exception as error:

@@ -3,6 +3,7 @@
 import numpy as np
 
 from ngl_keras import losses as losses_module
+from ngl_keras.files import atomic_savefig
 
 
 def binary_loss_curve(loss, points=501):
@@ -46,6 +47,8 @@ def loss_curves(losses=("ce", "ngl"), path="loss_curves.png", points=501):
                   top=1.1 * max(tops))
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        atomic_savefig(figure, path, dpi=100)
+    finally:
+        plt.close(figure)
     return curves

@@ -41,12 +41,13 @@ def check_one_setting_per_dataset(records, path):
         if first[1] != settings:
             raise ValueError(f"{path} would mix settings for dataset {record['dataset']!r}: "
                              f"{first[0]} and {record['key']} differ in "
-                             f"{_differences(first[1], settings)}; a table of them would compare "
+                             f"{differences(first[1], settings)}; a table of them would compare "
                              "losses trained differently (use another --out for other settings).")
 
 
-def _differences(a, b):
-    """The settings that differ between mappings `a` and `b` (at most four), with both values."""
+def differences(a, b):
+    """The settings that differ between mappings `a` and `b` (at most four), with both values;
+    "" when none do."""
 
     def walk(x, y, prefix):
         if isinstance(x, dict) and isinstance(y, dict):
@@ -91,7 +92,7 @@ def finished_keys(runs, records, path, mixed_precision=False, identities=None):
                              "(written by an earlier version); train into another --out.")
         if record["identity"] != expected:
             raise ValueError(f"{path} already holds {record['key']} trained with other settings: "
-                             f"{_differences(record['identity'], expected)} (there vs now); train into "
+                             f"{differences(record['identity'], expected)} (there vs now); train into "
                              "another --out, or use the settings of that directory.")
     planned_records = [{"key": run.key, "dataset": run.dataset, "config": run.settings.to_json(),
                         "weights": run.weights, "dtype_policy": dtype_policy(mixed_precision),

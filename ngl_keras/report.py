@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ngl_keras.files import atomic_savefig, atomic_write
+
 SAME_BAND = 0.5  # a change within ±0.5 % counts as "same" (paper, Table 2)
 
 # The paper's tables, as published: CE's row in accuracy %, every other row in % change
@@ -375,8 +377,10 @@ def accuracy_curves(records, path):
         axis.set_ylabel("validation accuracy")
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    try:
+        atomic_savefig(figure, path, dpi=90)
+    finally:
+        plt.close(figure)
 
 
 def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy"):
@@ -387,8 +391,8 @@ def write(records, out_dir, compare_paper=False, reference_dir=None, metric="tes
     text = markdown(result, compare_paper)
     if records:
         text += "\n" + trust_note(records, reference_dir, metric=metric)
-    (out_dir / "table.md").write_text(text + "\n")
-    (out_dir / "table.csv").write_text(csv_text(result))
+    atomic_write(out_dir / "table.md", text + "\n")  # a full disk leaves the old table, never an empty one
+    atomic_write(out_dir / "table.csv", csv_text(result))
     if records:
         accuracy_curves(records, out_dir / "val_accuracy.png")
     return text

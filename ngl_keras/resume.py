@@ -1,6 +1,8 @@
 """Resume inside a run: keras.callbacks.BackupAndRestore keeps the weights, the optimizer and the
 epoch; `EpochLog` keeps what it does not: every finished epoch's logs (the history) and
-ReduceLROnPlateau's counters. A backup that a kill left unreadable is set aside, and the run starts again."""
+ReduceLROnPlateau's counters; `identity.json` keeps the run's identity (`records.identity`). A backup
+that a kill left unreadable, or that was trained with other settings, is set aside, and the run starts
+again."""
 
 import json
 import shutil
@@ -11,9 +13,11 @@ from pathlib import Path
 import keras
 
 from ngl_keras.files import append_json_line, atomic_write, read_json_lines
+from ngl_keras.records import differences
 
 BACKUP_DIR = "backup"
 EPOCH_LOG = "epochs.jsonl"
+IDENTITY_FILE = "identity.json"  # the identity of the run its directory's backup belongs to
 _PLATEAU_STATE = ("wait", "best", "cooldown_counter")
 
 
@@ -71,26 +75,55 @@ def _backup_fault(backup):
     return None
 
 
-def _set_aside(backup):
-    """Rename a backup that cannot be resumed to backup.unreadable (.2, .3, ...), kept to be looked at."""
-    aside, k = backup.with_name(backup.name + ".unreadable"), 1
+def _set_aside(backup, why="unreadable"):
+    """Rename a backup that cannot be resumed to backup.<why> (.2, .3, ...), kept to be looked at."""
+    aside, k = backup.with_name(f"{backup.name}.{why}"), 1
     while aside.exists():
         k += 1
-        aside = backup.with_name(f"{backup.name}.unreadable.{k}")
+        aside = backup.with_name(f"{backup.name}.{why}.{k}")
     backup.rename(aside)
     return aside
 
 
-def finished_epochs(run_dir):
+def _other_settings(run_dir, identity):
+    """Which settings of the run's `identity` differ from those its backup in `run_dir` was trained
+    with (`records.differences`), or None when they are the same."""
+    try:
+        stored = json.loads((run_dir / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):  # absent (an earlier version wrote the backup) or cut by a kill
+        return "unknown (the backup holds no readable identity.json)"
+    return differences(stored, identity) or None
+
+
+def finished_epochs(run_dir, identity=None):
     """The epoch a run in `run_dir` resumes from (None: nothing to resume), and the EpochLog
     lines before it; lines past the backup (a kill between the two writes) are cut. A backup
-    that cannot be resumed (`_backup_fault`) is set aside with a warning, and the run starts again."""
+    that cannot be resumed (`_backup_fault`) is set aside with a warning, and the run starts again.
+
+    `identity` (`records.identity`): a backup trained with other settings is never resumed; it is
+    set aside with its epoch log and identity (one warning naming the settings that differ), and the
+    run starts again with the new settings, whose identity is stored for the next backup. Restarted,
+    not refused as a finished record of other settings is: that record is a result a table would mix
+    with the new ones, whereas a backup is unfinished work that no record or table holds yet, and the
+    settings given now are the ones asked for; nothing is deleted."""
     backup, log = run_dir / BACKUP_DIR, run_dir / EPOCH_LOG
     fault = _backup_fault(backup) if backup.exists() else None
     if fault is not None:
         aside = _set_aside(backup)
         warnings.warn(f"{run_dir}: its backup cannot be resumed ({fault}: a kill while Keras wrote it); "
                       f"moved to {aside.name}, the run starts again from epoch 0.", stacklevel=2)
+    elif backup.exists() and identity is not None:
+        other = _other_settings(run_dir, identity)
+        if other is not None:
+            aside = _set_aside(backup, "stale")
+            for name in (EPOCH_LOG, IDENTITY_FILE):
+                if (run_dir / name).exists():
+                    (run_dir / name).rename(aside / name)
+            warnings.warn(f"{run_dir}: its backup was trained with other settings: {other} (backup vs now); "
+                          f"moved to {aside.name}, the run starts again from epoch 0 with the new settings.",
+                          stacklevel=2)
+    if identity is not None:
+        atomic_write(run_dir / IDENTITY_FILE, json.dumps(identity, sort_keys=True))
     if not backup.exists():
         log.unlink(missing_ok=True)
         return None, []
@@ -108,3 +141,4 @@ def discard_backup(run_dir):
     """Remove a run's backup once its record is written."""
     shutil.rmtree(Path(run_dir) / BACKUP_DIR, ignore_errors=True)
     (Path(run_dir) / EPOCH_LOG).unlink(missing_ok=True)
+    (Path(run_dir) / IDENTITY_FILE).unlink(missing_ok=True)

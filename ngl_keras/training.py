@@ -16,7 +16,7 @@ from ngl_keras import data as data_module
 from ngl_keras import models as models_module
 from ngl_keras import recipe, records, resume
 from ngl_keras.distribution import SynchronousBatches, make_strategy
-from ngl_keras.files import atomic_write, output_directory
+from ngl_keras.files import atomic_write, disk_full, is_disk_full, output_directory
 from ngl_keras.progress import GridClock, Progress
 
 
@@ -36,7 +36,7 @@ def build_model(run, loss, train_input):
 
 
 def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compile="auto",
-              verbose=2, evaluate_test=True, logs=True, resume_run=False, progress=(), log=None):
+              verbose=2, evaluate_test=True, logs=True, resume_run=False, progress=(), log=None, identity=None):
     """Train and test one run; return its record (status "ok" or "diverged").
 
     `datasets` is a `data.Datasets`; `strategy` a `distribution.Replication` (`make_strategy`).
@@ -45,7 +45,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     run up in `run_dir` after every epoch and continues a killed run from its last finished epoch;
     the caller removes the backup (`resume.discard_backup`) once the record is safe. `progress`:
     more callbacks (`progress.Progress`); `log`, when given, is told before training that the run
-    resumes.
+    resumes. `identity`: the run's `records.identity` (computed when not given); a backup of other
+    settings is set aside, never resumed (`resume.finished_epochs`).
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(run.seed)
@@ -54,7 +55,11 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    resumed_from, previous = resume.finished_epochs(run_dir) if resume_run else (None, [])
+    if resume_run:
+        identity = identity or records.identity(run, mixed_precision)
+        resumed_from, previous = resume.finished_epochs(run_dir, identity)
+    else:
+        resumed_from, previous = None, []
     if resumed_from is not None and log is not None:
         log(f"  resuming from epoch {resumed_from} (a backup of an interrupted run)")
     loss = run.loss.build()
@@ -141,6 +146,8 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     A run counts as finished only when its record has the same identity (`records.identity`:
     every setting that changes its result); records of other settings in OUT make this refuse
     with a ValueError naming them, so that one directory never holds a table of mixed settings.
+    A full disk raises `files.DiskFull` (one line: which file); the records before it are kept and
+    the interrupted run resumes from its backup once space is freed.
     """
     untested = sorted({run.dataset for run in runs if run.settings.splits.test is None})
     if untested:
@@ -164,9 +171,14 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
             for callback in progress:
                 callback.batch_size = run.settings.batch_size
             run_dir = out_dir / "runs" / run.directory
-            record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
-                               verbose=1 if verbose and interactive else 0, resume_run=True, progress=progress,
-                               log=log)
+            try:
+                record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
+                                   verbose=1 if verbose and interactive else 0, resume_run=True,
+                                   progress=progress, log=log, identity=identities[run.key])
+            except Exception as error:  # TensorFlow's checkpoint and TensorBoard writes raise their own
+                if not is_disk_full(error):
+                    raise
+                raise disk_full(error, run_dir) from None
             record.update(identity=identities[run.key], run_dir=f"runs/{run.directory}")
             records.append_record(path, record)
             resume.discard_backup(run_dir)

@@ -239,3 +239,55 @@ def test_a_model_function_is_fingerprinted_by_its_config():
     assert first == models.from_function(small_model, CLASSES, TRAIN[0][:2])  # same config in a new session
     assert first.fingerprint != models.from_function(flat_model, CLASSES, np.zeros((2, 8), "float32")).fingerprint
     assert first.identity() == {"function": "tests.test_own_data.small_model", "config_sha256": first.fingerprint}
+
+
+_SHARED = []
+
+
+def one_model(num_classes):
+    """The same model object on every call (built once): every run would train the same weights."""
+    if not _SHARED:
+        _SHARED.append(small_model(num_classes))
+    return _SHARED[0]
+
+
+def compiled_model(num_classes):
+    model = small_model(num_classes)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def trained_model(num_classes):
+    model = small_model(num_classes)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(*TRAIN, epochs=1, batch_size=32, verbose=0)
+    model.compiled = False  # only its optimizer's steps show it was trained
+    return model
+
+
+RULE = "; model_fn must return a new, uncompiled keras.Model on every call (runs share no weights)."
+
+
+@pytest.mark.parametrize("model_fn, reason", [
+    (one_model, "model_fn(3) returned a model it returned before"),
+    (compiled_model, "model_fn(3) returned a compiled model"),
+    (trained_model, "model_fn(3) returned a trained model (its optimizer took 2 steps)"),
+])
+@pytest.mark.parametrize("api", ["evaluate", "search"])
+def test_a_model_function_that_returns_a_model_twice_or_compiled_is_refused(tmp_path, model_fn, reason, api):
+    """A model_fn returning one object trained every run (or every candidate) on the same weights."""
+    from ngl_keras.gp.evolution import SearchStopped
+
+    _SHARED.clear()
+    with pytest.raises((ValueError, SearchStopped)) as error:
+        if api == "evaluate":
+            ngl_keras.evaluate(["ce", "ngl"], model_fn, TRAIN, VALIDATION, TEST, epochs=1, batch_size=16,
+                               out=tmp_path / "out", strategy="none", log=lambda *_: None)
+        else:
+            ngl_keras.gp.search(model_fn, TRAIN, VALIDATION, out=tmp_path / "search", epochs=1, batch_size=16,
+                                config={"population": 2, "generations": 1, "fitness": {"references": []}},
+                                log=lambda *_: None)
+    # the search stops on the candidate that built the second model, naming it and the same line
+    assert str(error.value) == reason + RULE or (api == "search" and f"raised ValueError: {reason}{RULE}" in
+                                                 str(error.value) and "\n" not in str(error.value))
+    assert not (tmp_path / "out" / "runs.jsonl").exists()  # no run recorded

@@ -1,7 +1,9 @@
 """The evaluation grid: records, resume, divergence, the table, strategies, config errors."""
 
 import dataclasses
+import errno
 import json
+import os
 import re
 import subprocess
 import sys
@@ -465,6 +467,73 @@ def test_a_backup_cut_by_a_kill_while_keras_wrote_it_is_set_aside_and_the_run_st
     assert not backup.exists() and not (run_dir / EPOCH_LOG).exists()
 
 
+def _any_size_model(num_classes):
+    """A model for images of any size (the image size is one of the changes)."""
+    return keras.Sequential([keras.Input((None, None, 1)), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+
+
+def _wider_model(num_classes):
+    """_any_size_model with a hidden layer: the same function name, another architecture."""
+    return keras.Sequential([keras.Input((None, None, 1)), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(8), keras.layers.Dense(num_classes, activation="softmax")])
+
+
+_wider_model.__name__, _wider_model.__qualname__ = _any_size_model.__name__, _any_size_model.__qualname__
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("change,differs", [
+    ({"learning_rate": 0.01}, r"settings\.optimizer\.learning_rate \(0\.05 vs 0\.01\)"),
+    ({"settings": {"image_size": 5}}, r"settings\.image_size \(6 vs 5\)"),
+    ({"losses": [{"name": "ngl", "label": "loss", "alpha": 3.0}]}, r"loss\.config\.alpha \(2\.0 vs 3\.0\)"),
+    ({"model_fn": _wider_model}, r"model_function\.config_sha256 \(\"[0-9a-f]{16}\" vs \"[0-9a-f]{16}\"\)"),
+])
+def test_a_backup_of_other_settings_is_never_resumed_but_set_aside_and_the_run_trains_afresh(tmp_path, monkeypatch,
+                                                                                             change, differs):
+    """A re-run with a changed setting once resumed the old backup: it trained on with the old
+    weights and optimizer (its learning rate too) and recorded the new settings."""
+    import ngl_keras
+    from tests.test_own_data import TEST, TRAIN, VALIDATION
+
+    schedule, make_optimizer, optimizers = recipe.schedule_callbacks, recipe.optimizer, []
+
+    class InterruptAfterTheFirstBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # before the backup of this epoch is written
+            if epoch == 1:
+                raise _Interrupted()
+
+    monkeypatch.setattr(recipe, "schedule_callbacks", lambda settings: schedule(settings) + [InterruptAfterTheFirstBackup()])
+    monkeypatch.setattr(recipe, "optimizer", lambda settings: optimizers.append(make_optimizer(settings)) or optimizers[-1])
+    call = dict(losses=[{"name": "ngl", "label": "loss", "alpha": 2.0}], model_fn=_any_size_model, epochs=3,
+                batch_size=16, runs=1, learning_rate=0.05, out=tmp_path / "out", strategy="none", log=lambda *_: None)
+    with pytest.raises(_Interrupted):
+        ngl_keras.evaluate(train=TRAIN, validation=VALIDATION, test=TEST, **call)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    left = {p.name: p.read_bytes() for p in (run_dir / BACKUP_DIR).iterdir()}
+    assert json.loads(left["training_metadata.json"])["epoch"] == 1
+    old_identity = json.loads((run_dir / "identity.json").read_text())
+    monkeypatch.setattr(recipe, "schedule_callbacks", schedule)
+    call.update(change)
+
+    with pytest.warns(UserWarning) as caught:
+        (record,) = ngl_keras.evaluate(train=TRAIN, validation=VALIDATION, test=TEST, **call).records
+    said = [str(w.message) for w in caught if "backup" in str(w.message)]
+    assert len(said) == 1 and re.fullmatch(
+        re.escape(f"{run_dir}: its backup was trained with other settings: ") + differs +
+        re.escape(" (backup vs now); moved to backup.stale, the run starts again from epoch 0 with the new "
+                  "settings."), said[0]), said
+    assert record["resumed_from_epoch"] is None and record["epochs_run"] == 3 and len(record["epoch_seconds"]) == 3
+    assert record["identity"] != old_identity
+    learning_rate = call["learning_rate"]
+    assert float(optimizers[-1].learning_rate) == pytest.approx(learning_rate)  # not the backup's
+    assert int(optimizers[-1].iterations) == 3 * 4  # 64 examples in batches of 16: no step restored
+    aside = run_dir / "backup.stale"
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.name in left} == left  # kept, not deleted
+    assert json.loads((aside / "identity.json").read_text()) == old_identity
+    assert not (run_dir / BACKUP_DIR).exists()
+
+
 class _Clock:
     """A clock the test moves by hand."""
 
@@ -505,3 +574,86 @@ def test_progress_writes_a_line_every_ten_seconds_and_each_epoch_with_the_grids_
     assert lines[4:] == []  # held back: Keras's progress bar has yet to finish its line
     quiet.on_train_end()
     assert lines[4:] == ["  epoch 2/2 done; ETA 1.2 min"]  # 75 s for 2 epochs, 2 left
+
+
+# A full disk
+
+
+def _full_disk(monkeypatch, name):
+    """Make every fsync of a file called `name` fail as a full disk does."""
+    fsync = files.os.fsync
+
+    def full(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(name):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full)
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("old_table", [True, False])
+def test_report_on_a_full_disk_keeps_the_old_table_and_says_which_file_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                                   old_table):
+    """`report` on a full disk once left a 0-byte table.md."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.jsonl").write_text(json.dumps(_record("d/m/ce/0")) + "\n")
+    if old_table:
+        (out / "table.md").write_text("the old table\n")
+    _full_disk(monkeypatch, "table.md.tmp")
+    with pytest.raises(SystemExit) as exit_:
+        files.run_cli(lambda: train_small.main(["report", str(out)]))
+    assert exit_.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(re.escape(f"error: no space left on device writing {out / 'table.md'} (") +
+                        r"\d+ bytes needed, \d+ free\); finished results are kept: free space and run the same "
+                        r"command again to resume\.", line), line
+    assert [p.name for p in out.iterdir() if p.name.startswith("table.md")] == (["table.md"] if old_table else [])
+    if old_table:
+        assert (out / "table.md").read_text() == "the old table\n"
+
+
+class ResourceExhaustedError(Exception):
+    """TensorFlow's error for a checkpoint or TensorBoard write on a full disk (recognised by its message)."""
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("fault", [
+    ResourceExhaustedError("tensorboard/train/events.out.tfevents; No space left on device [Op:WriteSummary]"),
+    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+])
+def test_a_full_disk_while_training_is_one_line_keeps_the_records_and_the_run_resumes(tmp_path, monkeypatch, fault):
+    import ngl_keras
+    from tests.test_own_data import TEST, TRAIN, VALIDATION, small_model
+
+    started, schedule = [], recipe.schedule_callbacks
+
+    class DiskFullInTheSecondRun(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if len(started) == 2 and epoch == 1:
+                raise fault
+
+    monkeypatch.setattr(recipe, "schedule_callbacks",
+                        lambda settings: started.append(1) or schedule(settings) + [DiskFullInTheSecondRun()])
+    out = tmp_path / "out"
+    call = dict(epochs=3, batch_size=16, runs=2, learning_rate=0.05, out=out, strategy="none", log=lambda *_: None)
+    with pytest.raises(files.DiskFull) as error:
+        ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call)
+    run_dir = next((out / "runs").glob("*__1__*"))
+    assert str(error.value) == (f"no space left on device writing {run_dir}; finished results are kept: free "
+                                "space and run the same command again to resume.")
+    assert [r["key"] for r in read_records(out / "runs.jsonl")] == ["arrays/small_model/ce/0"]
+    monkeypatch.setattr(recipe, "schedule_callbacks", schedule)
+    records = ngl_keras.evaluate(["ce"], small_model, TRAIN, VALIDATION, TEST, **call).records
+    assert [r["resumed_from_epoch"] for r in records] == [None, 1]
+
+
+@pytest.mark.any_backend
+def test_a_record_that_meets_a_full_disk_leaves_no_part_of_its_line(tmp_path, monkeypatch):
+    path = tmp_path / "runs.jsonl"
+    files.append_json_line(path, {"key": "a"})
+    _full_disk(monkeypatch, "runs.jsonl")
+    with pytest.raises(files.DiskFull, match=r"writing .*runs\.jsonl \(\d+ bytes needed"):
+        files.append_json_line(path, {"key": "b" * 1000})
+    assert path.read_text() == '{"key": "a"}\n'

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ngl_keras import formula
-from ngl_keras.files import append_json_line, atomic_write, read_json_lines, repair_json_lines
+from ngl_keras.files import append_json_line, atomic_savefig, atomic_write, read_json_lines, repair_json_lines
 from ngl_keras.gp import evolution
 from ngl_keras.gp.evolution import fitness_text
 from ngl_keras.gp.search_settings import with_later_defaults
@@ -137,7 +137,7 @@ class SearchDirectory:
         axis.set_ylabel("fitness (first component, lower is better)")
         axis.legend()
         figure.tight_layout()
-        figure.savefig(self.path / "fitness.png", dpi=90)
+        atomic_savefig(figure, self.path / "fitness.png", dpi=90)
         plt.close(figure)
 
 
