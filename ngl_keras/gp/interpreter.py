@@ -134,16 +134,18 @@ def _over_nodes(count, body, buffer):
     return ops.fori_loop(0, count, body, buffer)
 
 
-def _known_now(x):
-    """Whether the values of `x` exist at this point (an eager call, also under an eager gradient),
-    not only inside the trace of a compiled function."""
-    for concrete in (lambda: x, lambda: ops.stop_gradient(x)):  # stop_gradient: a JAX gradient's tracer
-        try:
-            np.asarray(ops.convert_to_numpy(concrete()))
-            return True
-        except Exception:  # a symbolic tensor or a tracer of a compiled function
-            pass
-    return False
+def _left_out_of_the_step(variable):
+    """Whether a compiled step is being traced whose state does not include `variable` (it would
+    read the variable's value of now, a constant of the step: JAX's trainers trace their step
+    inside a StatelessScope that maps the model's variables to the step's arguments)."""
+    # keras.src.backend.common.stateless_scope.get_stateless_scope: keras (checked on 3.15.1) has no
+    # public way to ask which variables the step being traced takes as state. Listed in
+    # tests/test_private_apis.py.
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    scope = get_stateless_scope()
+    # An empty mapping: Keras building a loss's state by a shape-only trace, which runs nothing.
+    return scope is not None and bool(scope.state_mapping) and scope.get_current_value(variable) is None
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -169,12 +171,12 @@ class FormulaProgram(keras.layers.Layer):
 
     def evaluate(self, inputs, epsilon=EPSILON):
         """The formula's elementwise value at `inputs` (p, y)."""
-        program = [weight.value for weight in (self.opcodes, self.constants, self.operands)]
-        if not _known_now(inputs[0]) and _known_now(program[0]):
+        if _left_out_of_the_step(self.opcodes):
             raise ValueError(
-                f"the formula program {self.name!r} would be a constant of this compiled "
-                "function, so set_formula could not change it: make the model own it "
+                f"the formula program {self.name!r} would be a constant of this compiled step, so "
+                "set_formula could not change it: make the model own it "
                 "(model.loss_program = loss.program) before compiling.")
+        program = [weight.value for weight in (self.opcodes, self.constants, self.operands)]
         return evaluate(*program, inputs, epsilon)
 
     def get_config(self):
