@@ -16,14 +16,18 @@ import datetime
 import random
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 
-import ngl_keras  # noqa: F401  (first: it loads Keras with the frameworks' start-up banners filtered)
-from ngl_keras import models
-from ngl_keras.formula import to_text
-from ngl_keras.gp import engine
-from ngl_keras.gp.interpreter import InterpretedLoss
-from ngl_keras.losses.expression import ExpressionLoss
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package of this checkout
+
+import ngl_keras  # noqa: E402,F401  (first: it loads Keras with the frameworks' start-up banners filtered)
+from ngl_keras import models  # noqa: E402
+from ngl_keras.formula import to_text  # noqa: E402
+from ngl_keras.gp import engine  # noqa: E402
+from ngl_keras.gp.interpreter import InterpretedLoss  # noqa: E402
+from ngl_keras.losses.expression import ExpressionLoss  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
