@@ -25,6 +25,8 @@ ORACLE = "ngl_keras/gp/oracle.py"
 PRIVATE = {
     "keras.src.losses.loss.scale_loss_for_distribution":
         ("ngl_keras/losses/base.py", "BatchLoss divides its value by the number of replicas"),
+    "keras.src.backend.common.stateless_scope.get_stateless_scope":
+        ("ngl_keras/gp/interpreter.py", "InterpretedLoss refuses a program its model's step would not take as state"),
     "keras_tuner.src.distribute.utils.has_chief_oracle": (ORACLE, "role(): is there a chief"),
     "keras_tuner.src.distribute.utils.is_chief_oracle": (ORACLE, "role(): is this process the chief"),
     "keras_tuner.src.distribute.oracle_client.OracleClient": (ORACLE, "wait_for_chief: a worker asks the chief"),

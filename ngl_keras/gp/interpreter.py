@@ -1,0 +1,243 @@
+"""Formula trees as data, evaluated by one compiled program.
+
+A search candidate's loss is a tree of `ngl_keras.formula` (a flat prefix list, at most
+`gp.engine.Limits.max_size` nodes). `ExpressionLoss` compiles each tree to its own `keras.ops`
+graph, so every candidate costs a new trace and compilation of the training step. Here a tree
+becomes fixed-size arrays instead (`encode`), and one evaluator (`evaluate`), written once in
+`keras.ops`, computes any tree from those arrays given as tensors: a new candidate is new array
+values in the same compiled step (`InterpretedLoss.set_formula`).
+
+The program of a tree of n ≤ max_size nodes, node i at prefix position i:
+
+- ``opcodes`` (int32, max_size): operator k of `OPCODE_OPERATORS`, or `CONSTANT`, or
+  ``FIRST_VARIABLE + j`` for the variable j of `VARIABLES`; the nodes after the tree are
+  constants 0.
+- ``constants`` (float32, max_size): the value of a constant node, 0 elsewhere.
+- ``operands`` (int32, max_size × 2): the positions of node i's operands. In prefix order the
+  first is i + 1 and the second starts where the first subtree ends; an operand a node does not
+  have points at the node itself (not yet computed, zeros; no operator reads it).
+
+The evaluator visits the nodes from last to first, so both operands of a node are computed
+before it, writing each value into a buffer of shape (max_size, *shape); node 0 is the result.
+Every node computes every operator and keeps the one its opcode selects. Operators that are not
+selected get the operand 1 instead of the node's real operands (where 1 is finite for each of
+them): their results and derivatives are finite, so the `where` that drops them also drops
+their gradient (0 · finite), instead of turning it into NaN (0 · inf) — the "double where".
+The selected operator sees its true operands, so value and gradient are those of
+`ExpressionLoss`: the same `keras.ops` functions with the same protected ÷, log and sqrt.
+
+The nodes are visited by one loop in the compiled step (`_over_nodes`), not a static unroll of
+max_size nodes, which compiles about 50 times slower. The loop does all max_size nodes for every
+tree (fixed shapes); the backward pass keeps each node's operands, about 30 tensors of the
+predictions' shape per node.
+
+`InterpretedLoss` is the loss: the program of its formula lives in the non-trainable weights of a
+`FormulaProgram` layer, and `set_formula` assigns them. The model must own that layer
+(``model.loss_program = loss.program``, before `compile`): a compiled JAX step reads only its
+model's variables and would otherwise keep the first formula as a constant (the loss refuses to
+be traced so); TensorFlow's step reads the weights either way.
+
+    loss = InterpretedLoss("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))")
+    model.loss_program = loss.program
+    model.compile(optimizer="adam", loss=loss, jit_compile=True)
+    model.fit(...); loss.set_formula(next_tree); model.fit(...)   # no new trace
+"""
+
+import numpy as np
+import keras
+from keras import ops
+
+from ngl_keras.formula import (
+    EPSILON, OPERATORS, operator_functions, parse, subtree_end, to_text, variables_of,
+)
+from ngl_keras.losses.base import PACKAGE, LossFunction, check_positive, one_hot_targets
+
+VARIABLES = ("p", "y")  # a loss's formula: prediction and one-hot target
+OPCODE_OPERATORS = tuple(OPERATORS)  # opcode k is the operator OPCODE_OPERATORS[k]
+CONSTANT = len(OPCODE_OPERATORS)
+FIRST_VARIABLE = CONSTANT + 1
+UNSELECTED_OPERAND = 1.0  # where every operator and its derivatives are finite (log: |1| + ε)
+DEFAULT_MAX_SIZE = 100  # gp.engine.Limits.max_size, the paper's limit
+
+
+def encode(tree, max_size=DEFAULT_MAX_SIZE, variables=VARIABLES):
+    """A prefix tree → its program: (opcodes int32 (max_size,), constants float32 (max_size,),
+    operands int32 (max_size, 2)) numpy arrays (module docstring)."""
+    if len(tree) > max_size:
+        raise ValueError(f"a tree of {len(tree)} nodes does not fit the interpreter's max_size "
+                         f"{max_size}: {to_text(tree, digits=4)[:80]!r}.")
+    if not tree or subtree_end(tree, 0) != len(tree):
+        raise ValueError(f"not a well-formed prefix tree: {tree!r}")
+    opcodes = np.full(max_size, CONSTANT, np.int32)
+    constants = np.zeros(max_size, np.float32)
+    operands = np.repeat(np.arange(max_size, dtype=np.int32)[:, None], 2, axis=1)
+    for i, node in enumerate(tree):
+        if not isinstance(node, str):
+            constants[i] = node
+        elif node in OPERATORS:
+            opcodes[i] = OPCODE_OPERATORS.index(node)
+            if OPERATORS[node].arity >= 1:
+                operands[i, 0] = i + 1
+            if OPERATORS[node].arity == 2:
+                operands[i, 1] = subtree_end(tree, i + 1)
+        elif node in variables:
+            opcodes[i] = FIRST_VARIABLE + variables.index(node)
+        else:
+            raise ValueError(f"unknown node {node!r} in {tree!r}: operators are "
+                             f"{', '.join(OPCODE_OPERATORS)}, variables {', '.join(variables)}.")
+    return opcodes, constants, operands
+
+
+def evaluate(opcodes, constants, operands, inputs, epsilon=EPSILON):
+    """The elementwise value of the encoded formula at `inputs` (one tensor per variable, in the
+    order `encode` was given; they broadcast to one shape). The program arrays may be tensors, so
+    one traced evaluator serves every program of the same max_size."""
+    zero = sum(ops.zeros_like(x) for x in inputs)
+    inputs = [x + zero for x in inputs]
+    max_size = opcodes.shape[0]
+    constants = ops.cast(constants, zero.dtype)
+    functions = operator_functions(ops, epsilon)
+
+    def node(step, buffer):
+        i = max_size - 1 - step
+        opcode = ops.take(opcodes, i)
+        first = ops.take(buffer, ops.take(operands, i * 2), axis=0)
+        second = ops.take(buffer, ops.take(operands, i * 2 + 1), axis=0)
+        value = ops.where(opcode == CONSTANT, ops.take(constants, i), zero)
+        for j, x in enumerate(inputs):
+            value = ops.where(opcode == FIRST_VARIABLE + j, x, value)
+        for k, name in enumerate(OPCODE_OPERATORS):
+            selected = opcode == k
+            arguments = [ops.where(selected, x, UNSELECTED_OPERAND)
+                         for x in (first, second)[:OPERATORS[name].arity]]
+            value = ops.where(selected, functions[name](*arguments), value)
+        return ops.scatter_update(buffer, ops.reshape(i, (1, 1)), ops.expand_dims(value, 0))
+
+    operands = ops.reshape(operands, (-1,))
+    buffer = ops.repeat(ops.expand_dims(zero, 0), max_size, axis=0)
+    buffer = _over_nodes(max_size, node, buffer)
+    return ops.take(buffer, 0, axis=0)
+
+
+def _over_nodes(count, body, buffer):
+    """`body(step, buffer)` for step = 0 … count − 1, as one loop in the compiled step.
+
+    The one backend decision of the interpreter: a JAX loop has a reverse-mode gradient only as
+    `fori_loop` with static bounds (a scan); under XLA, TensorFlow takes the gradient of a loop
+    only when its `maximum_iterations` is known, which `keras.ops.fori_loop` does not pass on
+    (keras 3.15.1), so TensorFlow gets `while_loop` with it. A static unroll works everywhere but
+    took ≈ 200 s to compile (max_size 100, 2-core CPU, both backends) against ≈ 4 s for the loop.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return ops.while_loop(lambda step, _: step < count, lambda step, b: (step + 1, body(step, b)),
+                              (0, buffer), maximum_iterations=count)[1]
+    return ops.fori_loop(0, count, body, buffer)
+
+
+def _left_out_of_the_step(variable):
+    """Whether a compiled step is being traced whose state does not include `variable` (it would
+    read the variable's value of now, a constant of the step: JAX's trainers trace their step
+    inside a StatelessScope that maps the model's variables to the step's arguments)."""
+    # keras.src.backend.common.stateless_scope.get_stateless_scope: keras (checked on 3.15.1) has no
+    # public way to ask which variables the step being traced takes as state. Listed in
+    # tests/test_private_apis.py.
+    from keras.src.backend.common.stateless_scope import get_stateless_scope
+
+    scope = get_stateless_scope()
+    # An empty mapping: Keras building a loss's state by a shape-only trace, which runs nothing.
+    return scope is not None and bool(scope.state_mapping) and scope.get_current_value(variable) is None
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FormulaProgram(keras.layers.Layer):
+    """One formula's program as non-trainable weights (`opcodes`, `constants`, `operands`), so that
+    a model that owns this layer carries the program into its compiled step as state, and
+    `assign(tree)` changes the formula without a new trace."""
+
+    def __init__(self, max_size=DEFAULT_MAX_SIZE, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # the program is no part of a mixed-precision policy
+        super().__init__(**{**kwargs, "trainable": False})
+        self.max_size = max_size
+        self.opcodes = self.add_weight(shape=(max_size,), dtype="int32", initializer="zeros",
+                                       trainable=False, name="opcodes")
+        self.constants = self.add_weight(shape=(max_size,), dtype="float32", initializer="zeros",
+                                         trainable=False, name="constants")
+        self.operands = self.add_weight(shape=(max_size, 2), dtype="int32", initializer="zeros",
+                                        trainable=False, name="operands")
+
+    def assign(self, tree):
+        for weight, value in zip((self.opcodes, self.constants, self.operands), encode(tree, self.max_size)):
+            weight.assign(value)
+
+    def evaluate(self, inputs, epsilon=EPSILON):
+        """The formula's elementwise value at `inputs` (p, y)."""
+        if _left_out_of_the_step(self.opcodes):
+            raise ValueError(
+                f"the formula program {self.name!r} would be a constant of this compiled step, so "
+                "set_formula could not change it: make the model own it "
+                "(model.loss_program = loss.program) before compiling.")
+        program = [weight.value for weight in (self.opcodes, self.constants, self.operands)]
+        return evaluate(*program, inputs, epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "max_size": self.max_size}
+
+
+def check_tree(tree, variables=VARIABLES):
+    """`tree` (a prefix list, or formula text) as a prefix list that uses every variable."""
+    tree = parse(tree, variables) if isinstance(tree, str) else list(tree)
+    if not tree or subtree_end(tree, 0) != len(tree):
+        raise ValueError(f"not a well-formed prefix tree: {tree!r}")
+    missing = set(variables) - variables_of(tree)
+    if missing:
+        raise ValueError(f"formula {to_text(tree, digits=6)!r} must use "
+                         f"{' and '.join(variables)}; it does not use {' or '.join(sorted(missing))}.")
+    return tree
+
+
+def interpreted_loss(y_true, y_pred, program, epsilon=EPSILON):
+    """Per-sample mean over classes of `program`'s formula at (p = y_pred, y = one-hot), as
+    `expression_loss` computes it."""
+    y = one_hot_targets(y_true, y_pred)
+    return ops.mean(program.evaluate([y_pred, y], epsilon), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class InterpretedLoss(LossFunction):
+    """`ExpressionLoss` whose formula can change inside a compiled training step.
+
+    The same loss as ``ExpressionLoss(formula, epsilon)``, value and gradient: per sample, the
+    mean over classes of the formula at (p, y), with the protected ÷, log and sqrt. The formula
+    (text or prefix tree, at most `max_size` nodes, using p and y) is held as data in
+    `self.program`, a layer the model must own (module docstring); `set_formula` swaps it.
+
+    Usage:
+        loss = InterpretedLoss("p * (1 + y)")
+        model.loss_program = loss.program
+        model.compile(optimizer="adam", loss=loss); loss.set_formula("exp(-p * y)")
+    """
+
+    def __init__(self, formula, max_size=DEFAULT_MAX_SIZE, epsilon=EPSILON,
+                 reduction="sum_over_batch_size", name=None, dtype=None):
+        self.program = FormulaProgram(max_size)
+        super().__init__(interpreted_loss, name=name or "interpreted_loss", reduction=reduction,
+                         dtype=dtype, program=self.program, epsilon=check_positive("epsilon", epsilon))
+        self.set_formula(formula)
+
+    def set_formula(self, tree):
+        """Evaluate `tree` (text or prefix list) from now on; a compiled step is not traced again."""
+        tree = check_tree(tree)
+        self.program.assign(tree)
+        self.tree = tree
+
+    @property
+    def formula(self):
+        return to_text(self.tree)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["program"]
+        return {**config, "formula": self.formula, "max_size": self.program.max_size}
+
+    def __repr__(self):
+        return f"InterpretedLoss({self.formula!r}, max_size={self.program.max_size})"
