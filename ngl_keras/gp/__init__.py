@@ -9,7 +9,7 @@ and model (`api.search`); search_gp.py runs `search_run.run` on a search config.
 
 import importlib
 
-_SUBMODULES = ("api", "engine", "evolution", "fitness", "oracle", "screening", "search_directory", "search_run",
+_SUBMODULES = ("api", "engine", "evolution", "fitness", "interpreter", "oracle", "screening", "search_directory", "search_run",
                "search_settings")
 
 
