@@ -7,9 +7,10 @@ registry:
 
     model = IMAGENET_MODELS["resnet101"](224, 1000)
 
-Parameters with 1,000 classes: resnet101 44,707,176, resnet152 60,419,944 (keras.applications;
-44.5 M and 60.2 M as usually quoted count the trainable ones without BatchNorm's moving statistics),
-swin_t 28,288,354, swin_s 49,606,258.
+Parameters with 1,000 classes: resnet101 44,707,176, resnet152 60,419,944 (keras.applications:
+44,601,832 and 60,268,520 trainable plus BatchNorm's moving statistics; its convolutions carry
+biases, so it is 0.1 % above the 44.5 M and 60.2 M usually quoted, torchvision's bias-free counts),
+swin_t 28,288,354, swin_s 49,606,258 (microsoft/Swin-Transformer's).
 """
 
 import keras
