@@ -72,7 +72,7 @@ def compiled(model, optimizer, jit_compile):
 
 def measure(name, args):
     """Both runs on twin models (same weights), warmed up, then their timed steps interleaved one by
-    one so that a change of load on the machine hits both alike."""
+    one, in alternating order, so that a change of load on the machine hits both alike."""
     bare_model = imagenet_models.build(name, args.image_size, NUM_CLASSES)
     recipe_model = imagenet_models.build(name, args.image_size, NUM_CLASSES)
     recipe_model.set_weights(bare_model.get_weights())
@@ -87,8 +87,10 @@ def measure(name, args):
     times = {run: StepTimes() for run in runs}
     for run, (model, feed) in runs.items():
         model.fit(feed, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0)
-    for _ in range(args.steps):
-        for run, (model, feed) in runs.items():
+    for step in range(args.steps):
+        order = list(runs) if step % 2 == 0 else list(runs)[::-1]   # ABBA: neither run always goes first
+        for run in order:
+            model, feed = runs[run]
             model.fit(feed, steps_per_epoch=1, epochs=1, verbose=0, callbacks=[times[run]])
     bare, recipe = (statistics.median(times[run].seconds) / args.batch_size for run in runs)
     return {"model": name, "parameters": bare_model.count_params(), "bare_ms_per_image": 1e3 * bare,
