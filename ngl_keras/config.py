@@ -4,6 +4,7 @@
 Augmentation is `ngl_keras.data.Augmentation`, the class that consumes it.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -96,14 +97,45 @@ class Grid(Settings):
         "a mapping from dataset name to a mapping of its settings"))
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a config is a page of settings; more is a mistake, or an attack on memory
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader less aliases, with floats written as `1e-3` read as numbers.
+
+    An alias (`*name`) repeats a node without copying it, so a 2 KB file of nested aliases
+    ("billion laughs") stands for 10^9 strings that a check or a message would walk. Configs do
+    not need them. YAML 1.1 reads `1e-3` and `1.0e3` as text (its floats need a dot and a signed
+    exponent); every such value here is a number."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (&/*) are not accepted in config files",
+                                              mark)
+        return super().compose_node(parent, index)
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def read_yaml(path):
+    """The data of YAML file `path`, read with `ConfigLoader` after its size is checked: a file
+    above `MAX_CONFIG_BYTES` is refused unread."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"config file {str(path)!r} does not exist.")
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} is not a file.")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {str(path)!r} is {size:,} bytes; config files are limited to "
+                         f"{MAX_CONFIG_BYTES:,} bytes.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -111,6 +143,8 @@ def read_yaml(path):
                          f"{getattr(error, 'problem', error)}.") from None
     except UnicodeDecodeError:
         raise ValueError(f"config file {str(path)!r} is not a text file.") from None
+    except ValueError as error:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ValueError(f"config file {str(path)!r} holds a value YAML cannot read: {error}") from None
     if data is None:
         raise ValueError(f"config file {str(path)!r} is empty: it must hold a mapping of settings.")
     return data

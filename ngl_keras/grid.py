@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ngl_keras import config as config_module
+from ngl_keras import formula
 from ngl_keras import data as data_module
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
+from ngl_keras.settings import shown
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,11 @@ class LossSpec:
             label, name = str(item.get("label", item["name"])), item["name"]
         else:
             raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
-                             f"got {item!r}.")
+                             f"got {shown(item)}.")
         loss = losses_module.get(name, **kwargs)
+        if isinstance(loss, losses_module.ExpressionLoss) and formula.probe_overflows(loss.tree, loss.get_config()["epsilon"]):
+            raise ValueError(f"loss {shown(name)} is inf or NaN in float32 on a probe batch (p in (0, 1), y one-hot): "
+                             "it overflows at the first training step; scale its constants down.")
         config = {k: v for k, v in loss.get_config().items() if k != "name"}
         return cls(label, name, kwargs, config, takes_logits(loss))
 

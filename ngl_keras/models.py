@@ -10,6 +10,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ngl_keras.settings import shown
+
 
 def scale_to_unit(x):
     return x / 255.0
@@ -46,7 +48,7 @@ def info(name):
     if isinstance(name, (ModelInfo, ModelFunction)):
         return name
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.")
+        raise ValueError(f"unknown model {shown(name)}; known models: {', '.join(sorted(MODELS))}.")
     return MODELS[name]
 
 

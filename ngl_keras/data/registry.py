@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ngl_keras.settings import shown
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -65,14 +67,14 @@ def tfds_info(name, data_dir=None):
     splits and their sizes, image shape. A name tfds does not know, a dataset that is not prepared
     there, or one that is not image classification raises a one-line ValueError."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"a dataset must be a name; got {name!r}.")
+        raise ValueError(f"a dataset must be a name; got {shown(name)}.")
     known = ", ".join(sorted(DATASETS))
     import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # DatasetNotFoundError and its relatives; the first line says which
-        raise ValueError(f"unknown dataset {name!r}: not one of the paper's ({known}) and tfds does not know it "
+        raise ValueError(f"unknown dataset {shown(name)}: not one of the paper's ({known}) and tfds does not know it "
                          f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); accepted: those, or the "
                          "name of a tfds image-classification dataset prepared in --data-dir.") from None
     where = data_dir or "~/tensorflow_datasets"
