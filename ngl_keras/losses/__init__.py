@@ -92,13 +92,13 @@ def split_kwargs(name, kwargs):
     for key, value in kwargs.items():  # Keras's own losses take NaN, inf and "no" without a word
         if key == "from_logits":
             check_flag(f"loss {shown(name)}: from_logits", value)
-        elif key in found.bounds:
-            test, accepted = found.bounds[key]
-            check_number(f"loss {shown(name)}: {key}", value, test, accepted)
         elif isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"loss {shown(name)}: {key} must be a finite number; got {shown(value)}.")
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and not in_float32(value):
             check_number(f"loss {shown(name)}: {key}", value)  # beyond float32: says so
+        if key in found.bounds:
+            test, accepted = found.bounds[key]
+            check_number(f"loss {shown(name)}: {key}", value, test, accepted)
     l2 = kwargs.pop("l2", found.kernel_l2) if found.kernel_l2 else found.kernel_l2
     if found.kernel_l2:
         l2 = check_number(f"loss {shown(name)}: l2", l2, lambda v: v >= 0, "a finite number >= 0")

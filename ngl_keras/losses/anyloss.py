@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, BatchLoss, check_flag, check_number, check_positive, class_sums, one_hot_targets,
+    PACKAGE, BatchLoss, check_bound, check_flag, check_positive, class_sums, one_hot_targets,
 )
 from ngl_keras.settings import shown
 
@@ -147,8 +147,8 @@ class AnyLoss(BatchLoss):
             raise ValueError(f"average must be one of {AVERAGES}; got {shown(average)}.")
         super().__init__(
             anyloss, name=name or f"anyloss_{metric}", reduction=reduction, dtype=dtype,
-            metric=metric, beta=check_number("beta", beta, lambda v: 0 < v <= MAX_BETA,
-                                              f"a number in (0, {MAX_BETA:g}]: beta² must stay finite in float32"),
+            metric=metric, beta=check_bound("beta", check_positive("beta", beta), lambda v: v <= MAX_BETA,
+                                             f"at most {MAX_BETA:g}, so that beta² stays finite in float32"),
             L=None if L is None else check_positive("L", L),
             average=average, from_logits=check_flag("from_logits", from_logits),
             epsilon=check_positive("epsilon", epsilon),

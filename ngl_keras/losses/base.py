@@ -122,6 +122,13 @@ def check_number(name, value, condition=None, accepted="a finite number"):
     return float(value)
 
 
+def check_bound(name, value, test, accepted):
+    """`value` (already checked) if `test` holds: the range where the loss stays finite in float32."""
+    if not test(value):
+        raise ValueError(f"{name} must be {accepted}; got {shown(value)}.")
+    return value
+
+
 def check_positive(name, value):
     return check_number(name, value, lambda v: v > 0, "a finite number > 0")
 

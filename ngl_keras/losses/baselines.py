@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, BatchLoss, LossFunction, check_flag, check_number, class_sums, one_hot_targets,
+    PACKAGE, BatchLoss, LossFunction, check_bound, check_flag, check_number, class_sums, one_hot_targets,
     probabilities,
 )
 from ngl_keras.settings import shown
@@ -56,14 +56,18 @@ class SymmetricCrossEntropy(LossFunction):
     def __init__(self, alpha=0.1, beta=1.0, A=-4.0, from_logits=False,
                  reduction="sum_over_batch_size", name="sce", dtype=None):
         super().__init__(symmetric_cross_entropy, name=name, reduction=reduction, dtype=dtype,
-                         alpha=check_number("alpha", alpha, lambda v: 0 <= v <= MAX_SCE_WEIGHT,
-                                            f"a number in [0, {MAX_SCE_WEIGHT:g}] (float32 holds the weighted sum)"),
-                         beta=check_number("beta", beta, lambda v: 0 <= v <= MAX_SCE_WEIGHT,
-                                           f"a number in [0, {MAX_SCE_WEIGHT:g}] (float32 holds the weighted sum)"),
-                         A=check_number("A (the value of log 0)", A, lambda v: MIN_A <= v < 0,
-                                        f"a number in [{MIN_A:g}, 0): below, exp(A) is 0 in float32 and "
-                                        "log 0 is -inf"),
+                         alpha=_sce_weight("alpha", alpha), beta=_sce_weight("beta", beta),
+                         A=check_bound("A (the value of log 0)",
+                                       check_number("A (the value of log 0)", A, lambda v: v < 0, "a finite number < 0"),
+                                       lambda v: v >= MIN_A, f"at least {MIN_A:g}: below, exp(A) is 0 in float32 "
+                                       "and log 0 is -inf"),
                          from_logits=check_flag("from_logits", from_logits))
+
+
+def _sce_weight(name, value):
+    return check_bound(name, check_number(name, value, lambda v: v >= 0, "a finite number >= 0"),
+                       lambda v: v <= MAX_SCE_WEIGHT, f"at most {MAX_SCE_WEIGHT:g}, so that float32 holds "
+                       "the weighted sum")
 
 
 def soft_dice(y_true, y_pred, smooth=1.0, from_logits=False, sample_weight=None):
@@ -232,9 +236,9 @@ class BiTemperedLogisticLoss(LossFunction):
             raise ValueError(f"num_iters must be an integer >= 1; got {shown(num_iters)}.")
         super().__init__(bi_tempered_logistic_loss, name=name, reduction=reduction, dtype=dtype,
                          t1=check_number("t1", t1, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-                         t2=check_number("t2", t2, lambda v: 0.0 < v <= MAX_T2,
-                                         f"a number in (0, {MAX_T2:g}]: above, the tempered normaliser "
-                                         "overflows float32"),
+                         t2=check_bound("t2", check_number("t2", t2, lambda v: v > 0.0, "a finite number > 0"),
+                                        lambda v: v <= MAX_T2, f"at most {MAX_T2:g}: above, the tempered "
+                                        "normaliser overflows float32"),
                          num_iters=num_iters,
                          label_smoothing=check_number("label_smoothing", label_smoothing,
                                                       lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"))

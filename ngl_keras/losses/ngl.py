@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, LossFunction, check_flag, check_number, one_hot_targets, probabilities,
+    PACKAGE, LossFunction, check_bound, check_flag, check_number, one_hot_targets, probabilities,
 )
 
 ALPHA = 2.4092
@@ -57,8 +57,8 @@ class NGL(LossFunction):
     def __init__(self, alpha=ALPHA, from_logits=False, scaling=False,
                  reduction="sum_over_batch_size", name="ngl", dtype=None):
         super().__init__(ngl, name=name, reduction=reduction, dtype=dtype,
-                         alpha=check_number("alpha", alpha, lambda v: v <= MAX_ALPHA,
-                                            f"a number <= {MAX_ALPHA:g}, so that exp(alpha) times a batch "
-                                            "stays finite in float32 (it overflows at exp(88.7))"),
+                         alpha=check_bound("alpha", check_number("alpha", alpha), lambda v: v <= MAX_ALPHA,
+                                           f"at most {MAX_ALPHA:g}, so that exp(alpha) times a batch stays "
+                                           "finite in float32 (exp overflows it at 88.7)"),
                          from_logits=check_flag("from_logits", from_logits),
                          scaling=check_flag("scaling", scaling))
