@@ -34,8 +34,10 @@ class LossEntry:
     bounds: dict = field(default_factory=dict)  # argument -> (test, accepted): for Keras's own losses
 
 
-# Focal loss weighs CE by (1 − p)^γ, p clipped to 1 − 1e-7: γ < 0 makes it overflow float32 as p nears 1.
-_FOCAL_GAMMA = (lambda v: v >= 0, "a number >= 0 (with gamma < 0, (1 - p)^gamma overflows float32 as p nears 1)")
+# Focal loss weighs CE by (1 − p)^γ, p clipped to 1 − 1e-7: with γ < 0 that weight grows as p nears 1
+# (the opposite of focal) and overflows float32 below γ ≈ −5.5.
+_FOCAL_GAMMA = (lambda v: v >= 0, "a number >= 0 (with gamma < 0, (1 - p)^gamma grows as p nears 1 and "
+                "overflows float32 below -5.5)")
 
 
 _ENTRIES = (

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.any_backend  # keras.ops only: runs again under KERAS_B
     (lambda: ngl_keras.AnyLoss(L=1e39), "L must lie within float32's range (|x| <= 3.403e+38), where the loss computes; "
                                         "got 1e+39."),
     (lambda: losses.get("focal", gamma=-1.0), "loss 'focal': gamma must be a number >= 0 (with gamma < 0, "
-                                              "(1 - p)^gamma overflows float32 as p nears 1); got -1.0."),
+                                              "(1 - p)^gamma grows as p nears 1 and overflows float32 below -5.5); got -1.0."),
     (lambda: losses.get("ce", label_smoothing=10 ** 400), "loss 'ce': label_smoothing must lie within float32's range"),
     (lambda: ngl_keras.NGL(alpha="x" * 10_000_000), "alpha must be a finite number; got '" + "x" * 79
                                                     + "… (str of 10,000,000 characters)."),
