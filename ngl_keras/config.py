@@ -4,6 +4,7 @@
 Augmentation is `ngl_keras.data.Augmentation`, the class that consumes it.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -11,7 +12,7 @@ from typing import Optional, Union
 import yaml
 
 from ngl_keras import data as data_module
-from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, Settings, build, check, finite,
+from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, Settings, build, check, finite, shown,
                                 validate)
 
 OPTIMIZERS = ("adam", "sgd")
@@ -96,14 +97,65 @@ class Grid(Settings):
         "a mapping from dataset name to a mapping of its settings"))
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a config is a page of settings; more is a mistake, or an attack on memory
+MAX_CONFIG_VALUES = 100_000   # the largest in configs/ holds 74; building 100,000 takes about a second
+
+
+# libyaml's loader when PyYAML has it: the pure-Python one takes 20 s on a 1 MB list.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class ConfigLoader(_SAFE_LOADER):
+    """YAML's safe loader, with floats written as `1e-3` read as numbers. YAML 1.1 reads `1e-3`
+    and `1.0e3` as text (its floats need a dot and a signed exponent); every such value in a
+    config is meant as a number."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _check_events(text, path):
+    """Raise a one-line ValueError at the first alias (`*name`) of `text`, or at its value number
+    `MAX_CONFIG_VALUES` + 1. An alias repeats a node without copying it, so a 2 KB file of nested
+    aliases ("billion laughs") stands for 10^9 strings that a check or a message would walk;
+    configs do not need them. Reads events only: nothing is built."""
+    values = 0
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError(f"config file {str(path)!r}{_at(event)}: aliases (&/*) are not accepted in "
+                             "config files; write the value out.")
+        values += isinstance(event, yaml.ScalarEvent)
+        if values > MAX_CONFIG_VALUES:
+            raise ValueError(f"config file {str(path)!r}{_at(event)}: more than {MAX_CONFIG_VALUES:,} values; "
+                             "config files are limited to that.")
+
+
+def _at(event):
+    return f" at line {event.start_mark.line + 1}, column {event.start_mark.column + 1}"
+
+
 def read_yaml(path):
+    """The data of YAML file `path`, read with `ConfigLoader`: a file above `MAX_CONFIG_BYTES` is
+    refused unread, one with aliases or too many values before anything is built."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"config file {str(path)!r} does not exist.")
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} is not a file.")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"config file {str(path)!r} is {size:,} bytes; config files are limited to "
+                         f"{MAX_CONFIG_BYTES:,} bytes.")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        _check_events(text, path)
+        try:
+            data = yaml.load(text, Loader=ConfigLoader)
+        except ValueError as error:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+            raise ValueError(f"config file {str(path)!r} holds a value YAML cannot read: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -130,13 +182,13 @@ def split_rows(name, spec):
     dataset = data_module.info(name)
     name, split = dataset.name, data_module.Split.parse(spec)
     if split.base not in dataset.splits:
-        raise ValueError(f"dataset {name!r} has no split {split.base!r} (in {spec!r}); it has "
+        raise ValueError(f"dataset {shown(name)} has no split {shown(split.base)} (in {shown(spec)}); it has "
                          f"{', '.join(dataset.splits)}.")
     count = dataset.sizes[split.base]
     start, stop = split.rows(count) or (0, 0)
     if not 0 <= start < stop <= count:
-        raise ValueError(f"split {spec!r} of dataset {name!r} selects no rows or rows outside the "
-                         f"{count} of split {split.base!r}.")
+        raise ValueError(f"split {shown(spec)} of dataset {shown(name)} selects no rows or rows outside the "
+                         f"{count} of split {shown(split.base)}.")
     return split.base, start, stop
 
 
@@ -148,8 +200,8 @@ def _check_splits(name, splits, where):
         for second in roles[i + 1:]:
             (a, a0, a1), (b, b0, b1) = rows[first], rows[second]
             if a == b and a0 < b1 and b0 < a1:
-                raise ValueError(f"{where}: splits {first} {given[first]!r} and {second} "
-                                 f"{given[second]!r} overlap: the same images would be used for both.")
+                raise ValueError(f"{where}: splits {first} {shown(given[first])} and {second} "
+                                 f"{shown(given[second])} overlap: the same images would be used for both.")
 
 
 DEFAULTS_FILE = "defaults.yaml"  # configs/datasets/: the settings of a tfds dataset read by name
@@ -191,7 +243,7 @@ def _default_splits(dataset, rules, path):
     for rule in rules:
         if set(rule["has"]) <= set(dataset.splits):
             return rule["use"]
-    raise ValueError(f"dataset {dataset.name!r} has splits {', '.join(dataset.splits)}; no rule of {path} fits "
+    raise ValueError(f"dataset {shown(dataset.name)} has splits {', '.join(dataset.splits)}; no rule of {path} fits "
                      f"them: give its splits in the grid config, settings: {{{dataset.name}: {{splits: "
                      "{train: ..., validation: ..., test: ...}}}.")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import keras
 
 from ngl_keras import config as config_module
+from ngl_keras.settings import shown
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def make_strategy(name):
     batch split evenly, one model replica per device, gradients all-reduced by XLA).
     """
     if name not in config_module.STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; accepted: {', '.join(config_module.STRATEGIES)}.")
+        raise ValueError(f"unknown strategy {shown(name)}; accepted: {', '.join(config_module.STRATEGIES)}.")
     backend = keras.backend.backend()
     if backend == "tensorflow":
         strategy = _tf_strategy(name)
@@ -72,7 +73,7 @@ def make_strategy(name):
     if backend != "jax":
         if name == "auto":
             return Replication(name, 1, contextlib.nullcontext)
-        raise ValueError(f"strategy {name!r} needs the TensorFlow or JAX backend; the {backend} backend "
+        raise ValueError(f"strategy {shown(name)} needs the TensorFlow or JAX backend; the {backend} backend "
                          "has no data parallelism in Keras. Use --strategy none.")
     distribution = keras.distribution.DataParallel(devices=devices)
     return Replication(name, len(devices), distribution.scope)

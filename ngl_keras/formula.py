@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from ngl_keras.settings import FLOAT32_MAX, shown  # plain Python: the message and float32 rules
+
 EPSILON = 1e-6  # default ε of the protected operators (the paper's ε is unknown)
 
 
@@ -198,8 +200,16 @@ class _Parser:
         self.i = 0
 
     def fail(self, position, message):
-        shown = self.text if len(self.text) <= 80 else self.text[:77] + "..."
-        raise ValueError(f"formula {shown!r} does not parse at position {position}: {message}.")
+        raise ValueError(f"formula {shown(self.text)} does not parse at position {position}: {message}.")
+
+    def constant(self):
+        """The number token taken now, as a float that float32 holds (training computes in float32)."""
+        _, text, position = self.take()
+        value = float(text)
+        if not abs(value) <= FLOAT32_MAX:
+            self.fail(position, f"the constant {shown(text)} is beyond float32's range (|x| <= "
+                      f"{FLOAT32_MAX:.4g}), where the loss computes")
+        return value
 
     def node(self, name, position, *children):
         depth = 1 + max(_depth(child) for child in children)
@@ -214,7 +224,7 @@ class _Parser:
     def take(self, value=None):
         token = self.peek()
         if value is not None and token[1] != value:
-            found = "end of formula" if token[0] == "end" else repr(token[1])
+            found = "end of formula" if token[0] == "end" else shown(token[1])
             self.fail(token[2], f"expected {value!r}, found {found}")
         self.i += 1
         return token
@@ -225,7 +235,7 @@ class _Parser:
         tree = self.expression()
         kind, value, position = self.peek()
         if kind != "end":
-            self.fail(position, f"unexpected {value!r} after a complete expression")
+            self.fail(position, f"unexpected {shown(value)} after a complete expression")
         return _flatten(tree)
 
     def _at_symbol(self, symbols):
@@ -266,7 +276,7 @@ class _Parser:
                 signs.append(None)  # a '+' between '-' and a number: "-+3" is neg(3), not -3
         if signs and signs[-1] is not None and self.peek()[0] == "num" and self._next_is_not("^"):
             signs.pop()
-            tree = -float(self.take()[1])  # "-3" is the constant -3
+            tree = -self.constant()  # "-3" is the constant -3
         else:
             tree = self.power()
         for position in reversed([s for s in signs if s is not None]):
@@ -287,8 +297,7 @@ class _Parser:
     def atom(self):
         kind, value, position = self.peek()
         if kind == "num":
-            self.take()
-            return float(value)
+            return self.constant()
         if kind == "name":
             self.take()
             if value in OPERATORS:
@@ -301,9 +310,9 @@ class _Parser:
                 self.take(")")
                 return self.node(value, position, *children)
             if self.peek()[1] == "(":
-                self.fail(position, f"unknown function {value!r}; known: {', '.join(OPERATORS)}")
+                self.fail(position, f"unknown function {shown(value)}; known: {', '.join(OPERATORS)}")
             if value not in self.variables:
-                self.fail(position, f"unknown name {value!r}; variables are "
+                self.fail(position, f"unknown name {shown(value)}; variables are "
                           f"{', '.join(self.variables)}")
             return value
         if kind == "sym" and value == "(":
@@ -311,7 +320,7 @@ class _Parser:
             tree = self.expression()
             self.take(")")
             return tree
-        found = "end of formula" if kind == "end" else repr(value)
+        found = "end of formula" if kind == "end" else shown(value)
         self.fail(position, f"expected a number, variable, function or '(', found {found}")
 
 
@@ -403,7 +412,7 @@ def fold_constants(tree, epsilon=EPSILON):
         if not variables_of(folded):
             with np.errstate(all="ignore"):
                 value = float(compile_tree(folded, functions)({}))
-            if math.isfinite(value):
+            if abs(value) <= FLOAT32_MAX:  # a folded formula parses again (`_Parser.constant`)
                 folded = [value]
         return folded, subtree_end(tree, start)
 
@@ -430,5 +439,20 @@ def compile_tree(tree, functions):
         return lambda env: fn(first(env), second(env))
 
     if subtree_end(tree, 0) != len(tree):
-        raise ValueError(f"not a well-formed prefix tree: {tree!r}")
+        raise ValueError(f"not a well-formed prefix tree: {shown(tree)}")
     return build(0)
+
+
+PROBE_CLASSES, PROBE_ROWS = 10, 5
+
+
+def probe_overflows(tree, epsilon=EPSILON):
+    """Whether formula `tree` (over p and y) is not finite in float32 on a fixed probe batch: p
+    spread over (0, 1), y one-hot, and the mean over classes that a loss takes. Such a formula
+    is inf or NaN at the first training step, whatever the model."""
+    p = np.linspace(1e-3, 1 - 1e-3, PROBE_ROWS * PROBE_CLASSES, dtype=np.float32).reshape(PROBE_ROWS, -1)
+    y = np.eye(PROBE_CLASSES, dtype=np.float32)[np.arange(PROBE_ROWS) * 2 % PROBE_CLASSES]
+    with np.errstate(all="ignore"):
+        values = np.asarray(compile_tree(tree, operator_functions(np, epsilon))({"p": p, "y": y}), np.float32)
+        means = np.mean(values + np.zeros_like(p), axis=-1, dtype=np.float32)
+    return not np.all(np.isfinite(means))

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ngl_keras import config as config_module
 from ngl_keras import data as data_module
+from ngl_keras import formula
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
+from ngl_keras.settings import shown
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,11 @@ class LossSpec:
             label, name = str(item.get("label", item["name"])), item["name"]
         else:
             raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
-                             f"got {item!r}.")
+                             f"got {shown(item)}.")
         loss = losses_module.get(name, **kwargs)
+        if isinstance(loss, losses_module.ExpressionLoss) and formula.probe_overflows(loss.tree, loss.get_config()["epsilon"]):
+            raise ValueError(f"loss {shown(name)} is inf or NaN in float32 on a probe batch (p in (0, 1), y one-hot): "
+                             "it overflows at the first training step; scale its constants down.")
         config = {k: v for k, v in loss.get_config().items() if k != "name"}
         return cls(label, name, kwargs, config, takes_logits(loss))
 
@@ -122,10 +127,10 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
     for name in model_names:
         backbone = sources.model(name).build_backbone  # unknown names fail here
         if weights is not None and backbone is None:
-            raise ValueError(f"model {name!r} has no pretrained weights; use weights: null with it "
-                             f"(got {weights!r}).")
+            raise ValueError(f"model {shown(name)} has no pretrained weights; use weights: null with it "
+                             f"(got {shown(weights)}).")
     if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise ValueError(f"weights must be null, 'imagenet' or a weights file; {weights!r} is none of them.")
+        raise ValueError(f"weights must be null, 'imagenet' or a weights file; {shown(weights)} is none of them.")
     loss_specs = [LossSpec.parse(item) for item in grid.losses]
     labels = [spec.label for spec in loss_specs]
     if len(set(labels)) != len(labels):
@@ -133,7 +138,7 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
     for name in model_names:
         logits = [spec.label for spec in loss_specs if spec.logits]
         if isinstance(sources.model(name), models_module.ModelFunction) and logits:
-            raise ValueError(f"loss {logits[0]!r} takes logits, and model {name!r} (a model function) ends in "
+            raise ValueError(f"loss {shown(logits[0])} takes logits, and model {shown(name)} (a model function) ends in "
                              "softmax; give losses on probabilities with a model function.")
     runs, seed = grid.runs, grid.seed
     unknown = set(grid.settings) - set(datasets)
@@ -147,7 +152,7 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
         _, first, end = config_module.split_rows(resolved[dataset], settings.splits.train)
         if settings.limit_train is not None and settings.limit_train > end - first:
             raise ValueError(f"limit_train {settings.limit_train} exceeds the {end - first} images of "
-                             f"{dataset}'s training split {settings.splits.train!r}.")
+                             f"{dataset}'s training split {shown(settings.splits.train)}.")
         for model in model_names:
             size = settings.image_size
             source = sources.model(model)

@@ -11,6 +11,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ngl_keras.settings import shown
+
 
 def scale_to_unit(x):
     return x / 255.0
@@ -47,7 +49,7 @@ def info(name):
     if isinstance(name, (ModelInfo, ModelFunction)):
         return name
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.")
+        raise ValueError(f"unknown model {shown(name)}; known models: {', '.join(sorted(MODELS))}.")
     return MODELS[name]
 
 
@@ -148,10 +150,10 @@ def check_image_size(name, size):
     if isinstance(model, ModelFunction):
         return
     if size is None:
-        raise ValueError(f"model {model.name!r} needs images (N, height, width, channels); the data is not "
+        raise ValueError(f"model {shown(model.name)} needs images (N, height, width, channels); the data is not "
                          "images: give a model function for it.")
     if not isinstance(size, int) or size < model.min_size:
-        raise ValueError(f"image size {size!r} is below {model.name}'s minimum of {model.min_size} px; "
+        raise ValueError(f"image size {shown(size)} is below {model.name}'s minimum of {model.min_size} px; "
                          f"use image_size >= {model.min_size}.")
 
 
@@ -202,7 +204,7 @@ def _backbone(name, input_shape, weights):
             raise
         home = os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
         raise ValueError(
-            f"{weights!r} weights for {name} cannot be loaded offline: Keras expects the weights "
+            f"{shown(weights)} weights for {name} cannot be loaded offline: Keras expects the weights "
             f"file in {home}/models/ ({type(error).__name__}); place it there, or train from scratch: "
             "--weights none (train_small.py), weights: null (a config file) or weights=None (Python)."
         ) from None

@@ -2,6 +2,8 @@
 
 import keras
 
+from ngl_keras.settings import shown
+
 
 def optimizer(settings):
     """The dataset's optimizer: SGD with momentum, or Adam, at its learning rate."""
@@ -28,7 +30,7 @@ def dtype_policy(mixed_precision):
         return "mixed_float16"
     if mixed_precision not in DTYPE_POLICIES:
         raise ValueError(f"mixed_precision must be true, false or one of {', '.join(DTYPE_POLICIES)}; "
-                         f"got {mixed_precision!r}.")
+                         f"got {shown(mixed_precision)}.")
     return mixed_precision
 
 

@@ -14,20 +14,86 @@ Plain Python only (no Keras): the GP engine's settings use it too.
 
 import math
 import typing
+from dataclasses import dataclass
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Union
+
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo("float32").max: where training's float32 overflows
+SHOWN_LENGTH = 80  # characters of a user's value that an error message echoes
+
+
+def shown(value, limit=SHOWN_LENGTH):
+    """`repr(value)` for an error message: cut to `limit` characters, with its type and size when
+    cut ("'aaa…' … (str of 50,000,000 characters)"). The work is bounded by `limit`, never by the
+    value: a YAML list of aliases can stand for a billion items that no message may expand."""
+    pieces, length = [], 0
+    for piece in _repr_pieces(value, limit + 1):
+        pieces.append(piece)
+        length += len(piece)
+        if length > limit:
+            return f"{''.join(pieces)[:limit]}… ({_size(value)})"
+    return "".join(pieces)
+
+
+def _size(value):
+    if isinstance(value, str):
+        return f"str of {len(value):,} characters"
+    if isinstance(value, (list, tuple, dict)):
+        noun = ("key" if isinstance(value, dict) else "item") + ("" if len(value) == 1 else "s")
+        return f"{'mapping' if isinstance(value, dict) else type(value).__name__} of {len(value):,} {noun}"
+    return type(value).__name__
+
+
+def _repr_pieces(value, budget):
+    """repr(value) in pieces, lazily: the caller stops once it has `budget` characters."""
+    if isinstance(value, str):
+        yield repr(value[:budget])
+    elif isinstance(value, (list, tuple, dict)):
+        opening, closing = "{}" if isinstance(value, dict) else "()" if isinstance(value, tuple) else "[]"
+        yield opening
+        for i, item in enumerate(value.items() if isinstance(value, dict) else value):
+            if i:
+                yield ", "
+            if isinstance(value, dict):
+                yield from _repr_pieces(item[0], budget)
+                yield ": "
+                item = item[1]
+            yield from _repr_pieces(item, budget)
+        yield closing
+    else:
+        yield repr(value)[:budget]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A value that formats as `shown(value)`: for messages written with `{value!r}`."""
+
+    value: object
+
+    def __repr__(self):
+        return shown(self.value)
 
 
 def check(test, accepted, message=None, covers_type=False):
     """Field metadata: `test(value)` must hold; `accepted` says what is accepted. `message`, if
-    given, is the whole message, formatted with `key`, `value`, `accepted` and `where` ("path: "
-    or nothing); `covers_type`: it also answers a value of the wrong type (it names the type)."""
+    given, is the whole message (or a function of the value giving it), formatted with `key`,
+    `value` (shortened: `shown`), `accepted` and `where` ("path: " or nothing); `covers_type`: it
+    also answers a value of the wrong type (it names the type)."""
     return {"check": (test, accepted, message), "covers_type": covers_type}
 
 
 def finite(test):
-    """`test`, for finite numbers only."""
-    return lambda v: math.isfinite(v) and test(v)
+    """`test`, for numbers that float32 holds (finite, |v| <= FLOAT32_MAX): training computes in
+    float32, where a larger setting is inf."""
+    return lambda v: in_float32(v) and test(v)
+
+
+def in_float32(value):
+    """Whether number `value` is finite in float32 (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value) and abs(float(value)) <= FLOAT32_MAX
+    except OverflowError:
+        return False
 
 
 def integer_at_least(least, message="{where}{key} must be an integer >= {least}; got {value!r}."):
@@ -35,8 +101,15 @@ def integer_at_least(least, message="{where}{key} must be an integer >= {least};
     return check(lambda v: v >= least, f"an integer >= {least}", message.replace("{least}", str(least)))
 
 
-RANGE = check(lambda v: len(v) == 2 and all(math.isfinite(x) for x in v) and v[0] < v[1], "[low, high]",
-              "{key} must be [low, high], two finite numbers with low < high; got {value!r}.")
+def _is_range(v):
+    return len(v) == 2 and all(math.isfinite(x) for x in v) and v[0] < v[1]
+
+
+RANGE = check(lambda v: _is_range(v) and all(abs(x) <= FLOAT32_MAX / 2 for x in v), "[low, high]",
+              lambda v: "{key} must be [low, high], two finite numbers with low < high; got {value!r}."
+              if not _is_range(v) else
+              f"{{key}} must lie within ±{FLOAT32_MAX / 2:.3g} (half float32's largest number), so that "
+              "its width high - low and every constant drawn from it stay finite in float32; got {value!r}.")
 POSITIVE_INT = check(lambda v: v >= 1, "an integer >= 1")
 POSITIVE = check(finite(lambda v: v > 0), "a finite number > 0")
 NON_NEGATIVE = check(finite(lambda v: v >= 0), "a finite number >= 0")
@@ -132,18 +205,22 @@ def _matches(value, expected):
 def _check_value(f, value, expected, where):
     """One field's type and accepted values; `where` is "path" or "" (keyword construction)."""
     test, accepted, message = f.metadata.get("check", (None, None, None))
+    prefix = f"{where}: " if where else ""
     if not _matches(value, expected):
-        prefix = f"{where}: " if where else ""
         if f.metadata.get("covers_type"):
-            raise ValueError(message.format(key=f.name, value=value, accepted=accepted, where=prefix))
-        raise ValueError(f"{prefix}{f.name!r} must be {_type_name(expected)}; got {value!r}.")
+            message = message(value) if callable(message) else message
+            raise ValueError(message.format(key=f.name, value=Shown(value), accepted=accepted, where=prefix))
+        raise ValueError(f"{prefix}{f.name!r} must be {_type_name(expected)}; got {shown(value)}.")
     if test is not None and value is not None and not test(value):
-        shown = list(value) if isinstance(value, tuple) else value
+        given = Shown(list(value) if isinstance(value, tuple) else value)
+        if (isinstance(value, (int, float)) and not isinstance(value, bool) and not in_float32(value)
+                and (isinstance(value, int) or math.isfinite(value))):
+            raise ValueError(f"{prefix}{f.name!r} must lie within float32's range (|x| <= {FLOAT32_MAX:.4g}), "
+                             f"where training computes; got {given!r}.")
+        message = message(value) if callable(message) else message
         if message is not None:
-            raise ValueError(message.format(key=f.name, value=shown, accepted=accepted,
-                                            where=f"{where}: " if where else ""))
-        prefix = f"{where}: " if where else ""
-        raise ValueError(f"{prefix}{f.name!r} must be {accepted}; got {shown!r}.")
+            raise ValueError(message.format(key=f.name, value=given, accepted=accepted, where=prefix))
+        raise ValueError(f"{prefix}{f.name!r} must be {accepted}; got {given!r}.")
 
 
 def validate(data, cls, where, partial=False):
@@ -156,7 +233,7 @@ def validate(data, cls, where, partial=False):
     by_name = {f.name: f for f in fields(cls)}
     for key, value in data.items():
         if key not in by_name:
-            raise ValueError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(by_name)}.")
+            raise ValueError(f"{where}: unknown key {shown(key)}; accepted keys: {', '.join(by_name)}.")
         _check_value(by_name[key], value, hints[key], where)
         nested = _bare(hints[key])
         if is_dataclass(nested) and isinstance(value, dict):

@@ -109,3 +109,105 @@ def test_a_rule_between_fields_lives_in_its_settings_class():
     with pytest.raises(ValueError, match=r"^fitness: missing key 'model' for kind 'train'.$"):
         search_settings.Fitness(kind="train", datasets=["fashion_mnist"], runs=1)
     assert search_settings.Fitness(kind="probe").kind == "probe"
+
+
+# Bounded inputs (issue 26): a config cannot make reading it take memory or time; every value is
+# echoed shortened. The worst case of each class, measured: docs/RELIABILITY.md.
+
+_GRID = "datasets: [fashion_mnist]\nmodels: [small_cnn]\n"
+
+
+def _billion_laughs():
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "\n".join(lines) + f"\n{_GRID}losses: *l8\n"
+
+
+def _bounded(read):
+    """(seconds, peak MB allocated) of `read()`, which must raise ValueError; and its message."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as error:
+        read()
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    tracemalloc.stop()
+    return seconds, peak, str(error.value)
+
+
+@pytest.mark.any_backend
+def test_nested_aliases_are_refused_naming_the_line_before_anything_is_built(tmp_path):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_billion_laughs())  # 10^9 strings in 500 bytes
+    seconds, peak, message = _bounded(lambda: config.grid(path))
+    assert message == (f"config file {str(path)!r} at line 2, column 10: aliases (&/*) are not accepted in "
+                       "config files; write the value out.")
+    assert seconds < 1 and peak < 10
+
+
+@pytest.mark.any_backend
+def test_a_config_above_1_mb_is_refused_unread(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text(_GRID + "losses:\n" + "- ce\n" * 10_000_000)  # 50 MB, 10 million items
+    seconds, peak, message = _bounded(lambda: config.grid(path))
+    assert message == f"config file {str(path)!r} is 50,000,054 bytes; config files are limited to 1,000,000 bytes."
+    assert seconds < 1 and peak < 1
+
+
+@pytest.mark.any_backend
+def test_a_config_of_more_than_100000_values_is_refused_in_about_a_second(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text(_GRID + "losses:\n" + "- 1\n" * 249_000)  # just under 1 MB
+    seconds, peak, message = _bounded(lambda: config.grid(path))
+    assert message.endswith("more than 100,000 values; config files are limited to that.")
+    assert "at line 99999," in message and peak < 20 and seconds < 10  # ~0.2 s when the machine is idle
+
+
+@pytest.mark.any_backend
+def test_a_1_mb_string_value_is_echoed_in_80_characters(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(_GRID + "losses: [ce]\nweights: " + "a" * 999_000 + "\n")
+    with pytest.raises(ValueError) as error:
+        plan(config.grid(path), CONFIGS)
+    assert str(error.value) == ("model 'small_cnn' has no pretrained weights; use weights: null with it (got '"
+                                + "a" * 79 + "… (str of 999,000 characters)).")
+
+
+@pytest.mark.any_backend
+def test_an_integer_longer_than_python_converts_is_one_line(tmp_path):
+    path = tmp_path / "digits.yaml"
+    path.write_text("runs: " + "1" * 5000 + "\n")
+    with pytest.raises(ValueError, match=r"holds a value YAML cannot read: Exceeds the limit \(4300 digits\)"):
+        config.grid(path)
+
+
+@pytest.mark.any_backend
+def test_floats_without_a_dot_or_an_exponent_sign_are_numbers(tmp_path):
+    path = tmp_path / "floats.yaml"
+    path.write_text("a: 1e-3\nb: 1.0e3\nc: -2E+5\nd: .5e1\ne: 1.5\nf: 12\ng: e5\nh: '1e-3'\n")
+    assert config.read_yaml(path) == {"a": 0.001, "b": 1000.0, "c": -200000.0, "d": 5.0, "e": 1.5, "f": 12,
+                                      "g": "e5", "h": "1e-3"}
+    (tmp_path / "datasets").mkdir()
+    base = (CONFIGS / "datasets" / "fashion_mnist.yaml").read_text()
+    (tmp_path / "datasets" / "fashion_mnist.yaml").write_text(base.replace("learning_rate: 0.001", "learning_rate: 1e-3"))
+    assert "learning_rate: 1e-3" in (tmp_path / "datasets" / "fashion_mnist.yaml").read_text()
+    assert config.dataset_settings("fashion_mnist", tmp_path).optimizer.learning_rate == 0.001
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("formula", ["p*y*1e30*1e30", "exp(exp(exp(p+10)))*y"])
+def test_a_formula_that_overflows_on_the_probe_batch_is_refused_before_training(formula):
+    with pytest.raises(ValueError) as error:
+        plan({"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": [formula, "ce"]}, CONFIGS)
+    assert str(error.value) == (f"loss {formula!r} is inf or NaN in float32 on a probe batch (p in (0, 1), y one-hot): "
+                                "it overflows at the first training step; scale its constants down.")
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("formula", ["p*y*1e308", "1e999*p*y"])
+def test_a_formula_constant_beyond_float32_is_refused_by_the_parser(formula):
+    with pytest.raises(ValueError, match=r"the constant '1e(308|999)' is beyond float32's range"):
+        plan({"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": [formula]}, CONFIGS)

@@ -144,3 +144,36 @@ def test_compiled_tree_agrees_with_numpy_and_folding_keeps_values(tree):
         folded = fm.compile_tree(fm.fold_constants(tree), fm.operator_functions(np))(env)
     np.testing.assert_allclose(np.broadcast_to(folded, (5,)), np.broadcast_to(direct, (5,)),
                                rtol=1e-9, equal_nan=True)
+
+
+# Finite by construction (issue 26): constants float32 holds; a probe for formulas that overflow.
+
+@pytest.mark.parametrize("text,position", [("1e999*p*y", 0), ("p*y*1e308", 4), ("p*y*-3.5e38", 5)])
+def test_a_constant_beyond_float32_does_not_parse(text, position):
+    with pytest.raises(ValueError) as error:
+        fm.parse(text)
+    constant = text[position:].split("*")[0].lstrip("-")
+    assert str(error.value) == (f"formula {text!r} does not parse at position {position}: the constant "
+                                f"{constant!r} is beyond float32's range (|x| <= 3.403e+38), where the loss computes.")
+
+
+def test_float32_constants_parse_and_folding_keeps_a_formula_that_parses():
+    assert fm.parse("p*y*3.4e38") == ["mul", "mul", "p", "y", 3.4e38]
+    folded = fm.fold_constants(fm.parse("exp(exp(5))*p*y"))  # e^148 is beyond float32: left unfolded
+    assert folded[:3] == ["mul", "mul", "exp"] and fm.parse(fm.to_text(folded)) == folded
+
+
+@pytest.mark.parametrize("text,overflows", [
+    ("p*y*1e30*1e30", True), ("exp(exp(exp(p+10)))*y", True), ("exp(90 - p*(1+y))", True),
+    ("exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))", False), ("p*y*3e38", False), ("log(p)*y", False),
+])
+def test_the_probe_batch_finds_formulas_that_overflow_float32(text, overflows):
+    assert fm.probe_overflows(fm.parse(text)) is overflows
+
+
+def test_a_parse_error_echoes_a_long_formula_in_80_characters():
+    with pytest.raises(ValueError) as error:
+        fm.parse("p*" + "q" * 50_000_000)
+    assert str(error.value) == ("formula 'p*" + "q" * 77 + "… (str of 50,000,002 characters) does not parse at "
+                                "position 2: unknown name '" + "q" * 79 + "… (str of 50,000,000 characters); "
+                                "variables are p, y.")

@@ -14,6 +14,7 @@ import numpy as np
 from ngl_keras.data.placement import placement
 from ngl_keras.data.registry import info
 from ngl_keras.data.splits import Split
+from ngl_keras.settings import shown
 
 FASHION_MNIST_DIR = Path(os.environ.get("NGL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
@@ -57,7 +58,7 @@ def load_split(name, spec, data_dir=None, limit=None):
     """
     dataset, split = info(name, data_dir), Split.parse(spec)
     if split.base not in dataset.splits:
-        raise ValueError(f"dataset {dataset.name!r} has no split {split.base!r}; it has "
+        raise ValueError(f"dataset {shown(dataset.name)} has no split {shown(split.base)}; it has "
                          f"{', '.join(dataset.splits)}.")
     arrays = dataset.arrays if dataset.arrays is not None else \
         fashion_mnist_idx() if dataset.name == "fashion_mnist" and dataset.registered else None
@@ -74,7 +75,7 @@ def load_split(name, spec, data_dir=None, limit=None):
 def _not_prepared(dataset, data_dir, error, how):
     where = data_dir or "~/tensorflow_datasets"
     return ValueError(
-        f"dataset {dataset.name!r} (tfds {dataset.tfds_name!r}) is not available offline in {where}: "
+        f"dataset {shown(dataset.name)} (tfds {shown(dataset.tfds_name)}) is not available offline in {where}: "
         f"{how}, or pass --data-dir ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
 
 

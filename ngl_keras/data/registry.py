@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ngl_keras.settings import shown
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -65,19 +67,19 @@ def tfds_info(name, data_dir=None):
     splits and their sizes, image shape. A name tfds does not know, a dataset that is not prepared
     there, or one that is not image classification raises a one-line ValueError."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"a dataset must be a name; got {name!r}.")
+        raise ValueError(f"a dataset must be a name; got {shown(name)}.")
     known = ", ".join(sorted(DATASETS))
     import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # DatasetNotFoundError and its relatives; the first line says which
-        raise ValueError(f"unknown dataset {name!r}: not one of the paper's ({known}) and tfds does not know it "
+        raise ValueError(f"unknown dataset {shown(name)}: not one of the paper's ({known}) and tfds does not know it "
                          f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); accepted: those, or the "
                          "name of a tfds image-classification dataset prepared in --data-dir.") from None
     where = data_dir or "~/tensorflow_datasets"
     if not builder.is_prepared():
-        raise ValueError(f"dataset {name!r} (tfds) is not prepared in {where}: nothing is downloaded; prepare it "
+        raise ValueError(f"dataset {shown(name)} (tfds) is not prepared in {where}: nothing is downloaded; prepare it "
                          f"on a machine with internet (`tfds build {name}`; for the JAX backend add "
                          "--file_format=array_record) and copy it there, or pass --data-dir.")
     features = builder.info.features
@@ -85,7 +87,7 @@ def tfds_info(name, data_dir=None):
     image, label = features[image_key], features[label_key]
     height, width, channels = (tuple(image.shape) + (None,) * 3)[:3]
     if not channels:
-        raise ValueError(f"dataset {name!r}: image feature {image_key!r} has shape {image.shape}; accepted: "
+        raise ValueError(f"dataset {shown(name)}: image feature {shown(image_key)} has shape {image.shape}; accepted: "
                          "images with a known number of channels (height, width, channels).")
     splits = {split: int(value.num_examples) for split, value in builder.info.splits.items()}
     return DatasetInfo(name, name, int(label.num_classes), tuple(splits), int(channels),
@@ -109,7 +111,7 @@ def _image_and_label(name, dataset_info):
     labels = [k for k in features.keys() if is_label(k)]
     if len(images) == 1 and len(labels) == 1:
         return images[0], labels[0]
-    raise ValueError(f"dataset {name!r} is not image classification: it has {len(images)} image and {len(labels)} "
+    raise ValueError(f"dataset {shown(name)} is not image classification: it has {len(images)} image and {len(labels)} "
                      f"class-label features (features: {', '.join(features.keys())}); accepted: a dataset with one "
                      "Image and one ClassLabel feature.")
 
@@ -126,7 +128,7 @@ def from_arrays(splits, name="arrays", classes=None):
     accepted; `classes` defaults to the one-hot width or the largest label + 1. The fingerprint
     (a hash of the contents) makes a run's identity say which data it was trained on."""
     if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"name must be a non-empty string of letters, digits, '_' or '-'; got {name!r}.")
+        raise ValueError(f"name must be a non-empty string of letters, digits, '_' or '-'; got {shown(name)}.")
     arrays = {split: _checked_pair(split, pair) for split, pair in splits.items()}
     if "train" not in arrays:
         raise ValueError(f"the splits must include train; got {', '.join(arrays)}.")
@@ -137,7 +139,7 @@ def from_arrays(splits, name="arrays", classes=None):
     if classes is None:
         classes = next(iter(widths.values()), int(arrays["train"][1].max()) + 1)
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 2:
-        raise ValueError(f"classes must be an integer >= 2; got {classes!r}"
+        raise ValueError(f"classes must be an integer >= 2; got {shown(classes)}"
                          f"{'' if given else ' (the largest training label + 1)'}.")
     for split, (_, y, width) in arrays.items():
         if width is not None and width != classes:

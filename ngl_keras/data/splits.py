@@ -4,6 +4,8 @@ that a config is checked, and in-memory arrays are sliced, exactly as tfds reads
 import re
 from dataclasses import dataclass
 
+from ngl_keras.settings import shown
+
 _SPLIT_SPEC = re.compile(r"^(?P<base>[\w-]+)(?:\[(?P<start>[\d\w%.-]*):(?P<stop>[\d\w%.-]*)\])?$")
 _BOUND = re.compile(r"^(?P<value>-?[\d_.]+)(?P<unit>%)?$")
 SPLIT_FORMS = "a split such as 'train', 'train[:90%]', 'train[-10%:]' or 'test[1000:]'"
@@ -28,14 +30,14 @@ class Split:
         parsed = [_BOUND.match(b) if b else None for b in bounds]
         if not match or any(b and not p for b, p in zip(bounds, parsed)) or (
                 "[" in spec and not any(bounds)):
-            raise ValueError(f"split {spec!r} is not {SPLIT_FORMS}.")
+            raise ValueError(f"split {shown(spec)} is not {SPLIT_FORMS}.")
         percent = any(p is not None and p.group("unit") for p in parsed)  # tfds: one unit for both
         values = []
         for p in parsed:
             try:
                 values.append(None if p is None else float(p.group("value")) if percent else int(p.group("value")))
             except ValueError:
-                raise ValueError(f"split {spec!r} is not {SPLIT_FORMS}: a bound without % counts whole "
+                raise ValueError(f"split {shown(spec)} is not {SPLIT_FORMS}: a bound without % counts whole "
                                  "examples.") from None
         return cls(match.group("base"), *values, percent)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ngl_keras.gp import engine
 from ngl_keras import formula
-from ngl_keras.settings import Settings, integer_at_least
+from ngl_keras.settings import Settings, integer_at_least, shown
 
 WORST = 1e9  # fitness of a candidate that diverged or failed
 # Why a candidate may fail without stopping the search: its training diverged (NaN/Inf), or it
@@ -37,7 +37,7 @@ class CandidateFailed(Exception):
 
     def __init__(self, reason, detail=""):
         if reason not in FAILURES:
-            raise ValueError(f"failure reason must be one of {FAILURES}; got {reason!r}.")
+            raise ValueError(f"failure reason must be one of {FAILURES}; got {shown(reason)}.")
         super().__init__(reason, detail)
         self.reason, self.detail = reason, detail
 
@@ -159,7 +159,7 @@ class Evolution:
         `failure` (one of FAILURES) when it could not be evaluated."""
         fitness = [float(v) for v in fitness]
         if failure is not None and failure not in FAILURES:
-            raise ValueError(f"failure must be one of {FAILURES} or None; got {failure!r}.")
+            raise ValueError(f"failure must be one of {FAILURES} or None; got {shown(failure)}.")
         for candidate in self.batch:
             if candidate["id"] == candidate_id and candidate["status"] in ("running", "queued"):
                 candidate.update(fitness=fitness, status="done")

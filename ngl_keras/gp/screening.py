@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ngl_keras import formula
-from ngl_keras.settings import RANGE, Settings, check, integer_at_least
+from ngl_keras.settings import RANGE, Settings, check, integer_at_least, shown
 
 REASONS = ("non_finite", "out_of_range", "constant", "no_improvement")
 PAPER_RULES = ("out_of_range",)  # the paper's only rule; the others are ours, each can be left out
@@ -54,7 +54,7 @@ def value_and_derivative(tree, p, y, epsilon=formula.EPSILON):
         if node == "y":
             return y, None, start + 1
         if node not in formula.OPERATORS:
-            raise ValueError(f"screening knows the variables p and y; got {node!r} in {tree!r}.")
+            raise ValueError(f"screening knows the variables p and y; got {shown(node)} in {shown(tree)}.")
         op = formula.OPERATORS[node]
         operands, derivatives, i = [], [], start + 1
         for _ in range(op.arity):
@@ -70,7 +70,7 @@ def value_and_derivative(tree, p, y, epsilon=formula.EPSILON):
         return value, derivative, i
 
     if formula.subtree_end(tree, 0) != len(tree):
-        raise ValueError(f"not a well-formed prefix tree: {tree!r}")
+        raise ValueError(f"not a well-formed prefix tree: {shown(tree)}")
     value, derivative, _ = walk(0)
     derivative = np.zeros_like(p) if derivative is None else derivative
     return (np.broadcast_to(value, p.shape).astype(p.dtype),

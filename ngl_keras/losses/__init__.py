@@ -23,6 +23,7 @@ from ngl_keras.losses.baselines import (
 )
 from ngl_keras.losses.expression import ExpressionLoss, expression_loss
 from ngl_keras.losses.ngl import NGL, ngl
+from ngl_keras.settings import in_float32, shown
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class LossEntry:
     fixed: dict = field(default_factory=dict)  # arguments the name implies
     kernel_l2: float = 0.0                     # default L2 strength on the model's kernels
     build_ignoring: Callable = None            # the build for void labels, where `build` takes no ignore_class
+    bounds: dict = field(default_factory=dict)  # argument -> (test, accepted): for Keras's own losses
+
+
+# Focal loss weighs CE by (1 − p)^γ, p clipped to 1 − 1e-7: with γ < 0 that weight grows as p nears 1
+# (the opposite of focal) and overflows float32 below γ ≈ −5.5.
+_FOCAL_GAMMA = (lambda v: v >= 0, "a number >= 0 (with gamma < 0, (1 - p)^gamma grows as p nears 1 and "
+                "overflows float32 below -5.5)")
 
 
 _ENTRIES = (
@@ -48,7 +56,8 @@ _ENTRIES = (
               "CE with L2 weight regularisation on the kernels (paper baseline)", kernel_l2=1e-4,
               build_ignoring=CrossEntropy),
     LossEntry("focal", keras.losses.CategoricalFocalCrossentropy,
-              "focal loss, Lin et al. 2017 (Keras; one-hot labels)", build_ignoring=FocalCrossEntropy),
+              "focal loss, Lin et al. 2017 (Keras; one-hot labels)", build_ignoring=FocalCrossEntropy,
+              bounds={"gamma": _FOCAL_GAMMA}),
     LossEntry("ngl", NGL, "Next Generation Loss, Akhmedova & Körber 2024"),
     LossEntry("sce", SymmetricCrossEntropy, "symmetric cross entropy, Wang et al. 2019"),
     LossEntry("dice", SoftDice, "multi-class soft Dice (batch-level)"),
@@ -75,13 +84,13 @@ def _is_formula(name):
 def entry(name):
     """The registry entry of `name`; a formula gets an ExpressionLoss entry."""
     if not isinstance(name, str):
-        raise ValueError(f"a loss name must be a string; got {name!r}.")
+        raise ValueError(f"a loss name must be a string; got {shown(name)}.")
     key = name.strip().lower()
     if key in REGISTRY:
         return REGISTRY[key]
     if _is_formula(name):
         return LossEntry(name, functools.partial(ExpressionLoss, name), "formula", {})
-    raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(names())}, "
+    raise ValueError(f"unknown loss {shown(name)}; known losses: {', '.join(names())}, "
                      "or a formula over p and y such as 'exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))'.")
 
 
@@ -91,17 +100,22 @@ def split_kwargs(name, kwargs):
     kwargs = dict(kwargs or {})
     for key, value in kwargs.items():  # Keras's own losses take NaN, inf and "no" without a word
         if key == "from_logits":
-            check_flag(f"loss {name!r}: from_logits", value)
+            check_flag(f"loss {shown(name)}: from_logits", value)
         elif isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"loss {name!r}: {key} must be a finite number; got {value!r}.")
+            raise ValueError(f"loss {shown(name)}: {key} must be a finite number; got {shown(value)}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not in_float32(value):
+            check_number(f"loss {shown(name)}: {key}", value)  # beyond float32: says so
+        if key in found.bounds:
+            test, accepted = found.bounds[key]
+            check_number(f"loss {shown(name)}: {key}", value, test, accepted)
     l2 = kwargs.pop("l2", found.kernel_l2) if found.kernel_l2 else found.kernel_l2
     if found.kernel_l2:
-        l2 = check_number(f"loss {name!r}: l2", l2, lambda v: v >= 0, "a finite number >= 0")
+        l2 = check_number(f"loss {shown(name)}: l2", l2, lambda v: v >= 0, "a finite number >= 0")
     if "l2" in kwargs:
-        raise ValueError(f"loss {name!r} takes no 'l2'; only 'ce_l2' regularises the kernels.")
+        raise ValueError(f"loss {shown(name)} takes no 'l2'; only 'ce_l2' regularises the kernels.")
     clash = set(found.fixed) & set(kwargs)
     if clash:
-        raise ValueError(f"loss {name!r} fixes {sorted(clash)}; use 'anyloss' to set them.")
+        raise ValueError(f"loss {shown(name)} fixes {sorted(clash)}; use 'anyloss' to set them.")
     return {**found.fixed, **kwargs}, float(l2)
 
 
@@ -135,7 +149,7 @@ def get(name, **kwargs):
     try:
         return build(**loss_kwargs)
     except TypeError as error:
-        raise ValueError(f"loss {name!r} does not accept {sorted(kwargs)}: {error}") from None
+        raise ValueError(f"loss {shown(name)} does not accept {shown(sorted(kwargs))}: {error}") from None
 
 
 def kernel_l2(name, **kwargs):

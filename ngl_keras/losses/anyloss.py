@@ -4,10 +4,12 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, BatchLoss, check_flag, check_positive, class_sums, one_hot_targets,
+    PACKAGE, BatchLoss, check_bound, check_flag, check_positive, class_sums, one_hot_targets,
 )
+from ngl_keras.settings import shown
 
 METRICS = ("accuracy", "fbeta", "gmean", "balanced_accuracy")
+MAX_BETA = 1e18  # F-beta's β² must stay within float32's 3.4e38 (measured: 1e19 finite, 1e20 inf)
 AVERAGES = ("macro", "micro")
 
 
@@ -141,12 +143,13 @@ class AnyLoss(BatchLoss):
                  epsilon=1e-7, threshold=None, reduction="sum_over_batch_size", name=None, dtype=None,
                  ignore_class=None):
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}.")
+            raise ValueError(f"metric must be one of {METRICS}; got {shown(metric)}.")
         if average not in AVERAGES:
-            raise ValueError(f"average must be one of {AVERAGES}; got {average!r}.")
+            raise ValueError(f"average must be one of {AVERAGES}; got {shown(average)}.")
         super().__init__(
             anyloss, name=name or f"anyloss_{metric}", reduction=reduction, dtype=dtype, ignore_class=ignore_class,
-            metric=metric, beta=check_positive("beta", beta),
+            metric=metric, beta=check_bound("beta", check_positive("beta", beta), lambda v: v <= MAX_BETA,
+                                             f"at most {MAX_BETA:g}, so that beta² stays finite in float32"),
             L=None if L is None else check_positive("L", L),
             average=average, from_logits=check_flag("from_logits", from_logits),
             epsilon=check_positive("epsilon", epsilon),
@@ -156,5 +159,5 @@ class AnyLoss(BatchLoss):
 
 def check_threshold(value):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value < 1.0:
-        raise ValueError(f"threshold must be a number in (0, 1); got {value!r}.")
+        raise ValueError(f"threshold must be a number in (0, 1); got {shown(value)}.")
     return float(value)

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from ngl_keras.settings import FLOAT32_MAX, in_float32, shown  # plain Python: the message and float32 rules
+
 PACKAGE = "ngl_keras"
 
 
@@ -57,6 +59,11 @@ def one_hot_targets(y_true, y_pred):
     if len(pred_shape) < 1 or pred_shape[-1] is None:
         raise ValueError(
             f"y_pred must have a known class axis last, shape (batch, ..., classes); got {pred_shape}."
+        )
+    if len(pred_shape) < 2:
+        raise ValueError(
+            f"y_pred shape {pred_shape} has no class axis: predictions must be (batch, ..., classes), "
+            f"e.g. {pred_shape + (1,)} for one output per example; y_true has shape {true_shape}."
         )
     num_classes = pred_shape[-1]
     if _dims_match(true_shape, pred_shape):
@@ -143,11 +150,23 @@ def probabilities(y_pred, from_logits):
 # Argument checks: a loss's arguments are checked where the loss is built, naming the argument.
 
 def check_number(name, value, condition=None, accepted="a finite number"):
-    """`value` as a float if it is a finite real number (not a bool) meeting `condition`."""
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or (condition is not None and not condition(float(value)))):
-        raise ValueError(f"{name} must be {accepted}; got {value!r}.")
+    """`value` as a float if it is a real number (not a bool) that float32 holds, meeting
+    `condition`. A loss computes in float32: a larger argument is inf there."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {accepted}; got {shown(value)}.")
+    if not in_float32(value) and (isinstance(value, numbers.Integral) or math.isfinite(value)):
+        raise ValueError(f"{name} must lie within float32's range (|x| <= {FLOAT32_MAX:.4g}), where the loss "
+                         f"computes; got {shown(value)}.")
+    if not math.isfinite(value) or (condition is not None and not condition(float(value))):
+        raise ValueError(f"{name} must be {accepted}; got {shown(value)}.")
     return float(value)
+
+
+def check_bound(name, value, test, accepted):
+    """`value` (already checked) if `test` holds: the range where the loss stays finite in float32."""
+    if not test(value):
+        raise ValueError(f"{name} must be {accepted}; got {shown(value)}.")
+    return value
 
 
 def check_positive(name, value):
@@ -157,7 +176,7 @@ def check_positive(name, value):
 def check_flag(name, value):
     """`value` as a bool if it is one: a string such as "no" is an error, not True."""
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be true or false; got {value!r}.")
+        raise ValueError(f"{name} must be true or false; got {shown(value)}.")
     return bool(value)
 
 
@@ -276,7 +295,7 @@ class BatchLoss(LossFunction):
     def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None, ignore_class=None, **kwargs):
         if reduction != "sum_over_batch_size":
             raise ValueError(
-                f"reduction {reduction!r} cannot apply to {type(self).__name__}: a batch-level loss "
+                f"reduction {shown(reduction)} cannot apply to {type(self).__name__}: a batch-level loss "
                 "has one value per batch, not one per example; only 'sum_over_batch_size' (the "
                 "default) is accepted.")
         super().__init__(fn, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class, **kwargs)

@@ -12,12 +12,23 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, BatchLoss, LossFunction, check_flag, check_number, class_sums, one_hot_targets,
+    PACKAGE, BatchLoss, LossFunction, check_bound, check_flag, check_number, class_sums, one_hot_targets,
     probabilities,
 )
+from ngl_keras.settings import shown
 
 NEWTON_STEPS = 3
 PROBABILITY_FLOOR = 1e-7  # as keras.backend.epsilon(): keeps log(p) finite at p = 0
+# SCE's label floor exp(A) is 0 in float32 below its smallest normal number, exp(-87.3), and log 0
+# is -inf: A >= -87 (measured: -87 finite, -88 inf).
+MIN_A = -87.0
+# SCE's terms are at most -log(1e-7) ≈ 16 (CE) and -A <= 87 (RCE): weights up to 1e30 keep a batch's
+# sum of them within float32's 3.4e38.
+MAX_SCE_WEIGHT = 1e30
+# The tempered normaliser raises the class count to t2 - 1 (the fixed point's partition^(t2-1)),
+# which overflows float32 for C^(t2-1) > 3.4e38: t2 <= 10 holds up to ~19,000 classes (measured
+# with 10 classes: finite to t2 = 32, inf from 64).
+MAX_T2 = 10.0
 
 
 def cross_entropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
@@ -98,11 +109,18 @@ class SymmetricCrossEntropy(LossFunction):
                  reduction="sum_over_batch_size", name="sce", dtype=None, ignore_class=None):
         super().__init__(symmetric_cross_entropy, name=name, reduction=reduction, dtype=dtype,
                          ignore_class=ignore_class,
-                         alpha=check_number("alpha", alpha, lambda v: v >= 0, "a finite number >= 0"),
-                         beta=check_number("beta", beta, lambda v: v >= 0, "a finite number >= 0"),
-                         A=check_number("A (the value of log 0)", A, lambda v: v < 0,
-                                        "a finite number < 0"),
+                         alpha=_sce_weight("alpha", alpha), beta=_sce_weight("beta", beta),
+                         A=check_bound("A (the value of log 0)",
+                                       check_number("A (the value of log 0)", A, lambda v: v < 0, "a finite number < 0"),
+                                       lambda v: v >= MIN_A, f"at least {MIN_A:g}: below, exp(A) is 0 in float32 "
+                                       "and log 0 is -inf"),
                          from_logits=check_flag("from_logits", from_logits))
+
+
+def _sce_weight(name, value):
+    return check_bound(name, check_number(name, value, lambda v: v >= 0, "a finite number >= 0"),
+                       lambda v: v <= MAX_SCE_WEIGHT, f"at most {MAX_SCE_WEIGHT:g}, so that float32 holds "
+                       "the weighted sum")
 
 
 def soft_dice(y_true, y_pred, smooth=1.0, from_logits=False, sample_weight=None):
@@ -268,11 +286,13 @@ class BiTemperedLogisticLoss(LossFunction):
     def __init__(self, t1=1.0, t2=1.0, num_iters=5, label_smoothing=0.0,
                  reduction="sum_over_batch_size", name="bi_tempered", dtype=None, ignore_class=None):
         if not isinstance(num_iters, int) or isinstance(num_iters, bool) or num_iters < 1:
-            raise ValueError(f"num_iters must be an integer >= 1; got {num_iters!r}.")
+            raise ValueError(f"num_iters must be an integer >= 1; got {shown(num_iters)}.")
         super().__init__(bi_tempered_logistic_loss, name=name, reduction=reduction, dtype=dtype,
                          ignore_class=ignore_class,
                          t1=check_number("t1", t1, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-                         t2=check_number("t2", t2, lambda v: v > 0.0, "a finite number > 0"),
+                         t2=check_bound("t2", check_number("t2", t2, lambda v: v > 0.0, "a finite number > 0"),
+                                        lambda v: v <= MAX_T2, f"at most {MAX_T2:g}: above, the tempered "
+                                        "normaliser overflows float32"),
                          num_iters=num_iters,
                          label_smoothing=check_number("label_smoothing", label_smoothing,
                                                       lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"))

@@ -19,6 +19,7 @@ from ngl_keras.formula import (  # noqa: F401
     to_text, variables_of,
 )
 from ngl_keras.losses.base import PACKAGE, LossFunction, check_positive, one_hot_targets
+from ngl_keras.settings import shown
 
 
 @functools.lru_cache(maxsize=4096)
@@ -26,7 +27,7 @@ def _compiled(formula, epsilon):
     tree = parse(formula)
     missing = {"p", "y"} - variables_of(tree)
     if missing:
-        raise ValueError(f"formula {formula!r} must use both p and y; it does not use "
+        raise ValueError(f"formula {shown(formula)} must use both p and y; it does not use "
                          f"{' or '.join(sorted(missing))}.")
     return tree, compile_tree(tree, operator_functions(ops, epsilon))
 

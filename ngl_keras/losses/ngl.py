@@ -4,10 +4,14 @@ import keras
 from keras import ops
 
 from ngl_keras.losses.base import (
-    PACKAGE, LossFunction, check_flag, check_number, one_hot_targets, probabilities,
+    PACKAGE, LossFunction, check_bound, check_flag, check_number, one_hot_targets, probabilities,
 )
 
 ALPHA = 2.4092
+# exp(α − p(1+y)) is largest at p = 0: exp(α). float32 overflows at exp(88.7); α <= 80 leaves a
+# factor e^8.7 ≈ 6,000 for the batch's sum and the gradient's factor 1 + y (measured: α = 80 finite
+# in value and gradient for a batch of 64, α = 85 inf).
+MAX_ALPHA = 80.0
 
 
 def ngl(y_true, y_pred, alpha=ALPHA, from_logits=False, scaling=False):
@@ -55,6 +59,8 @@ class NGL(LossFunction):
     def __init__(self, alpha=ALPHA, from_logits=False, scaling=False,
                  reduction="sum_over_batch_size", name="ngl", dtype=None, ignore_class=None):
         super().__init__(ngl, name=name, reduction=reduction, dtype=dtype, ignore_class=ignore_class,
-                         alpha=check_number("alpha", alpha),
+                         alpha=check_bound("alpha", check_number("alpha", alpha), lambda v: v <= MAX_ALPHA,
+                                           f"at most {MAX_ALPHA:g}, so that exp(alpha) times a batch stays "
+                                           "finite in float32 (exp overflows it at 88.7)"),
                          from_logits=check_flag("from_logits", from_logits),
                          scaling=check_flag("scaling", scaling))
