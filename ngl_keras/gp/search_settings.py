@@ -50,6 +50,7 @@ class Fitness(Settings):
     settings: dict = None
     probe_steps: int = field(default=None, metadata=integer_at_least(1))
     recycle_every: int = field(default=None, metadata=integer_at_least(0))
+    compiled_once: bool = True  # a formula's runs reuse one compiled model (gp.compiled_training); false: train_run
     references: list[str] = None
 
     def check(self):
