@@ -12,9 +12,9 @@ trains the same epochs on the same batches:
   learning rate, which ReduceLROnPlateau lowers) go back to their initial values;
 - the global seeds are set again to the run's seed and the schedule callbacks are new;
 - the input: `ArrayBatches` are kept and rewound to epoch 0 (their order is a function of
-  (seed, epoch)); a tf.data pipeline is built again from the loaded split (kept by
-  `data.Datasets`), because its shuffle continues from the previous iteration's state instead of
-  starting over.
+  (seed, epoch)); the validation tf.data pipeline is kept (with its cache), the training one is
+  built again from the split `data.Datasets` keeps, because its shuffle would continue from the
+  previous candidate's state instead of starting over (tf.data has no public reset).
 
 `interpretable(run)` says whether a run's loss can go this way: a formula (`ExpressionLoss`) on
 probabilities that fits the interpreter. Registry losses (experiment 5's CE baseline, the
@@ -49,6 +49,19 @@ def same_model(run):
             run.loss.config.get("epsilon"), json.dumps(run.settings.to_json(), sort_keys=True))
 
 
+def owning(model, program):
+    """`model`, made the owner of the formula `program` (so that it is state of the compiled step).
+    A Sequential model does not track a layer set as an attribute (keras 3.15.1): it is then
+    called by a functional model that does; the same layers and weights, the same outputs."""
+    model.loss_program = program
+    if any(v is program.opcodes for v in model.variables):
+        return model
+    inputs = keras.Input(model.input_shape[1:])
+    wrapper = keras.Model(inputs, model(inputs), name=model.name)
+    wrapper.loss_program = program
+    return wrapper
+
+
 class CompiledRun:
     """Run `run`'s model, input and compiled training step, trained once per candidate formula
     (module docstring). `datasets` is a `data.Datasets`."""
@@ -60,8 +73,7 @@ class CompiledRun:
         expression = interpretable(run)
         self.loss = InterpretedLoss(expression.tree, epsilon=expression.get_config()["epsilon"])
         self.train, self.validation, _ = datasets.pipelines(run, 1, test=False)
-        self.model = training.build_model(run, self.loss, self.train)
-        self.model.loss_program = self.loss.program  # the program is state of the compiled step
+        self.model = owning(training.build_model(run, self.loss, self.train), self.loss.program)
         self.model.compile(optimizer=recipe.optimizer(run.settings), loss=self.loss, metrics=["accuracy"],
                            jit_compile="auto")
         self.model.optimizer.build(self.model.trainable_variables)
@@ -74,8 +86,8 @@ class CompiledRun:
             variable.assign(value)
         self.loss.set_formula(tree)  # after the restore: the program is one of the model's variables
         keras.utils.set_random_seed(self.run.seed)
-        if data_module.placement().tf_data:
-            self.train, self.validation, _ = self.datasets.pipelines(self.run, 1, test=False)
+        if data_module.placement().tf_data:  # the validation input is not shuffled: kept, cache and all
+            self.train = self.datasets.pipelines(self.run, 1, test=False)[0]
         else:
             self.train.set_epoch(0)
         fitted = self.model.fit(self.train, validation_data=self.validation, epochs=self.run.settings.epochs,
