@@ -137,7 +137,9 @@ def main():
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
         old, old_values = seconds_per_candidate(fitness_settings(args, compiled_once=False), formulas, root / "old")
+        print(f"today's path, seconds per candidate: {[round(s, 1) for s in old]}", flush=True)
         new, new_values = seconds_per_candidate(fitness_settings(args), formulas, root / "new")
+        print(f"compiled once, seconds per candidate: {[round(s, 1) for s in new]}", flush=True)
         pure = pure_training_seconds(fitness_settings(args), str(root / "pure"))
         rss = memory_over_candidates(args, root / "memory")
     later_old, later_new = statistics.median(old[1:]), statistics.median(new[1:])

@@ -78,3 +78,14 @@ def test_registry_losses_take_todays_path(tmp_path):
     run = grid.plan({**compiled.grid, "losses": ["ce"]}, CONFIGS, compiled.overrides, None, compiled.sources)[0]
     assert compiled_training.interpretable(run) is None
     assert compiled.accuracies("ce")[0][1] is not None and not compiled._compiled
+
+
+def test_compiled_once_is_not_part_of_a_searchs_identity():
+    from ngl_keras.config import read_yaml
+
+    own = read_yaml(CONFIGS / "search" / "exp2_proxy.yaml")
+    defaults = CONFIGS / "search" / search_settings.DEFAULTS_FILE
+    today = search_settings.load_config({**own, "fitness": {**own["fitness"], "compiled_once": False}},
+                                        defaults=defaults)
+    assert today.fitness.compiled_once is False
+    assert today.identity() == search_settings.load_config(own, defaults=defaults).identity()
