@@ -176,7 +176,11 @@ class TrainingFitness:
 
 
 class _Trainer:
-    """Trains losses for a fitness: the experiment's grid, its data loaded once per process."""
+    """Trains losses for a fitness: the experiment's grid, its data loaded once per process.
+
+    With `compiled_once` (the fitness setting, default true), a formula's run trains on a model
+    built and compiled once per process and run (`compiled_training.CompiledRun`); other losses,
+    and every loss when it is false, train on `training.train_run` as a grid's run does."""
 
     def __init__(self, settings, configs_dir, search_dir, data_dir, seed, sources=None):
         from ngl_keras import data
@@ -188,6 +192,8 @@ class _Trainer:
                      "settings": settings.settings or {}}
         overrides = {"epochs": settings.epochs, "limit_train": settings.limit_train}
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.compiled_once = settings.compiled_once
+        self._compiled = {}  # compiled_training.same_model(run) -> CompiledRun
 
     def accuracies(self, loss):
         """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
@@ -197,6 +203,10 @@ class _Trainer:
                          self.datasets.data_dir, self.sources)
         out = []
         for run in runs:
+            compiled = self._compiled_run(run)
+            if compiled is not None:
+                out.append((run.dataset, compiled.validation_accuracy(run.loss.build().tree)))
+                continue
             record = training.train_run(run, self.datasets, self.search_dir / "scratch",
                                         distribution.make_strategy("none"), verbose=0,
                                         evaluate_test=False, logs=False)
@@ -204,6 +214,17 @@ class _Trainer:
             ok = record["status"] == "ok" and np.isfinite(history[-1])
             out.append((run.dataset, history[-1] if ok else None))
         return out
+
+    def _compiled_run(self, run):
+        """The `CompiledRun` that trains `run`, built on first use; None for today's path."""
+        from ngl_keras.gp import compiled_training
+
+        if not self.compiled_once or compiled_training.interpretable(run) is None:
+            return None
+        key = compiled_training.same_model(run)
+        if key not in self._compiled:
+            self._compiled[key] = compiled_training.CompiledRun(run, self.datasets)
+        return self._compiled[key]
 
 
 _TRAINERS = {}

@@ -98,8 +98,7 @@ def evaluate(opcodes, constants, operands, inputs, epsilon=EPSILON):
     constants = ops.cast(constants, zero.dtype)
     functions = operator_functions(ops, epsilon)
 
-    def node(step, buffer):
-        i = max_size - 1 - step
+    def node(i, buffer):
         opcode = ops.take(opcodes, i)
         first = ops.take(buffer, ops.take(operands, i * 2), axis=0)
         second = ops.take(buffer, ops.take(operands, i * 2 + 1), axis=0)
@@ -115,23 +114,31 @@ def evaluate(opcodes, constants, operands, inputs, epsilon=EPSILON):
 
     operands = ops.reshape(operands, (-1,))
     buffer = ops.repeat(ops.expand_dims(zero, 0), max_size, axis=0)
-    buffer = _over_nodes(max_size, node, buffer)
+    # The tree's nodes are 0 … used − 1; the rest are constants 0, which the zero buffer already
+    # holds (so is a tree's own trailing constant 0): a loop may skip them.
+    padding = (opcodes == CONSTANT) & (constants == 0)
+    used = ops.max(ops.where(padding, 0, ops.arange(1, max_size + 1, dtype="int32")))
+    buffer = _over_nodes(max_size, used, node, buffer)
     return ops.take(buffer, 0, axis=0)
 
 
-def _over_nodes(count, body, buffer):
-    """`body(step, buffer)` for step = 0 … count − 1, as one loop in the compiled step.
+def _over_nodes(count, used, body, buffer):
+    """`body(i, buffer)` for node i = used − 1 … 0 (TensorFlow) or count − 1 … 0 (JAX), as one
+    loop in the compiled step.
 
     The one backend decision of the interpreter: a JAX loop has a reverse-mode gradient only as
     `fori_loop` with static bounds (a scan); under XLA, TensorFlow takes the gradient of a loop
     only when its `maximum_iterations` is known, which `keras.ops.fori_loop` does not pass on
     (keras 3.15.1), so TensorFlow gets `while_loop` with it. A static unroll works everywhere but
     took ≈ 200 s to compile (max_size 100, 2-core CPU, both backends) against ≈ 4 s for the loop.
+    TensorFlow stops after the tree's `used` nodes (without XLA each node is dozens of kernel
+    launches: a 10-node tree then costs a tenth of max_size); JAX's scan needs static bounds and
+    visits all `count`.
     """
     if keras.backend.backend() == "tensorflow":
-        return ops.while_loop(lambda step, _: step < count, lambda step, b: (step + 1, body(step, b)),
+        return ops.while_loop(lambda step, _: step < used, lambda step, b: (step + 1, body(used - 1 - step, b)),
                               (0, buffer), maximum_iterations=count)[1]
-    return ops.fori_loop(0, count, body, buffer)
+    return ops.fori_loop(0, count, lambda step, b: body(count - 1 - step, b), buffer)
 
 
 def _left_out_of_the_step(variable):

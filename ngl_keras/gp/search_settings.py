@@ -50,6 +50,7 @@ class Fitness(Settings):
     settings: dict = None
     probe_steps: int = field(default=None, metadata=integer_at_least(1))
     recycle_every: int = field(default=None, metadata=integer_at_least(0))
+    compiled_once: bool = True  # a formula's runs reuse one compiled model (gp.compiled_training); false: train_run
     references: list[str] = None
 
     def check(self):
@@ -95,7 +96,10 @@ class Search(Settings):
     def identity(self):
         """What makes two searches the same one: the settings as given, less RUN_SETTINGS (as
         search.json stores them and the chief's hash covers them)."""
-        return {k: v for k, v in self.to_json().items() if k not in RUN_SETTINGS}
+        identity = {k: v for k, v in self.to_json().items() if k not in RUN_SETTINGS}
+        if isinstance(identity.get("fitness"), dict):
+            identity["fitness"].pop("compiled_once", None)  # how candidates train, not what they compute
+        return identity
 
 
 EXPERIMENTS = tuple(f"exp{i}{suffix}" for suffix in ("", "_proxy") for i in range(1, 6)) + ("smoke",)

@@ -1,0 +1,105 @@
+"""A search's training compiled once: one model per run, trained again for every candidate.
+
+Today's path (`training.train_run`) builds the model, the input and a new training step for every
+candidate and run; with short proxy trainings that set-up costs about as much as the training.
+A candidate's loss is a formula over p and y, so an `interpreter.InterpretedLoss` can hold any of
+them as data in one compiled step. `CompiledRun` builds run r's model, input and step once, in
+the order `train_run` does (same seed, so the same initial weights), keeps the initial values of
+every model and optimizer variable, and for each candidate restores them, sets the formula and
+trains the same epochs on the same batches:
+
+- model variables (weights, seed-generator states) and optimizer variables (slots, iterations,
+  learning rate, which ReduceLROnPlateau lowers) go back to their initial values;
+- the global seeds are set again to the run's seed and the schedule callbacks are new;
+- the input: `ArrayBatches` are kept and rewound to epoch 0 (their order is a function of
+  (seed, epoch)); the validation tf.data pipeline is kept (with its cache), the training one is
+  built again from the split `data.Datasets` keeps, because its shuffle would continue from the
+  previous candidate's state instead of starting over (tf.data has no public reset).
+
+`interpretable(run)` says whether a run's loss can go this way: a formula (`ExpressionLoss`) on
+probabilities that fits the interpreter. Registry losses (experiment 5's CE baseline, the
+references) and losses on logits train on today's path.
+"""
+
+import json
+import math
+
+import keras
+import numpy as np
+
+from ngl_keras import data as data_module
+from ngl_keras import recipe, training
+from ngl_keras.gp.interpreter import DEFAULT_MAX_SIZE, InterpretedLoss
+from ngl_keras.losses import ExpressionLoss
+
+
+def interpretable(run, max_size=DEFAULT_MAX_SIZE):
+    """The `ExpressionLoss` of `run` when an `InterpretedLoss` can train it, else None."""
+    if run.loss.logits:
+        return None
+    loss = run.loss.build()
+    if not isinstance(loss, ExpressionLoss) or len(loss.tree) > max_size:
+        return None
+    return loss
+
+
+def same_model(run):
+    """What a `CompiledRun` serves: runs that differ only in their (interpretable) loss."""
+    return (run.dataset, run.model, run.run, run.seed, run.weights, run.loss.kernel_l2(),
+            run.loss.config.get("epsilon"), json.dumps(run.settings.to_json(), sort_keys=True))
+
+
+def owning(model, program):
+    """`model`, made the owner of the formula `program` (so that it is state of the compiled step).
+    A Sequential model does not track a layer set as an attribute (keras 3.15.1): it is then
+    called by a functional model that does; the same layers and weights, the same outputs."""
+    model.loss_program = program
+    if any(v is program.opcodes for v in model.variables):
+        return model
+    inputs = keras.Input(model.input_shape[1:])
+    wrapper = keras.Model(inputs, model(inputs), name=model.name)
+    wrapper.loss_program = program
+    return wrapper
+
+
+class CompiledRun:
+    """Run `run`'s model, input and compiled training step, trained once per candidate formula
+    (module docstring). `datasets` is a `data.Datasets`."""
+
+    def __init__(self, run, datasets):
+        self.run, self.datasets = run, datasets
+        keras.utils.set_random_seed(run.seed)  # as train_run, which also clears the session first
+        keras.mixed_precision.set_global_policy(recipe.dtype_policy(False))
+        expression = interpretable(run)
+        self.loss = InterpretedLoss(expression.tree, epsilon=expression.get_config()["epsilon"])
+        self.train, self.validation, _ = datasets.pipelines(run, 1, test=False)
+        self.model = owning(training.build_model(run, self.loss, self.train), self.loss.program)
+        self.model.compile(optimizer=recipe.optimizer(run.settings), loss=self.loss, metrics=["accuracy"],
+                           jit_compile="auto")
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._variables = self.model.variables + self.model.optimizer.variables
+        self._initial = [np.array(v.numpy()) for v in self._variables]
+
+    def history(self, tree):
+        """Train the formula `tree` (a prefix list) from the run's initial state; fit's history."""
+        for variable, value in zip(self._variables, self._initial):
+            variable.assign(value)
+        self.loss.set_formula(tree)  # after the restore: the program is one of the model's variables
+        keras.utils.set_random_seed(self.run.seed)
+        if data_module.placement().tf_data:  # the validation input is not shuffled: kept, cache and all
+            self.train = self.datasets.pipelines(self.run, 1, test=False)[0]
+        else:
+            self.train.set_epoch(0)
+        fitted = self.model.fit(self.train, validation_data=self.validation, epochs=self.run.settings.epochs,
+                                callbacks=recipe.schedule_callbacks(self.run.settings), shuffle=False,
+                                verbose=0).history
+        return fitted
+
+    def validation_accuracy(self, tree):
+        """The last epoch's validation accuracy of `tree`, None when the training diverged (a loss
+        that is not finite, as `train_run` records "diverged")."""
+        history = self.history(tree)
+        losses = history.get("loss", [])
+        accuracy = (history.get("val_accuracy") or [float("nan")])[-1]
+        finite = bool(losses) and all(math.isfinite(v) for v in losses)
+        return float(accuracy) if finite and math.isfinite(accuracy) else None
