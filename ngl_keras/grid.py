@@ -38,6 +38,9 @@ class LossSpec:
         else:
             raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
                              f"got {item!r}.")
+        for key, value in (task_arguments or {}).items():
+            if key in kwargs and kwargs[key] != value:
+                raise ValueError(f"loss {label!r}: {key} {kwargs[key]!r} is not the task's {value!r}; leave it out.")
         kwargs = {**kwargs, **(task_arguments or {})}
         loss = losses_module.get(name, **kwargs)
         config = {k: v for k, v in loss.get_config().items() if k != "name"}
