@@ -139,7 +139,7 @@ class MeanIoU(keras.metrics.Metric):
         return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self):
-        self.matrix.assign(keras.ops.zeros_like(self.matrix))
+        self.matrix.assign(keras.ops.zeros((self.classes * self.classes,), "int32"))
 
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "void": self.void}

@@ -94,6 +94,11 @@ def _segmentation_inputs(run, datasets, replicas=1, test=True):
     settings, dataset, root = run.settings, run.dataset_info, datasets.data_dir
     multiple = segmentation_models.model(run.model).multiple
     augmentation = segmentation_data.Augmentation(settings.crop_size, settings.scales, settings.mean, settings.flip)
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(settings, name) % replicas:
+            raise ValueError(f"{name} {getattr(settings, name)} does not split over {replicas} replicas: give a "
+                             f"multiple of {replicas}, or --strategy none (full images of different sizes are "
+                             "evaluated one at a time).")
     if settings.crop_size % multiple:
         raise ValueError(f"crop_size {settings.crop_size} is not a multiple of {multiple}, which {run.model} needs.")
     train = segmentation_data.SegmentationExamples(dataset.split(root, settings.splits.train, settings.limit_train),

@@ -50,7 +50,7 @@ def test_a_segmentation_grid_records_the_reference_scores_of_the_models_predicti
     schedule = recipe.schedule_callbacks
     monkeypatch.setattr(recipe, "schedule_callbacks", lambda s: schedule(s) + [KeepModel()])
     out = tmp_path / "out"
-    train_small.main(["--config", str(path), "--out", str(out), "--quiet"])
+    train_small.main(["--config", str(path), "--out", str(out), "--quiet", "--strategy", "none"])
     records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert [r["task"] for r in records] == ["segmentation"] * 2 and records[0]["identity"]["task"] == "segmentation"
     assert len(records[0]["history"]["val_miou"]) == 1 and records[0]["test_accuracy"] is None
