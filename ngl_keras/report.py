@@ -96,8 +96,9 @@ def paper_mean(paper, loss, datasets):
 
 
 def percent_change(accuracy, baseline):
-    """Relative change in %: 100 · (accuracy − CE) / CE."""
-    return 100.0 * (accuracy - baseline) / baseline
+    """Relative change in %: 100 · (accuracy − CE) / CE; None when CE's is 0 (no relative change;
+    a mean IoU can be 0 after a short run)."""
+    return None if baseline == 0 else 100.0 * (accuracy - baseline) / baseline
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,8 @@ def table(records, baseline="ce", metric="test_accuracy"):
                 cells[dataset] = mean[loss, dataset]
             else:
                 cells[dataset] = percent_change(mean[loss, dataset], mean[baseline, dataset])
-                counts[verdict(cells[dataset], direction)] += 1
+                if cells[dataset] is not None:
+                    counts[verdict(cells[dataset], direction)] += 1
         values = [v for v in cells.values() if v is not None]
         relative = has_baseline and loss != baseline
         rows.append({"loss": loss, "cells": cells, "counts": counts if relative else None,

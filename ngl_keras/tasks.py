@@ -56,13 +56,13 @@ def _classification_model(run, train_input):
     return placement.model(model, train_input, image_size=settings.image_size, preprocess=run.model, **common)
 
 
-def _classification_scores(model, test, run, callbacks=()):
-    """Test accuracy and calibration from one prediction of the test split. The accuracy is
+def classification_scores(model, test, logits=False, callbacks=()):
+    """Test accuracy and calibration from one prediction of the test batches. The accuracy is
     `model.evaluate`'s ("accuracy" with one-hot labels: argmax of prediction and label agree);
-    a model ending in logits (a loss that takes them) is scored on their softmax."""
+    a model ending in `logits` (a loss that takes them) is scored on their softmax."""
     outputs, labels = predictions(model, test, callbacks)
     probabilities, labels = np.concatenate(outputs).astype(np.float64), np.concatenate(labels)
-    if run.loss.logits:
+    if logits:
         probabilities = np.exp(probabilities - probabilities.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
     summary = calibration.summary(probabilities, labels)
@@ -175,7 +175,7 @@ CLASSIFICATION = Task(
     inputs=lambda run, datasets, replicas=1, test=True: datasets.pipelines(run, replicas, test=test),
     build_model=_classification_model,
     fit_metrics=lambda run: ["accuracy"],
-    scores=_classification_scores,
+    scores=lambda model, test, run, callbacks=(): classification_scores(model, test, run.loss.logits, callbacks),
     loss_arguments={},
     metrics=("test_accuracy", "test_nll", "test_ece", "test_mean_confidence"),
     default_metric="test_accuracy",
