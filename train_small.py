@@ -5,6 +5,7 @@
     python train_small.py --config configs/paper_scratch.yaml --out runs/scratch
     python train_small.py --losses ce ngl "exp(p) - y*p" --epochs 1 --limit-train 2048
     python train_small.py report runs/quick --compare-paper
+    python train_small.py --config configs/voc_unet.yaml --data-dir /data/VOCdevkit   # Table 4 (task: segmentation)
 
 Subcommand `report OUT [--compare-paper]` prints the table of a finished (or partial) grid.
 """
