@@ -549,7 +549,8 @@ def spread(records, baseline="ce", metric="test_accuracy"):
     ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None]
     values = defaultdict(list)
     for record in ok:
-        values[record["dataset"], record["model"], record["loss"]].append(100.0 * record[metric])
+        values[record["dataset"], record["model"], record["loss"]].append(
+            (100.0 if metric_info(metric).fraction else 1.0) * record[metric])
     changes = paired_changes(ok, baseline, metric)
     return {key: {"runs": len(v), "accuracy_std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
                   "changes": changes.get(key, [])} for key, v in values.items()}

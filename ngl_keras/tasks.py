@@ -29,13 +29,11 @@ from ngl_keras import segmentation_data, segmentation_metrics, segmentation_mode
 
 
 def predictions(model, batches, callbacks=()):
-    """(predictions, labels) of every batch of `batches`, predicted once, in order (numpy)."""
-    outputs, labels = [], []
-    for callback in callbacks:
-        callback.set_model(model)
-    for x, y in batches:
-        outputs.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
-        labels.append(keras.ops.convert_to_numpy(y))
+    """(predictions, labels) of the test `batches` in order (numpy): `model.predict` once over them
+    (distributed as `evaluate` is: with several replicas each sees its share), and the labels read
+    from the same batches."""
+    outputs = model.predict(batches, verbose=0, callbacks=list(callbacks))
+    labels = np.concatenate([keras.ops.convert_to_numpy(y) for _, y in batches])
     return outputs, labels
 
 
@@ -61,7 +59,7 @@ def classification_scores(model, test, logits=False, callbacks=()):
     `model.evaluate`'s ("accuracy" with one-hot labels: argmax of prediction and label agree);
     a model ending in `logits` (a loss that takes them) is scored on their softmax."""
     outputs, labels = predictions(model, test, callbacks)
-    probabilities, labels = np.concatenate(outputs).astype(np.float64), np.concatenate(labels)
+    probabilities = np.asarray(outputs, np.float64)
     if logits:
         probabilities = np.exp(probabilities - probabilities.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
@@ -122,16 +120,16 @@ def _segmentation_model(run, train_input):
         models_module.apply_kernel_l2(net, run.loss.kernel_l2())
     images = keras.Input((None, None, 3), name="images")
     x = keras.layers.Normalization(mean=list(settings.mean), variance=[1.0] * 3, name="subtract_mean")(images)
-    return keras.Model(images, net(x), name=run.model)
+    outputs = keras.layers.Activation("linear", dtype="float32", name="scores")(net(x))  # float32 under mixed precision
+    return keras.Model(images, outputs, name=run.model)
 
 
 def _segmentation_scores(model, test, run, callbacks=()):
-    """The reference's scores of one confusion matrix over the test split's full images."""
+    """The reference's scores of one confusion matrix over the test split's full images (one
+    `predict` per batch: full images may differ in size from batch to batch)."""
     matrix = segmentation_metrics.ConfusionMatrix(run.dataset_info.classes)
-    for callback in callbacks:
-        callback.set_model(model)
     for x, y in test:
-        matrix.update(y, model.predict_on_batch(x))
+        matrix.update(y, model.predict(x, verbose=0, batch_size=len(x), callbacks=list(callbacks)))
     scores = matrix.scores()
     return {"test_accuracy": None, **{name: scores[name] for name in SEGMENTATION_METRICS},
             "class_iou": _nan_to_none(scores["class_iou"])}
