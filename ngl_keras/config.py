@@ -16,8 +16,8 @@ from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, Settings, 
 
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
-# What `fit` logs: classification with metrics=["accuracy"], segmentation with the mean-IoU metric.
-MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss", "val_miou", "miou")
+MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")  # what `fit` logs with metrics=["accuracy"]
+SEGMENTATION_MONITORS = ("val_miou", "val_loss", "miou", "loss")  # ... with the mean-IoU metric
 TASKS = ("classification", "segmentation")  # the registry is ngl_keras.tasks; listed here to check a config
 
 
@@ -36,6 +36,12 @@ class ReduceLR(Settings):
     factor: float = field(metadata=check(finite(lambda v: 0 < v < 1), "in (0, 1)"))
     patience: int = field(metadata=check(lambda v: v >= 0, "an integer >= 0"))
     min_lr: float = field(metadata=NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class SegmentationReduceLR(ReduceLR):
+    monitor: str = field(metadata=check(lambda v: v in SEGMENTATION_MONITORS,
+                                        f"one of {', '.join(SEGMENTATION_MONITORS)}"))
 
 
 def _is_split(spec):
@@ -103,7 +109,7 @@ class SegmentationSettings(Settings):
     mean: tuple[float, ...] = field(metadata=check(lambda v: len(v) == 3, "three numbers (R, G, B)"))
     flip: bool
     optimizer: Optimizer
-    reduce_lr: Optional[ReduceLR]
+    reduce_lr: Optional[SegmentationReduceLR]
     splits: SegmentationSplits
     iterations_per_epoch: Optional[int] = field(default=None, metadata=POSITIVE_INT)
     eval_batch_size: int = field(default=1, metadata=POSITIVE_INT)

@@ -62,8 +62,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     callbacks += synchronous + list(progress)
     with strategy.scope():
         model = task.build_model(run, train)
-        model.compile(optimizer=recipe.optimizer(run.settings, steps=run.settings.epochs * len(train)
-                                                 if run.settings.optimizer.poly_power else None),
+        schedule = {"steps": run.settings.epochs * len(train)} if run.settings.optimizer.poly_power else {}
+        model.compile(optimizer=recipe.optimizer(run.settings, **schedule),
                       loss=loss, metrics=task.fit_metrics(run), jit_compile=jit_compile)
         fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
                            callbacks=callbacks, shuffle=False, verbose=verbose).history

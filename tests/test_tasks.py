@@ -80,3 +80,20 @@ def test_tasks_are_a_registry_and_an_unknown_one_is_named():
     assert tasks.of_records([{"loss": "ce"}]).name == "classification"  # records written before tasks
     with pytest.raises(ValueError, match="unknown task 'detection'; known tasks: classification, segmentation."):
         tasks.get("detection")
+
+
+def test_the_poly_schedule_counts_iterations_and_weight_decay_is_passed(tmp_path):
+    from ngl_keras.segmentation_data import dataset
+    from tests.paths import CONFIGS
+
+    settings = tasks.SEGMENTATION.settings(dataset("voc2012"), CONFIGS)
+    assert settings.optimizer.poly_power == 0.9 and settings.reduce_lr is None
+    assert settings.epochs * settings.iterations_per_epoch == 20_000  # the reference's VOC iterations
+    optimizer = recipe.optimizer(settings, steps=20_000)
+    assert optimizer.weight_decay == pytest.approx(5e-4)
+    schedule = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+    assert isinstance(schedule, keras.optimizers.schedules.PolynomialDecay) and schedule.decay_steps == 20_000
+    assert float(schedule(10_000)) == pytest.approx(2.5e-4 * 0.5 ** 0.9, rel=1e-5)
+    assert float(schedule(20_000)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="poly schedule needs the run's number of iterations"):
+        recipe.optimizer(settings)
