@@ -5,6 +5,7 @@
     python train_small.py --config configs/paper_scratch.yaml --out runs/scratch
     python train_small.py --losses ce ngl "exp(p) - y*p" --epochs 1 --limit-train 2048
     python train_small.py report runs/quick --compare-paper
+    python train_small.py --config configs/voc_unet.yaml --data-dir /data/VOCdevkit   # Table 4 (task: segmentation)
 
 Subcommand `report OUT [--compare-paper]` prints the table of a finished (or partial) grid.
 """
@@ -36,8 +37,9 @@ def parse_args(argv):
         parser.add_argument("out", help="the grid's output directory")
         parser.add_argument("--compare-paper", action="store_true",
                             help="show the published numbers beside ours")
-        parser.add_argument("--metric", default="test_accuracy",
-                            help="the record's key to tabulate (a fraction: test_accuracy, top1, miou)")
+        parser.add_argument("--metric", default=None,
+                            help="the record's key to tabulate (test_accuracy, test_nll, test_ece, "
+                                 "test_mean_confidence, miou, pixel_accuracy, mean_accuracy; default: the task's)")
         args = parser.parse_args(argv[1:])
         args.command = "report"
         return args
@@ -66,7 +68,8 @@ def parse_args(argv):
                         choices=(True, "mixed_float16", "mixed_bfloat16"), metavar="POLICY",
                         help="mixed precision: mixed_float16 (the default when no POLICY is given) or "
                              "mixed_bfloat16")
-    parser.add_argument("--data-dir", help="tfds data directory")
+    parser.add_argument("--data-dir", help="tfds data directory; segmentation: the dataset's root on disk "
+                                           "(VOCdevkit, the COCO-Stuff directory)")
     parser.add_argument("--compare-paper", action="store_true", help="show the published numbers")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -114,16 +117,17 @@ def main(argv=None, args=None):
         grid["weights"] = None if args.weights == "none" else args.weights
     grid = config.check_grid(grid, {"datasets": args.datasets, "models": args.models, "losses": args.losses,
                                     "runs": args.runs, "epochs": args.epochs, "limit_train": args.limit_train})
-    runs = plan(grid, CONFIGS, data_dir=args.data_dir)
+    data_dir = args.data_dir or grid.data_dir
+    runs = plan(grid, CONFIGS, data_dir=data_dir)
     out = output_directory(args.out or ROOT / "runs" / Path(args.config).stem)
     records = training.run_grid(
-        runs, out, strategy=args.strategy or grid.strategy, data_dir=args.data_dir,
+        runs, out, strategy=args.strategy or grid.strategy, data_dir=data_dir,
         mixed_precision=args.mixed_precision if args.mixed_precision is not None else grid.mixed_precision,
         jit_compile=grid.jit_compile, verbose=0 if args.quiet else 2)
     print()
     print(report.write(records, out, args.compare_paper, BENCHMARK_RECORDS))
-    print(f"\nresults: {out / 'runs.jsonl'}, {out / 'table.md'}, {out / 'table.csv'}, "
-          f"{out / 'val_accuracy.png'}")
+    figures = ", ".join(str(out / name) for name in report.figures(records))
+    print(f"\nresults: {out / 'runs.jsonl'}, {out / 'table.md'}, {out / 'table.csv'}, {figures}")
     return 0
 
 

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("calibration", "config", "console", "data", "distribution", "files", "formula", "gp", "grid",
                "layers", "losses", "models", "own_data", "plots", "progress", "recipe", "records", "report",
-               "resume", "settings", "training")
+               "resume", "settings", "tasks", "training")
 _LOSSES = ("NGL", "AnyLoss", "BiTemperedLogisticLoss", "ExpressionLoss", "SoftDice", "SymmetricCrossEntropy")
 
 __all__ = [*_LOSSES, "evaluate", *_SUBMODULES]

@@ -18,6 +18,8 @@ from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, Settings, 
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")  # what `fit` logs with metrics=["accuracy"]
+SEGMENTATION_MONITORS = ("val_miou", "val_loss", "miou", "loss")  # ... with the mean-IoU metric
+TASKS = ("classification", "segmentation")  # the registry is ngl_keras.tasks; listed here to check a config
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Optimizer(Settings):
     name: str = field(metadata=check(lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"))
     learning_rate: float = field(metadata=POSITIVE)
     momentum: float = field(default=0.0, metadata=check(finite(lambda v: 0 <= v < 1), "in [0, 1)"))
+    weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)  # Keras's decoupled decay (FIDELITY.md)
+    poly_power: Optional[float] = field(default=None, metadata=POSITIVE)  # lr · (1 − step/steps)^power, per iteration
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,12 @@ class ReduceLR(Settings):
     factor: float = field(metadata=check(finite(lambda v: 0 < v < 1), "in (0, 1)"))
     patience: int = field(metadata=check(lambda v: v >= 0, "an integer >= 0"))
     min_lr: float = field(metadata=NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class SegmentationReduceLR(ReduceLR):
+    monitor: str = field(metadata=check(lambda v: v in SEGMENTATION_MONITORS,
+                                        f"one of {', '.join(SEGMENTATION_MONITORS)}"))
 
 
 def _is_split(spec):
@@ -74,6 +84,45 @@ class DatasetSettings(Settings):
 
 
 @dataclass(frozen=True)
+class SegmentationSplits(Settings):
+    """The splits of a dataset on disk, by the layout's names (VOC: train, val, train_aug; COCO-Stuff:
+    train2017, val2017). VOC has no public test labels: the paper reports on val, so test is val."""
+
+    train: str
+    validation: str
+    test: str
+
+
+@dataclass(frozen=True)
+class SegmentationSettings(Settings):
+    """configs/datasets/<name>.yaml of a segmentation dataset, and a grid's `settings: {<name>: ...}`.
+
+    Training reads random crops (`crop_size`, `scales`, `flip`: the reference's augmentation, padded
+    with `mean`); evaluation reads full images, `eval_batch_size` at a time (1 where sizes differ).
+    `iterations_per_epoch` (null: one pass over the training split) counts a schedule in iterations:
+    the reference's 20,000 iterations are e.g. 20 epochs of 1,000."""
+
+    epochs: int = field(metadata=POSITIVE_INT)
+    batch_size: int = field(metadata=POSITIVE_INT)
+    crop_size: int = field(metadata=POSITIVE_INT)
+    scales: tuple[float, ...] = field(metadata=check(lambda v: bool(v) and all(x > 0 for x in v),
+                                                    "a non-empty list of numbers > 0"))
+    mean: tuple[float, ...] = field(metadata=check(lambda v: len(v) == 3, "three numbers (R, G, B)"))
+    flip: bool
+    optimizer: Optimizer
+    reduce_lr: Optional[SegmentationReduceLR]
+    splits: SegmentationSplits
+    iterations_per_epoch: Optional[int] = field(default=None, metadata=POSITIVE_INT)
+    eval_batch_size: int = field(default=1, metadata=POSITIVE_INT)
+    limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # the grid's, set by `plan`
+
+    def check(self):
+        if self.optimizer.poly_power is not None and self.reduce_lr is not None:
+            raise ValueError("a poly schedule (optimizer.poly_power) and reduce_lr both set the learning rate; "
+                             "give one of them (reduce_lr: null with a poly schedule).")
+
+
+@dataclass(frozen=True)
 class Grid(Settings):
     """A grid config (configs/quick.yaml, ...): the runs of train_small.py."""
 
@@ -92,6 +141,8 @@ class Grid(Settings):
         lambda v: v in ("auto", True, False), "auto, true or false"))
     epochs: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # every dataset's, if set
     limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)
+    task: str = field(default="classification", metadata=check(lambda v: v in TASKS, f"one of {', '.join(TASKS)}"))
+    data_dir: Optional[str] = None  # segmentation: the directory holding the dataset's tree (VOCdevkit, ...)
     settings: dict = field(default_factory=dict, metadata=check(
         lambda v: all(isinstance(x, dict) for x in v.values()),
         "a mapping from dataset name to a mapping of its settings"))

@@ -12,6 +12,7 @@ from ngl_keras import formula
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
 from ngl_keras.settings import shown
+from ngl_keras import tasks
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,11 @@ class LossSpec:
     logits: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
-    def parse(cls, item):
+    def parse(cls, item, task_arguments=None):
         """A grid's loss entry, built once so that an unknown name, a formula that does not parse
-        or a bad argument fails now, before any run trains."""
+        or a bad argument fails now, before any run trains. `task_arguments` (the task's, e.g.
+        segmentation's ignore_class=255) are added to its arguments; a loss that cannot take them
+        is refused by name."""
         if isinstance(item, str):
             label, name, kwargs = item, item, {}
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
@@ -37,6 +40,10 @@ class LossSpec:
         else:
             raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
                              f"got {shown(item)}.")
+        for key, value in (task_arguments or {}).items():
+            if key in kwargs and kwargs[key] != value:
+                raise ValueError(f"loss {label!r}: {key} {kwargs[key]!r} is not the task's {value!r}; leave it out.")
+        kwargs = {**kwargs, **(task_arguments or {})}
         loss = losses_module.get(name, **kwargs)
         if isinstance(loss, losses_module.ExpressionLoss) and formula.probe_overflows(loss.tree, loss.get_config()["epsilon"]):
             raise ValueError(f"loss {shown(name)} is inf or NaN in float32 on a probe batch (p in (0, 1), y one-hot): "
@@ -90,14 +97,15 @@ class RunSpec:
     weights: str = None
     data: data_module.DatasetInfo = None             # the dataset, resolved by `plan`
     model_source: models_module.ModelFunction = None  # a model function, for a model not in the registry
+    task: str = "classification"                     # the grid's (`tasks.TASKS`)
 
     @property
     def dataset_info(self):
-        return self.data or data_module.info(self.dataset)
+        return self.data or tasks.get(self.task).dataset(self.dataset)
 
     @property
     def model_info(self):
-        return self.model_source or models_module.info(self.model)
+        return self.model_source or tasks.get(self.task).model(self.model)
 
     @property
     def key(self):
@@ -121,6 +129,8 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
     sources = sources or Sources()
     if not isinstance(grid, config_module.Grid):
         grid = config_module.check_grid(grid, overrides)
+    if grid.task != "classification":
+        return _plan_task(grid, configs_dir, tasks.get(grid.task))
     datasets, model_names = grid.datasets, grid.models
     resolved = {name: sources.dataset(name, data_dir) for name in datasets}
     weights = grid.weights
@@ -164,3 +174,32 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
                                          grid.weights, resolved[dataset], function))
     return specs
 
+
+
+def _plan_task(grid, configs_dir, task):
+    """The runs of a grid of another task than classification (segmentation): its datasets,
+    settings, models and loss arguments are the task's (`tasks.Task`)."""
+    resolved = {name: task.dataset(name) for name in grid.datasets}
+    for name in grid.models:
+        entry = task.model(name)  # unknown names fail here
+        if grid.weights not in (None, *entry.weights) and not Path(grid.weights).is_file():
+            raise ValueError(f"weights for {name} must be null{''.join(f', {w!r}' for w in entry.weights)} or a "
+                             f"weights file; got {grid.weights!r}.")
+    loss_specs = [LossSpec.parse(item, task.loss_arguments) for item in grid.losses]
+    labels = [spec.label for spec in loss_specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"loss labels must be unique in a grid; got {labels}.")
+    unknown = set(grid.settings) - set(grid.datasets)
+    if unknown:
+        raise ValueError(f"settings given for datasets not in the grid: {sorted(unknown)}; "
+                         f"grid datasets: {grid.datasets}.")
+    specs = []
+    for dataset in grid.datasets:
+        settings = task.settings(resolved[dataset], configs_dir, grid.settings.get(dataset))
+        settings = settings.replace(**({"epochs": grid.epochs} if grid.epochs else {}), limit_train=grid.limit_train)
+        for model in grid.models:
+            for spec in loss_specs:
+                for run in range(grid.runs):
+                    specs.append(RunSpec(dataset, model, spec, run, grid.seed + run, settings, grid.weights,
+                                         resolved[dataset], task=task.name))
+    return specs

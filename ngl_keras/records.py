@@ -65,6 +65,9 @@ def identity(run, mixed_precision=False):
     out = {"dataset": run.dataset, "model": run.model, "loss": run.loss.identity(), "run": run.run,
            "seed": run.seed, "weights": run.weights, "settings": run.settings.to_json(),
            "dtype_policy": dtype_policy(mixed_precision)}
+    if run.task != "classification":  # classification's identities stay as they were before tasks
+        out["task"] = run.task
+        return _plain(out)
     data = run.dataset_info
     if not data.registered:
         out["data"] = {"tfds_version": data.version} if data.arrays is None else {"sha256": data.fingerprint}

@@ -96,13 +96,44 @@ def paper_mean(paper, loss, datasets):
 
 
 def percent_change(accuracy, baseline):
-    """Relative change in %: 100 · (accuracy − CE) / CE."""
-    return 100.0 * (accuracy - baseline) / baseline
+    """Relative change in %: 100 · (accuracy − CE) / CE; None when CE's is 0 (no relative change;
+    a mean IoU can be 0 after a short run)."""
+    return None if baseline == 0 else 100.0 * (accuracy - baseline) / baseline
 
 
-def verdict(change):
-    """The paper's rule on one % change: "same" within ±SAME_BAND, else "better" or "worse"."""
-    return "same" if abs(change) <= SAME_BAND else ("better" if change > 0 else "worse")
+@dataclass(frozen=True)
+class Metric:
+    """How a record's metric reads: its words, whether a higher value is better (accuracy, mean IoU)
+    or a lower one (NLL, ECE), and whether it is a fraction shown in % (NLL is not)."""
+    label: str
+    higher_is_better: bool = True
+    fraction: bool = True
+
+
+METRICS = {
+    "test_accuracy": Metric("test accuracy"),
+    "top1": Metric("top1"),
+    "test_nll": Metric("test_nll", higher_is_better=False, fraction=False),
+    "test_ece": Metric("test_ece", higher_is_better=False),
+    "test_mean_confidence": Metric("test_mean_confidence"),   # neither better nor worse: read with ECE
+    "miou": Metric("miou"),
+    "pixel_accuracy": Metric("pixel_accuracy"),
+    "mean_accuracy": Metric("mean_accuracy"),
+    "frequency_weighted_iou": Metric("frequency_weighted_iou"),
+}
+
+
+def metric_info(metric):
+    """The `Metric` of a record's key (an unknown key: a fraction, higher is better)."""
+    return METRICS.get(metric, Metric(metric))
+
+
+def verdict(change, higher_is_better=True):
+    """The paper's rule on one % change: "same" within ±SAME_BAND, else "better" or "worse" (for a
+    metric where lower is better, a fall is "better")."""
+    if abs(change) <= SAME_BAND:
+        return "same"
+    return "better" if (change > 0) == higher_is_better else "worse"
 
 
 # How far a difference can be trusted: the paired difference against the baseline.
@@ -127,10 +158,13 @@ def t_quantile_975(df):
             + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
 
 
-def resolved_verdict(low, high):
+def resolved_verdict(low, high, higher_is_better=True):
     """What the 95 % interval [low, high] of a % change says about the paper's ±SAME_BAND rule:
     "better" or "worse" when it lies wholly beyond +SAME_BAND or −SAME_BAND, "same" when it lies
-    wholly within the band, and "unresolved" when it straddles either threshold."""
+    wholly within the band, and "unresolved" when it straddles either threshold (the direction
+    reversed for a metric where lower is better)."""
+    if not higher_is_better:
+        return resolved_verdict(-high, -low)
     if low > SAME_BAND:
         return "better"
     if high < -SAME_BAND:
@@ -156,7 +190,7 @@ def paired_changes(records, baseline="ce", metric="test_accuracy"):
     return dict(changes)
 
 
-def paired_statistics(changes):
+def paired_statistics(changes, higher_is_better=True):
     """The paired comparison of one loss with the baseline, from its paired % changes:
     {"pairs", "mean", "low", "high", "detectable", "rule", "resolved"}.
 
@@ -172,15 +206,16 @@ def paired_statistics(changes):
     mean = float(np.mean(changes)) if n else None
     if n < 2:
         return {"pairs": n, "mean": mean, "low": None, "high": None, "detectable": None,
-                "rule": verdict(mean) if n else None, "resolved": None}
+                "rule": verdict(mean, higher_is_better) if n else None, "resolved": None}
     half = float(t_quantile_975(n - 1) * np.std(changes, ddof=1) / np.sqrt(n))
     return {"pairs": n, "mean": mean, "low": mean - half, "high": mean + half, "detectable": half,
-            "rule": verdict(mean), "resolved": resolved_verdict(mean - half, mean + half)}
+            "rule": verdict(mean, higher_is_better),
+            "resolved": resolved_verdict(mean - half, mean + half, higher_is_better)}
 
 
 def metric_label(metric):
     """How the text names a metric: today's words for test accuracy, the record's key otherwise."""
-    return "test accuracy" if metric == "test_accuracy" else metric
+    return metric_info(metric).label
 
 
 def table(records, baseline="ce", metric="test_accuracy"):
@@ -200,6 +235,8 @@ def table(records, baseline="ce", metric="test_accuracy"):
         first = lacking[0].get("key", lacking[0]["loss"])
         raise ValueError(f"{len(lacking)} finished run(s) hold no {metric!r} (first: {first}); "
                          f"their numeric keys: {', '.join(found) or 'none'}.")
+    direction = metric_info(metric).higher_is_better
+    scale = 100.0 if metric_info(metric).fraction else 1.0
     accuracies = defaultdict(list)
     diverged = defaultdict(int)
     datasets, losses = [], []
@@ -208,7 +245,7 @@ def table(records, baseline="ce", metric="test_accuracy"):
             if name not in seen:
                 seen.append(name)
         if record["status"] == "ok":
-            accuracies[record["loss"], record["dataset"]].append(100.0 * record[metric])
+            accuracies[record["loss"], record["dataset"]].append(scale * record[metric])
         else:
             diverged[record["loss"], record["dataset"]] += 1
     mean = {key: float(np.mean(values)) for key, values in accuracies.items()}
@@ -231,13 +268,14 @@ def table(records, baseline="ce", metric="test_accuracy"):
                 cells[dataset] = mean[loss, dataset]
             else:
                 cells[dataset] = percent_change(mean[loss, dataset], mean[baseline, dataset])
-                counts[verdict(cells[dataset])] += 1
+                if cells[dataset] is not None:
+                    counts[verdict(cells[dataset], direction)] += 1
         values = [v for v in cells.values() if v is not None]
         relative = has_baseline and loss != baseline
         rows.append({"loss": loss, "cells": cells, "counts": counts if relative else None,
                      "mean": float(np.mean(values)) if relative and values else None,
                      "relative": relative,
-                     "paired": paired_statistics(pooled[loss]) if relative and repeated else None})
+                     "paired": paired_statistics(pooled[loss], direction) if relative and repeated else None})
     return {"datasets": datasets, "rows": rows, "baseline": baseline if has_baseline else None,
             "metric": metric,
             "diverged": {f"{loss}/{dataset}": n for (loss, dataset), n in diverged.items()},
@@ -297,10 +335,13 @@ def markdown(result, compare_paper=False):
             lines.append("| " + " | ".join([f"{row['loss']} (paper)"] + [_fmt(v, relative) for v in values]
                                            + [_fmt(mean, True) if mean is not None else "", ""]
                                            + ([""] * len(PAIRED_HEADER) if intervals else [])) + " |")
-    label = metric_label(result.get("metric", "test_accuracy"))
-    note = (f"CE row: {label} % (mean over runs and models); other rows: % change against CE, "
+    metric = metric_info(result.get("metric", "test_accuracy"))
+    unit = " %" if metric.fraction else ""
+    note = (f"CE row: {metric.label}{unit} (mean over runs and models); other rows: % change against CE, "
             f"'same' within ±{SAME_BAND}.") if result["baseline"] else \
-        f"No CE in the grid: every row is {label} %."
+        f"No CE in the grid: every row is {metric.label}{unit}."
+    if not metric.higher_is_better:
+        note += f" Lower {metric.label} is better: a fall beyond {SAME_BAND} % is 'better'."
     lines += ["", note]
     if intervals:
         lines.append(
@@ -337,7 +378,8 @@ def csv_text(result):
 
     out = io.StringIO()
     writer = csv.writer(out)
-    kind = "accuracy_pct" if result.get("metric", "test_accuracy") == "test_accuracy" else f"{result['metric']}_pct"
+    metric = result.get("metric", "test_accuracy")
+    kind = "accuracy_pct" if metric == "test_accuracy" else f"{metric}_pct" if metric_info(metric).fraction else metric
     writer.writerow(["loss", "kind"] + result["datasets"] + ["mean"] + PAIRED_CSV)
     for row in result["rows"]:
         paired = row["paired"]
@@ -350,8 +392,9 @@ def csv_text(result):
     return out.getvalue()
 
 
-def accuracy_curves(records, path):
-    """PNG: validation accuracy per epoch, mean over runs and models, one panel per dataset."""
+def accuracy_curves(records, path, key="val_accuracy"):
+    """PNG: validation accuracy (or `key`: val_miou) per epoch, mean over runs and models, one panel
+    per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,8 +407,8 @@ def accuracy_curves(records, path):
     for axis, dataset in zip(axes[0], datasets):
         curves = defaultdict(list)
         for r in records:
-            if r["dataset"] == dataset and r["history"].get("val_accuracy"):
-                curves[r["loss"]].append(r["history"]["val_accuracy"])
+            if r["dataset"] == dataset and r["history"].get(key):
+                curves[r["loss"]].append(r["history"][key])
         for loss, runs in curves.items():
             length = min(len(c) for c in runs)
             mean = np.mean([c[:length] for c in runs], axis=0)
@@ -374,7 +417,7 @@ def accuracy_curves(records, path):
         axis.set_xlabel("epoch")
         # whole epochs, even when there is only one
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
-        axis.set_ylabel("validation accuracy")
+        axis.set_ylabel("validation accuracy" if key == "val_accuracy" else f"validation {key[4:]}")
         axis.legend()
     figure.tight_layout()
     try:
@@ -383,19 +426,103 @@ def accuracy_curves(records, path):
         plt.close(figure)
 
 
-def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy"):
-    """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown of
-    `metric`, which ends with `trust_note` (against the benchmark records in `reference_dir`)."""
+def reliability_diagram(records, path):
+    """PNG: one reliability line per loss (accuracy against mean confidence per bin of the top
+    probability, the runs' bins pooled by count), one panel per dataset; the diagonal is perfect
+    calibration. From the records' `test_reliability`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in records if r.get("test_reliability")})
+    figure, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.5 * max(len(datasets), 1), 4), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        pooled = {}
+        for r in records:
+            bins = r.get("test_reliability")
+            if r["dataset"] != dataset or not bins or r["status"] != "ok":
+                continue
+            count = np.asarray(bins["count"], float)
+            hits = count * np.nan_to_num(np.asarray(bins["accuracy"], float))
+            confidence = count * np.nan_to_num(np.asarray(bins["confidence"], float))
+            total = pooled.setdefault(r["loss"], np.zeros((3, count.size)))
+            total += np.stack([count, hits, confidence])
+        for loss, (count, hits, confidence) in pooled.items():
+            used = count > 0
+            axis.plot(confidence[used] / count[used], hits[used] / count[used], marker="o", label=loss)
+        axis.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
+        axis.set_title(dataset)
+        axis.set_xlabel("mean confidence (top probability) per bin")
+        axis.set_ylabel("accuracy per bin")
+        axis.legend()
+    figure.tight_layout()
+    try:
+        atomic_savefig(figure, path, dpi=90)
+    finally:
+        plt.close(figure)
+
+
+def figures(records):
+    """The figures `write` makes for these records: the validation curve of their task, and the
+    reliability diagram when they hold calibration bins."""
+    from ngl_keras.tasks import of_records
+
+    names = [f"{of_records(records).curve}.png"]
+    if any(r.get("test_reliability") for r in records):
+        names.append("reliability.png")
+    return names
+
+
+def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None):
+    """Write table.md, table.csv and the `figures` to `out_dir`; return the Markdown of `metric`
+    (None: the task's default), which ends with `trust_note` (against the benchmark records in
+    `reference_dir`)."""
+    from ngl_keras.tasks import of_records
+
     out_dir = Path(out_dir)
+    task = of_records(records)
+    metric = metric or task.default_metric
     result = table(records, metric=metric)
-    text = markdown(result, compare_paper)
+    text = markdown(result, compare_paper and task.name == "classification")
+    if compare_paper and task.name == "segmentation":
+        text += "\n\n" + segmentation_paper_table(records)
     if records:
         text += "\n" + trust_note(records, reference_dir, metric=metric)
     atomic_write(out_dir / "table.md", text + "\n")  # a full disk leaves the old table, never an empty one
     atomic_write(out_dir / "table.csv", csv_text(result))
     if records:
-        accuracy_curves(records, out_dir / "val_accuracy.png")
+        accuracy_curves(records, out_dir / f"{task.curve}.png", task.curve)
+        if "reliability.png" in figures(records):
+            reliability_diagram(records, out_dir / "reliability.png")
     return text
+
+
+# The paper's segmentation tables (SPEC §8): Table 4, Pascal VOC 2012 mean IoU (%), per model;
+# Table 5 (COCO-Stuff164k: pixel accuracy, mean IoU, mean accuracy) has its values stripped in our copy.
+PAPER_TABLE_4 = {"unet_resnet34": {"ce": 50.1, "focal": 49.1, "dice": 46.1, "ngl": 52.8},
+                 "deeplabv2_resnet101": {"ce": 76.7, "focal": 75.9, "dice": 74.7, "ngl": 76.7}}
+TABLE_5_COLUMNS = ("pixel_accuracy", "miou", "mean_accuracy")
+
+
+def segmentation_paper_table(records):
+    """Markdown: per dataset, model and loss our mean (over runs) of Table 5's columns in %, and
+    the paper's Table 4 mean IoU beside it where the paper has one (VOC 2012)."""
+    ok = [r for r in records if r["status"] == "ok"]
+    groups = defaultdict(list)
+    for r in ok:
+        groups[r["dataset"], r["model"], r["loss"]].append(r)
+    lines = ["| dataset | model | loss | runs | pixel acc. % | mean IoU % | mean acc. % | paper mean IoU % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dataset, model, loss), group in groups.items():
+        means = [100.0 * float(np.mean([r[k] for r in group])) for k in TABLE_5_COLUMNS]
+        paper = PAPER_TABLE_4.get(model, {}).get(loss) if dataset == "voc2012" else None
+        lines.append(f"| {dataset} | {model} | {loss} | {len(group)} | " + " | ".join(f"{v:.1f}" for v in means)
+                     + f" | {'–' if paper is None else f'{paper:.1f}'} |")
+    lines.append("Paper: Table 4 (Pascal VOC 2012 val, mean IoU) for voc2012; Table 5 (COCO-Stuff164k) lists "
+                 "pixel accuracy, mean IoU and mean accuracy, whose values are not in our copy (SPEC §8): "
+                 "the text says NGL is slightly better than CE and clearly better than focal and Dice.")
+    return "\n".join(lines)
 
 
 # How far a difference can be trusted: the spread between runs.
@@ -422,7 +549,8 @@ def spread(records, baseline="ce", metric="test_accuracy"):
     ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None]
     values = defaultdict(list)
     for record in ok:
-        values[record["dataset"], record["model"], record["loss"]].append(100.0 * record[metric])
+        values[record["dataset"], record["model"], record["loss"]].append(
+            (100.0 if metric_info(metric).fraction else 1.0) * record[metric])
     changes = paired_changes(ok, baseline, metric)
     return {key: {"runs": len(v), "accuracy_std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
                   "changes": changes.get(key, [])} for key, v in values.items()}

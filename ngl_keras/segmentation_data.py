@@ -102,6 +102,50 @@ def voc(root, split, classes=VOC_CLASSES):
     return SegmentationSplit(f"voc_{split}", classes, tuple(examples))
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentationDataset:
+    """A segmentation dataset a grid can name: its class count, the on-disk layout it is read from
+    ("voc" or "coco_stuff") and that layout's splits. `root` (the grid's data_dir) is the directory
+    the layout starts at: VOCdevkit for "voc", the COCO-Stuff directory for "coco_stuff"."""
+    name: str
+    classes: int
+    layout: str
+    splits: tuple
+
+    def split(self, root, name, limit=None):
+        """Split `name` read from `root` (its first `limit` examples), checked (one line when not)."""
+        if root is None:
+            raise ValueError(f"dataset {self.name!r} is read from disk: give its root directory with --data-dir "
+                             f"or data_dir: in the grid config ({LAYOUT_ROOTS[self.layout]}).")
+        if name not in self.splits:
+            raise ValueError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(self.splits)}.")
+        split = voc(root, name, self.classes) if self.layout == "voc" else coco_stuff(root, name)
+        if limit is not None:
+            if limit > len(split):
+                raise ValueError(f"limit_train {limit} exceeds the {len(split)} images of {self.name}'s split "
+                                 f"{name!r}.")
+            split = dataclasses.replace(split, examples=split.examples[:limit])
+        return split
+
+
+LAYOUT_ROOTS = {"voc": "the VOCdevkit directory, holding VOC2012/", "coco_stuff": "the directory holding "
+                "images/ and annotations/"}
+# The segmentation datasets a grid can name (task: segmentation); classification's are ngl_keras.data's.
+DATASETS = {d.name: d for d in (
+    SegmentationDataset("voc2012", VOC_CLASSES, "voc", VOC_SPLITS),
+    SegmentationDataset("cocostuff164k", COCO_STUFF_CLASSES, "coco_stuff", COCO_STUFF_SPLITS),
+    # benchmarks/fmnist_scenes.py: Fashion-MNIST items on a 64×64 canvas, background + 10 classes, VOC layout
+    SegmentationDataset("fmnist_scenes", 11, "voc", ("train", "val")),
+)}
+
+
+def dataset(name):
+    """The `SegmentationDataset` of `name`, or a one-line ValueError naming the known ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown segmentation dataset {name!r}; known: {', '.join(sorted(DATASETS))}.")
+    return DATASETS[name]
+
+
 def coco_stuff(root, split):
     """The COCO-Stuff164k split `split` (train2017 or val2017) under `root`: every image of
     images/<split>, sorted, with its label annotations/<split>/<id>.png (as the reference lists it)."""
@@ -237,16 +281,40 @@ class SegmentationExamples:
     augmentation: Augmentation = None   # None: evaluation on full images
     seed: int = 0
     shuffle: bool = False
+    pad_multiple: int = 1               # full images padded (bottom, right) to a multiple of this
+    mean: tuple = REFERENCE_MEAN        # ... with this image value, and the label with VOID
 
-    def order(self, epoch):
+    def order(self, epoch, length=None):
+        """The example indices of epoch `epoch`: a permutation (shuffled) or 0, 1, ...; `length`
+        longer than the split (a schedule counted in iterations) continues with further ones."""
         count = len(self.split)
-        return np.random.default_rng([self.seed, epoch]).permutation(count) if self.shuffle else np.arange(count)
+        if not self.shuffle:
+            return np.resize(np.arange(count), length or count)
+        orders = [np.random.default_rng([self.seed, epoch]).permutation(count)]
+        while length is not None and len(orders) * count < length:
+            orders.append(np.random.default_rng([self.seed, epoch, len(orders)]).permutation(count))
+        return np.concatenate(orders)[:length or count]
 
     def example(self, epoch, index):
         image, label = self.split.read(index)
         if self.augmentation is not None:
             image, label = self.augmentation(image, label, np.random.default_rng([self.seed, epoch, index]))
+        elif self.pad_multiple > 1:
+            image, label = pad_to_multiple(image, label, self.pad_multiple, self.mean)
         return image.astype(np.float32), label.astype(np.int32)
+
+
+def pad_to_multiple(image, label, multiple, mean=REFERENCE_MEAN):
+    """Image and label padded at the bottom and right to sides that are multiples of `multiple`
+    (a U-Net's input), the image with `mean` and the label with VOID: the padding is never scored."""
+    height, width = label.shape
+    pad_height, pad_width = -height % multiple, -width % multiple
+    if not pad_height and not pad_width:
+        return image, label
+    padded = np.empty((height + pad_height, width + pad_width, image.shape[2]), np.float32)
+    padded[...] = np.asarray(mean, np.float32)
+    padded[:height, :width] = image
+    return padded, np.pad(label, ((0, pad_height), (0, pad_width)), constant_values=VOID)
 
 
 def _stacked(pairs, split):
@@ -261,15 +329,20 @@ class SegmentationBatches(keras.utils.PyDataset):
     """Batches of (float32 images (B, H, W, 3), int32 label maps (B, H, W) with 255 void) for
     `model.fit` / `evaluate` on any Keras backend; epoch e is that of `SegmentationExamples`."""
 
-    def __init__(self, examples, *, batch_size, epoch=0, **kwargs):
+    def __init__(self, examples, *, batch_size, epoch=0, steps=None, **kwargs):
         super().__init__(**kwargs)
-        self.examples, self.batch_size, self.epoch = examples, batch_size, epoch
+        self.examples, self.batch_size, self.epoch, self.steps = examples, batch_size, epoch, steps
 
     def __len__(self):
-        return -(-len(self.examples.split) // self.batch_size)
+        return self.steps or -(-len(self.examples.split) // self.batch_size)
+
+    def set_epoch(self, epoch):
+        """The epoch the next batches belong to (a resumed run continues its order and augmentation)."""
+        self.epoch = epoch
 
     def __getitem__(self, index):
-        indices = self.examples.order(self.epoch)[index * self.batch_size: (index + 1) * self.batch_size]
+        length = self.steps * self.batch_size if self.steps else None
+        indices = self.examples.order(self.epoch, length)[index * self.batch_size: (index + 1) * self.batch_size]
         return _stacked([self.examples.example(self.epoch, int(i)) for i in indices], self.examples.split)
 
     def on_epoch_end(self):

@@ -102,3 +102,44 @@ def scores(matrix):
         "frequency_weighted_iou": float((frequency[present] * iou[present]).sum()),
         "class_iou": iou,
     }
+
+
+class MeanIoU(keras.metrics.Metric):
+    """Mean IoU with the reference's semantics (`scores`), as a Keras metric: the confusion matrix
+    accumulated over an epoch in keras.ops (int32 counts, any backend, inside `fit`), so that `fit`
+    logs `miou` and `val_miou` each epoch and ReduceLROnPlateau can follow the validation mean IoU.
+    A record's numbers come from `ConfusionMatrix` on the predictions (numpy), this only steers
+    training."""
+
+    def __init__(self, classes, void=VOID, name="miou", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.classes, self.void = classes, void
+        self.matrix = self.add_variable(shape=(classes * classes,), initializer="zeros", dtype="int32",
+                                        name="confusion_matrix")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        y_true = ops.cast(y_true, "int32")
+        if len(y_true.shape) == len(y_pred.shape):
+            y_true = ops.squeeze(y_true, axis=-1)
+        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        valid = ops.not_equal(y_true, self.void)
+        pairs = ops.reshape(ops.where(valid, y_true, 0) * self.classes + predicted, (-1,))
+        counts = ops.segment_sum(ops.reshape(ops.cast(valid, "int32"), (-1,)), pairs,
+                                 num_segments=self.classes * self.classes)
+        self.matrix.assign_add(counts)
+
+    def result(self):
+        ops = keras.ops
+        hist = ops.cast(ops.reshape(self.matrix, (self.classes, self.classes)), "float32")
+        diagonal = ops.diagonal(hist)
+        truth, predicted = ops.sum(hist, axis=1), ops.sum(hist, axis=0)
+        iou = diagonal / ops.maximum(truth + predicted - diagonal, 1.0)
+        present = ops.cast(truth > 0, "float32")
+        return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
+
+    def reset_state(self):
+        self.matrix.assign(keras.ops.zeros((self.classes * self.classes,), "int32"))
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes, "void": self.void}

@@ -14,25 +14,10 @@ import keras
 
 from ngl_keras import data as data_module
 from ngl_keras import models as models_module
-from ngl_keras import recipe, records, resume
+from ngl_keras import recipe, records, resume, tasks
 from ngl_keras.distribution import SynchronousBatches, make_strategy
 from ngl_keras.files import atomic_write, disk_full, is_disk_full, output_directory
 from ngl_keras.progress import GridClock, Progress
-
-
-def build_model(run, loss, train_input):
-    """The run's model, behind the input steps that the input did not do (`data.placement`)."""
-    dataset, settings = run.dataset_info, run.settings
-    placement = data_module.placement()
-    common = dict(name=run.model, augmentation=settings.augmentation, seed=run.seed)
-    if run.model_source is not None:  # the examples as given, augmented (when on) in the model
-        model = run.model_source.build(dataset.classes, kernel_l2=run.loss.kernel_l2())
-        return placement.model(model, train_input, **common)
-    model = models_module.build_model(
-        run.model, dataset.classes, settings.image_size, channels=dataset.channels,
-        weights=run.weights, kernel_l2=run.loss.kernel_l2(),
-        output_activation="linear" if run.loss.logits else "softmax")
-    return placement.model(model, train_input, image_size=settings.image_size, preprocess=run.model, **common)
 
 
 def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compile="auto",
@@ -62,8 +47,9 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         resumed_from, previous = None, []
     if resumed_from is not None and log is not None:
         log(f"  resuming from epoch {resumed_from} (a backup of an interrupted run)")
+    task = tasks.get(run.task)
     loss = run.loss.build()
-    train, validation, test = datasets.pipelines(run, strategy.replicas, test=evaluate_test)
+    train, validation, test = task.inputs(run, datasets, strategy.replicas, test=evaluate_test)
     callbacks = recipe.schedule_callbacks(run.settings)
     plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
     epoch_log = resume.EpochLog(run_dir / resume.EPOCH_LOG, plateau, previous, train) if resume_run else None
@@ -75,9 +61,10 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     synchronous = [SynchronousBatches()] if keras.backend.backend() != "tensorflow" and strategy.replicas > 1 else []
     callbacks += synchronous + list(progress)
     with strategy.scope():
-        model = build_model(run, loss, train)
-        model.compile(optimizer=recipe.optimizer(run.settings), loss=loss, metrics=["accuracy"],
-                      jit_compile=jit_compile)
+        model = task.build_model(run, train)
+        schedule = {"steps": run.settings.epochs * len(train)} if run.settings.optimizer.poly_power else {}
+        model.compile(optimizer=recipe.optimizer(run.settings, **schedule),
+                      loss=loss, metrics=task.fit_metrics(run), jit_compile=jit_compile)
         fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
                            callbacks=callbacks, shuffle=False, verbose=verbose).history
         # fit's history holds the epochs of this call; a resumed run's earlier ones are in its epoch log
@@ -85,15 +72,16 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
                            [dict(zip(fitted, values)) for values in zip(*fitted.values())])
         seconds = [line["seconds"] for line in epoch_log.lines] if resume_run else None
         finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
-        accuracy = float(model.evaluate(test, verbose=0, callbacks=synchronous)[1]) \
-            if finite and evaluate_test else None
+        # predicted once: the test accuracy (as model.evaluate's) and the task's other metrics from the same outputs
+        scores = task.scores(model, test, run, synchronous) if finite and evaluate_test else \
+            {"test_accuracy": None}
     if logs:
         _write_history_csv(run_dir / "history.csv", history)
-    record = {"key": run.key, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
+    record = {"key": run.key, "task": task.name, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
               "loss_name": run.loss.name, "loss_config": loss.get_config(), "run": run.run,
               "seed": run.seed, "weights": run.weights, "config": run.settings.to_json(),
               "epochs_run": len(history.get("loss", [])), "history": history,
-              "status": "ok" if finite else "diverged", "test_accuracy": accuracy,
+              "status": "ok" if finite else "diverged", **scores,
               "resumed_from_epoch": resumed_from, "epoch_seconds": seconds}
     record.update(wall_time_s=round(time.time() - started, 2), versions=records.versions(),
                   backend=keras.backend.backend(), mixed_precision=policy != "float32", dtype_policy=policy,
@@ -104,9 +92,14 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
 def check_inputs(runs, datasets, splits=("train", "validation", "test")):
     """Load one example of each of `splits` of every dataset the runs read, and build each model
     with its pretrained weights once: a dataset that is not prepared offline, or an absent weights
-    file, is a one-line ValueError before anything trains."""
+    file, is a one-line ValueError before anything trains. A segmentation dataset on disk is read
+    whole (every listed file present, every label map of its image's size and in [0, C) ∪ {255}):
+    a bad example stops the grid here, not hours into a run."""
     seen = set()
     for run in runs:
+        if run.task != "classification":
+            _check_segmentation_inputs(run, datasets, splits, seen)
+            continue
         for split in splits:
             key = (run.dataset, getattr(run.settings.splits, split))
             if key not in seen:
@@ -118,6 +111,22 @@ def check_inputs(runs, datasets, splits=("train", "validation", "test")):
                 models_module.build_model(run.model, 2, run.settings.image_size, weights=run.weights)
             finally:
                 keras.backend.clear_session()
+
+
+def _check_segmentation_inputs(run, datasets, splits, seen):
+    for split in splits:
+        key = (run.dataset, getattr(run.settings.splits, split))
+        if key not in seen:
+            seen.add(key)
+            examples = run.dataset_info.split(datasets.data_dir, key[1])
+            for index in range(len(examples)):
+                examples.read(index)
+    if run.weights is not None and (run.model, run.weights) not in seen:
+        seen.add((run.model, run.weights))
+        try:
+            run.model_info.build(2, weights=run.weights)
+        finally:
+            keras.backend.clear_session()
 
 
 def _history(epochs):
@@ -182,8 +191,7 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
             record.update(identity=identities[run.key], run_dir=f"runs/{run.directory}")
             records.append_record(path, record)
             resume.discard_backup(run_dir)
-            accuracy = record["test_accuracy"]
-            log(f"  {run.key}: {record['status']}, test accuracy "
-                f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}, {record['wall_time_s']:.0f} s")
+            log(f"  {run.key}: {record['status']}, {tasks.get(run.task).summary(record)}, "
+                f"{record['wall_time_s']:.0f} s")
     keys = {r.key for r in runs}
     return [r for r in records.read_records(path) if r["key"] in keys]
