@@ -10,6 +10,7 @@ from ngl_keras import config as config_module
 from ngl_keras import data as data_module
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
+from ngl_keras import names
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,12 @@ class LossSpec:
     def parse(cls, item):
         """A grid's loss entry, built once so that an unknown name, a formula that does not parse
         or a bad argument fails now, before any run trains."""
-        if isinstance(item, str):
-            label, name, kwargs = item, item, {}
+        if isinstance(item, str):  # a name in any capitals (labelled by its registered name), `ngl(alpha=3.0)`, a formula
+            label, name, kwargs = names.parse_loss(item)
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
             kwargs = {k: v for k, v in item.items() if k not in ("name", "label")}
-            label, name = str(item.get("label", item["name"])), item["name"]
+            name = names.registered(item["name"], names.LOSSES) or item["name"]
+            label = str(item.get("label", name))
         else:
             raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
                              f"got {item!r}.")
@@ -151,7 +153,7 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
         for model in model_names:
             size = settings.image_size
             source = sources.model(model)
-            models_module.check_image_size(source, size)
+            models_module.check_image_size(source, size, dataset)
             function = source if isinstance(source, models_module.ModelFunction) else None
             for spec in loss_specs:
                 for run in range(runs):

@@ -11,6 +11,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ngl_keras.names import MODELS as MODEL_NAMES, model_name
+
 
 def scale_to_unit(x):
     return x / 255.0
@@ -35,20 +37,19 @@ def _resnet(input_shape, weights):
                                        input_shape=input_shape, pooling="max")
 
 
-MODELS = {m.name: m for m in (
-    ModelInfo("inceptionv3", 75, 3, _inception, keras.applications.inception_v3.preprocess_input),
-    ModelInfo("resnet50", 32, 3, _resnet, keras.applications.resnet50.preprocess_input),
-    ModelInfo("small_cnn", 16, 1, None, scale_to_unit),
-)}
+# The smallest image side and the channels of each are the Keras-free table ngl_keras.names.MODELS.
+MODELS = {name: ModelInfo(name, MODEL_NAMES[name].min_size, MODEL_NAMES[name].channels, backbone, preprocess)
+          for name, backbone, preprocess in (
+              ("inceptionv3", _inception, keras.applications.inception_v3.preprocess_input),
+              ("resnet50", _resnet, keras.applications.resnet50.preprocess_input),
+              ("small_cnn", None, scale_to_unit))}
 
 
 def info(name):
     """The `ModelInfo` of a registered model's name; a `ModelInfo` or `ModelFunction` is returned as it is."""
     if isinstance(name, (ModelInfo, ModelFunction)):
         return name
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}.")
-    return MODELS[name]
+    return MODELS[model_name(name)]  # any capitals; an unknown name: one line with "did you mean"
 
 
 def keep_as_given(x):
@@ -143,7 +144,7 @@ def from_function(function, classes, examples):
                          fingerprint)
 
 
-def check_image_size(name, size):
+def check_image_size(name, size, dataset=None):
     model = info(name)
     if isinstance(model, ModelFunction):
         return
@@ -151,8 +152,15 @@ def check_image_size(name, size):
         raise ValueError(f"model {model.name!r} needs images (N, height, width, channels); the data is not "
                          "images: give a model function for it.")
     if not isinstance(size, int) or size < model.min_size:
-        raise ValueError(f"image size {size!r} is below {model.name}'s minimum of {model.min_size} px; "
-                         f"use image_size >= {model.min_size}.")
+        raise ValueError(image_size_error(model.name, size, dataset))
+
+
+def image_size_error(model, size, dataset=None):
+    """The message for an image side below `model`'s minimum, naming the config key that sets it."""
+    least = MODEL_NAMES[model].min_size
+    where = f"settings: {{{dataset}: {{image_size: {least}}}}}" if dataset else f"image_size: {least}"
+    return (f"image size {size!r} is below {model}'s minimum of {least} px; "
+            f"set image_size >= {least} in the config ({where}), or choose another model (--models).")
 
 
 def paper_head(x, classes, output_activation):
