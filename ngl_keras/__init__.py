@@ -20,20 +20,24 @@ __version__ = "0.1.0"
 _SUBMODULES = ("backend_choice", "calibration", "config", "console", "data", "distribution", "files", "formula",
                "gp", "grid", "layers", "losses", "models", "names", "own_data", "plots", "progress", "recipe",
                "records", "report", "resources", "resume", "settings", "training")
-_WITHOUT_KERAS = ("backend_choice", "config", "console", "files", "formula", "names", "resources", "settings")
 _LOSSES = ("NGL", "AnyLoss", "BiTemperedLogisticLoss", "ExpressionLoss", "SoftDice", "SymmetricCrossEntropy")
 
 __all__ = [*_LOSSES, "evaluate", *_SUBMODULES]
 
 
-backend_choice.choose()
+backend_choice.choose()  # before Keras is first imported: JAX where TensorFlow is absent
 
 
 def __getattr__(name):
-    if name in (*_SUBMODULES, *_LOSSES, "evaluate") and name not in _WITHOUT_KERAS:
+    if name in (*_LOSSES, "evaluate"):
         backend_choice.require()  # one line naming the extra, not Keras's traceback, when no backend is installed
     if name in _SUBMODULES:
-        return importlib.import_module(f"ngl_keras.{name}")
+        try:
+            return importlib.import_module(f"ngl_keras.{name}")
+        except ModuleNotFoundError as missing:  # `from ngl_keras import losses` comes here too
+            if missing.name and missing.name.split(".")[0] in backend_choice.MODULES:
+                backend_choice.require()
+            raise
     if name in _LOSSES:
         return getattr(importlib.import_module("ngl_keras.losses"), name)
     if name == "evaluate":  # losses on your own arrays and model (ngl_keras.own_data); the search: ngl_keras.gp.search

@@ -26,7 +26,10 @@ class NoBackend(ImportError):
 
 
 def installed(backend):
-    return importlib.util.find_spec(MODULES.get(backend, backend)) is not None
+    try:
+        return importlib.util.find_spec(MODULES.get(backend, backend)) is not None
+    except (ImportError, ValueError):  # a finder that refuses the module: as good as absent
+        return False
 
 
 def _configured():
