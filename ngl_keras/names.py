@@ -24,7 +24,8 @@ _ANYLOSS = ("metric", "beta", "L", "average", "from_logits", "epsilon", "thresho
 @dataclass(frozen=True)
 class LossName:
     """A registered loss without its class: where it comes from, the arguments its class takes
-    (tests/test_names.py checks them against the class), what the name fixes, its kernel L2."""
+    besides ignore_class (tests/test_names.py checks them against the class), what the name fixes,
+    its kernel L2."""
 
     source: str
     arguments: tuple
@@ -40,7 +41,7 @@ class LossName:
 LOSSES = {
     "ce": LossName("categorical cross entropy (Keras; one-hot labels)", _KERAS_CE),
     "sparse_ce": LossName("categorical cross entropy (Keras; integer labels)",
-                          ("from_logits", "ignore_class", "reduction", "axis", "name", "dtype")),
+                          ("from_logits", "reduction", "axis", "name", "dtype")),
     # CE + L2: the loss is CE; the model builder puts `l2` on every kernel. Strength unknown
     # in the paper: 1e-4 is our default, the configs say so.
     "ce_l2": LossName("CE with L2 weight regularisation on the kernels (paper baseline)", _KERAS_CE, kernel_l2=1e-4),
