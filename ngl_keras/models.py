@@ -11,7 +11,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from ngl_keras.names import MODELS as MODEL_NAMES, model_name
+from ngl_keras.names import MODELS as MODEL_NAMES, image_size_error, model_name
 
 
 def scale_to_unit(x):
@@ -153,14 +153,6 @@ def check_image_size(name, size, dataset=None):
                          "images: give a model function for it.")
     if not isinstance(size, int) or size < model.min_size:
         raise ValueError(image_size_error(model.name, size, dataset))
-
-
-def image_size_error(model, size, dataset=None):
-    """The message for an image side below `model`'s minimum, naming the config key that sets it."""
-    least = MODEL_NAMES[model].min_size
-    where = f"settings: {{{dataset}: {{image_size: {least}}}}}" if dataset else f"image_size: {least}"
-    return (f"image size {size!r} is below {model}'s minimum of {least} px; "
-            f"set image_size >= {least} in the config ({where}), or choose another model (--models).")
 
 
 def paper_head(x, classes, output_activation):

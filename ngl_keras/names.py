@@ -78,6 +78,14 @@ MODELS = {
 }
 
 
+def image_size_error(model, size, dataset=None):
+    """The message for an image side below registered `model`'s smallest, naming the config key."""
+    least = MODELS[model].min_size
+    where = f"settings: {{{dataset}: {{image_size: {least}}}}}" if dataset else f"image_size: {least}"
+    return (f"image size {size!r} is below {model}'s minimum of {least} px; set image_size >= {least} in the "
+            f"config ({where}), or choose another model (--models).")
+
+
 def did_you_mean(name, known):
     close = difflib.get_close_matches(str(name).lower(), list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -158,7 +166,7 @@ def check_arguments(name, arguments, label=None):
             raise ValueError(f"loss {label or name!r} fixes {argument}={entry.fixed[argument]!r}; use 'anyloss' "
                              f"to set it (in a config: losses: [{{name: anyloss, {argument}: ...}}]).")
         if argument not in entry.accepted():
-            raise ValueError(f"loss {label or name!r} takes no argument {argument!r}"
+            raise ValueError(f"loss {label or name!r} does not accept {[argument]}"
                              f"{did_you_mean(argument, entry.accepted())}; it takes "
                              f"{', '.join(entry.accepted())} (in a config: {YAML_FORM}).")
 

@@ -35,7 +35,7 @@ def test_a_loss_is_checked_and_named_as_registered(given, checked):
 
 @pytest.mark.parametrize("given, message", [
     ("cee", "unknown loss 'cee' (did you mean 'ce'?); known losses: anyloss, "),
-    ("ngl(alhpa=3.0)", "loss 'ngl(alhpa=3.0)' takes no argument 'alhpa' (did you mean 'alpha'?); it takes alpha, "
+    ("ngl(alhpa=3.0)", "loss 'ngl(alhpa=3.0)' does not accept ['alhpa'] (did you mean 'alpha'?); it takes alpha, "
                        "from_logits, scaling, reduction, name, dtype, ignore_class (in a config: losses: "
                        "[{name: ngl, alpha: 3.0}])."),
     ("ngl(alpha=__import__('os'))", "alpha=__import__('os') is not a literal"),

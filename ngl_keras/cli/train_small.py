@@ -110,12 +110,7 @@ def checked_grid(args):
         settings = config.dataset_settings(dataset, configs_dir(), grid.settings.get(dataset))
         for model in grid.models:
             if settings.image_size is not None and settings.image_size < names.MODELS[model].min_size:
-                from_config = "" if dataset in grid.settings else f" (configs/datasets/{dataset}.yaml)"
-                raise ValueError(f"image size {settings.image_size} of {dataset}{from_config} is below {model}'s "
-                                 f"minimum of {names.MODELS[model].min_size} px; set image_size >= "
-                                 f"{names.MODELS[model].min_size} in the grid config (settings: {{{dataset}: "
-                                 f"{{image_size: {names.MODELS[model].min_size}}}}}), or choose another model "
-                                 "(--models).")
+                raise ValueError(names.image_size_error(model, settings.image_size, dataset))
     return grid
 
 
