@@ -1,117 +1,13 @@
-"""The genetic-programming loss search of the paper (five fitness experiments), resumable
-and spread over workers with keras-tuner's chief/worker mode.
+"""The genetic-programming loss search of the paper (five fitness experiments), resumable and
+spread over workers with keras-tuner's chief/worker mode. The same as the console command
+`ngl-search-gp` (ngl_keras/cli/search_gp.py); `python search_gp.py --help` lists the options.
 
     python search_gp.py --config configs/search/exp2_proxy.yaml --out search/exp2
     python search_gp.py --config configs/search/exp2_proxy.yaml --out search/exp2 --population 8 --generations 3
     python search_gp.py report search/exp2
-
-Re-running the same command resumes. Distributed: start the chief with
-KERASTUNER_TUNER_ID=chief and workers with KERASTUNER_TUNER_ID=worker0, worker1, ..., all with
-KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT set to the chief's address (README.md).
 """
 
-import argparse
-import os
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent
-CONFIGS = ROOT / "configs"
-
-
-def at_least(least, kind=int):
-    """An argparse type: a number of `kind` >= `least`."""
-    name = "an integer" if kind is int else "a number"
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {name} >= {least:g}; got {text!r}") from None
-        if not value >= least:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"must be {name} >= {least:g}; got {text}")
-        return value
-
-    return parse
-
-
-def parse_args(argv):
-    if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog="search_gp.py report",
-                                         description="Print a search's generation log, hall of fame and best loss.")
-        parser.add_argument("out", help="the search directory")
-        args = parser.parse_args(argv[1:])
-        args.command = "report"
-        return args
-    experiments = ", ".join(sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml") if p.stem != "defaults"))
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
-        epilog="Also: `search_gp.py report OUT` prints a search's generation log, hall of fame and best "
-               "loss. Options left out take the config's values (configs/search/<experiment>.yaml over "
-               "configs/search/defaults.yaml).")
-    parser.add_argument("--config", help="search config (YAML); give this or --experiment")
-    parser.add_argument("--experiment", help=f"shorthand for --config configs/search/<name>.yaml: {experiments}")
-    parser.add_argument("--out", required=True, help="search directory (resumed when it exists)")
-    parser.add_argument("--population", type=at_least(2), help="individuals kept per generation (μ)")
-    parser.add_argument("--generations", type=at_least(0), help="generations after the initial population")
-    parser.add_argument("--seed", type=int, help="seed of the search's random generator and of its trainings")
-    parser.add_argument("--epochs", type=at_least(1), help="epochs of each fitness training")
-    parser.add_argument("--limit-train", type=at_least(1), help="train on the first N images of the train split")
-    parser.add_argument("--worker-timeout", type=at_least(10, float), metavar="SECONDS",
-                        help="hand a candidate to another worker after this much silence from its worker "
-                             "(config key worker_timeout; default 600)")
-    parser.add_argument("--data-dir", help="tfds data directory")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also the frameworks' own lines (TensorFlow's start-up banners and C++ logs, "
-                             "tfds's warnings, keras-tuner's per-trial tables); "
-                             "sets NGL_KERAS_VERBOSE=1 for every process it starts")
-    args = parser.parse_args(argv)
-    args.command = "search"
-    if bool(args.config) == bool(args.experiment):
-        parser.error("give exactly one of --config and --experiment")
-    return args
-
-
-def set_verbosity(args):
-    """Before the package loads the frameworks: what ngl_keras.console shows, in this process and
-    in every process it starts."""
-    os.environ["NGL_KERAS_VERBOSE"] = "1" if getattr(args, "verbose", False) else "0"
-
-
-def main(argv=None, args=None):
-    args = args or parse_args(sys.argv[1:] if argv is None else argv)
-    set_verbosity(args)
-    from ngl_keras import console
-
-    console.load_frameworks()  # before anything imports Keras: the frameworks' start-up banners filtered
-    from ngl_keras.gp import search_run, search_settings
-    from ngl_keras.gp.evolution import SearchStopped
-
-    if args.command == "report":
-        print(search_run.report(args.out))
-        return 0
-    path = Path(args.config) if args.config else CONFIGS / "search" / f"{args.experiment}.yaml"
-    known = sorted(p.stem for p in (CONFIGS / "search").glob("*.yaml") if p.name != search_settings.DEFAULTS_FILE)
-    if args.experiment and args.experiment not in known:
-        raise ValueError(f"unknown experiment {args.experiment!r}; known: {', '.join(known)}.")
-    overrides = {"population": args.population, "generations": args.generations, "seed": args.seed,
-                 "epochs": args.epochs, "limit_train": args.limit_train, "worker_timeout": args.worker_timeout}
-    cfg = search_settings.load_config(path, overrides, defaults=CONFIGS / "search" / search_settings.DEFAULTS_FILE)
-    try:
-        evo = search_run.run(cfg, args.out, CONFIGS, args.data_dir)
-    except SearchStopped as stopped:
-        print(f"error: {stopped}", file=sys.stderr)
-        return 1
-    if evo is not None:  # the generations were printed as they finished
-        print()
-        print(search_run.report(args.out, generations=False))
-    return 0
-
+from ngl_keras.cli.search_gp import main, parse_args, run  # noqa: F401  (main, parse_args: for tests)
 
 if __name__ == "__main__":
-    arguments = parse_args(sys.argv[1:])  # --help and bad arguments answer before any framework loads
-    set_verbosity(arguments)
-    from ngl_keras.files import run_cli
-
-    sys.stdout.reconfigure(line_buffering=True)  # a worker's line per candidate shows as it happens
-    run_cli(lambda: main(args=arguments))
+    run()

@@ -308,7 +308,19 @@ def check_grid(data, overrides=None, where="grid"):
     """The `Grid` of a grid mapping with the command line's `overrides` (None: not given) applied:
     complete and valid. Datasets chosen there drop the config's settings of the others."""
     overrides = overrides or {}
-    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    data = _registered_names({**data, **{k: v for k, v in overrides.items() if v is not None}})
     if overrides.get("datasets") and isinstance(data.get("settings"), dict):
-        data["settings"] = {k: v for k, v in data["settings"].items() if k in overrides["datasets"]}
+        data["settings"] = {k: v for k, v in data["settings"].items() if k in data["datasets"]}
     return build(Grid, data, where)
+
+
+def _registered_names(data):
+    """Dataset and model names in any capitals as registered (`CIFAR10` is `cifar10`); others as given."""
+    from ngl_keras.names import MODELS, registered
+
+    spell = {"datasets": data_module.DATASETS, "models": MODELS}
+    out = {key: [registered(n, spell[key]) or n for n in value] if key in spell and isinstance(value, list)
+           else value for key, value in data.items()}
+    if isinstance(out.get("settings"), dict):
+        out["settings"] = {registered(k, data_module.DATASETS) or k: v for k, v in out["settings"].items()}
+    return out

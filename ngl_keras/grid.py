@@ -12,7 +12,7 @@ from ngl_keras import formula
 from ngl_keras import losses as losses_module
 from ngl_keras import models as models_module
 from ngl_keras.settings import shown
-from ngl_keras import tasks
+from ngl_keras import names, tasks
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,12 @@ class LossSpec:
         or a bad argument fails now, before any run trains. `task_arguments` (the task's, e.g.
         segmentation's ignore_class=255) are added to its arguments; a loss that cannot take them
         is refused by name."""
-        if isinstance(item, str):
-            label, name, kwargs = item, item, {}
+        if isinstance(item, str):  # a name in any capitals (labelled by its registered name), `ngl(alpha=3.0)`, a formula
+            label, name, kwargs = names.parse_loss(item)
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
             kwargs = {k: v for k, v in item.items() if k not in ("name", "label")}
-            label, name = str(item.get("label", item["name"])), item["name"]
+            name = names.registered(item["name"], names.LOSSES) or item["name"]
+            label = str(item.get("label", name))
         else:
             raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; "
                              f"got {shown(item)}.")
@@ -166,7 +167,7 @@ def plan(grid, configs_dir, overrides=None, data_dir=None, sources=None):
         for model in model_names:
             size = settings.image_size
             source = sources.model(model)
-            models_module.check_image_size(source, size)
+            models_module.check_image_size(source, size, dataset)
             function = source if isinstance(source, models_module.ModelFunction) else None
             for spec in loss_specs:
                 for run in range(runs):

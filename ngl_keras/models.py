@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from ngl_keras.settings import shown
+from ngl_keras.names import MODELS as MODEL_NAMES, image_size_error, model_name
 
 
 def scale_to_unit(x):
@@ -37,20 +38,19 @@ def _resnet(input_shape, weights):
                                        input_shape=input_shape, pooling="max")
 
 
-MODELS = {m.name: m for m in (
-    ModelInfo("inceptionv3", 75, 3, _inception, keras.applications.inception_v3.preprocess_input),
-    ModelInfo("resnet50", 32, 3, _resnet, keras.applications.resnet50.preprocess_input),
-    ModelInfo("small_cnn", 16, 1, None, scale_to_unit),
-)}
+# The smallest image side and the channels of each are the Keras-free table ngl_keras.names.MODELS.
+MODELS = {name: ModelInfo(name, MODEL_NAMES[name].min_size, MODEL_NAMES[name].channels, backbone, preprocess)
+          for name, backbone, preprocess in (
+              ("inceptionv3", _inception, keras.applications.inception_v3.preprocess_input),
+              ("resnet50", _resnet, keras.applications.resnet50.preprocess_input),
+              ("small_cnn", None, scale_to_unit))}
 
 
 def info(name):
     """The `ModelInfo` of a registered model's name; a `ModelInfo` or `ModelFunction` is returned as it is."""
     if isinstance(name, (ModelInfo, ModelFunction)):
         return name
-    if name not in MODELS:
-        raise ValueError(f"unknown model {shown(name)}; known models: {', '.join(sorted(MODELS))}.")
-    return MODELS[name]
+    return MODELS[model_name(name)]  # any capitals; an unknown name: one line with "did you mean"
 
 
 def keep_as_given(x):
@@ -145,7 +145,7 @@ def from_function(function, classes, examples):
                          fingerprint)
 
 
-def check_image_size(name, size):
+def check_image_size(name, size, dataset=None):
     model = info(name)
     if isinstance(model, ModelFunction):
         return
@@ -153,8 +153,7 @@ def check_image_size(name, size):
         raise ValueError(f"model {shown(model.name)} needs images (N, height, width, channels); the data is not "
                          "images: give a model function for it.")
     if not isinstance(size, int) or size < model.min_size:
-        raise ValueError(f"image size {shown(size)} is below {model.name}'s minimum of {model.min_size} px; "
-                         f"use image_size >= {model.min_size}.")
+        raise ValueError(image_size_error(model.name, size, dataset))
 
 
 def paper_head(x, classes, output_activation):

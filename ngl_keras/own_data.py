@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ngl_keras import config as config_module
-
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"  # the repository's configs/
+from ngl_keras.resources import configs_dir as package_configs
 
 
 class Evaluation(NamedTuple):
@@ -42,8 +41,9 @@ def sources(model_fn, splits, name="arrays", classes=None):
 
 
 def configs_directory(configs_dir):
-    """`configs_dir` (default: the repository's configs/), checked to hold the arrays' dataset settings."""
-    configs_dir = Path(configs_dir) if configs_dir is not None else CONFIGS_DIR
+    """`configs_dir` (default: the package's configs, `resources.configs_dir`), checked to hold the
+    arrays' dataset settings."""
+    configs_dir = Path(configs_dir) if configs_dir is not None else package_configs()
     if not (configs_dir / "datasets" / config_module.ARRAYS_FILE).is_file():
         raise ValueError(f"configs directory {str(configs_dir)!r} holds no datasets/{config_module.ARRAYS_FILE}; "
                          "pass configs_dir= the repository's configs/ directory.")

@@ -4,9 +4,8 @@ preprocessing happen."""
 
 from dataclasses import dataclass
 
-import keras
-
-from ngl_keras.data.input import ArrayBatches, input_pipeline
+# Keras (and data.input, which needs it) load on use: the data package's names, and so a config,
+# are checked before any framework loads.
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,8 @@ class Placement:
         with `settings` (a dataset's settings) for `model` (a registry entry or a model function:
         its channels and preprocessing); the training input shuffled from `seed`; a source None
         stays None."""
+        from ngl_keras.data.input import ArrayBatches, input_pipeline
+
         train, validation, test = sources
         if not self.tf_data:
             common = dict(classes=dataset.classes, batch_size=settings.batch_size,
@@ -60,6 +61,8 @@ class Placement:
         the examples as given."""
         if self.tf_data:
             return model
+        import keras
+
         from ngl_keras import layers  # imports this package (Augmentation): loaded on use
 
         augmentation = augmentation if augmentation.active else None
@@ -77,4 +80,6 @@ class Placement:
 
 def placement():
     """The `Placement` of the current Keras backend."""
+    import keras
+
     return Placement(keras.backend.backend())

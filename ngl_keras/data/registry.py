@@ -9,6 +9,7 @@ augmentation, epochs) are config data in `configs/datasets/`.
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,9 +56,27 @@ def info(name, data_dir=None):
     `data_dir` (`tfds_info`). A `DatasetInfo` is returned as it is."""
     if isinstance(name, DatasetInfo):
         return name
-    if name in DATASETS:
-        return DATASETS[name]
+    if isinstance(name, str) and name.lower() in DATASETS:  # any capitals
+        return DATASETS[name.lower()]
     return tfds_info(name, data_dir)
+
+
+def known_name(name, data_dir=None):
+    """`name` as a grid gives it, checked without loading tfds: one of the paper's datasets (any
+    capitals: its registered name), or a tfds dataset whose directory exists in the data directory
+    (the full check, `tfds_info`, comes later); otherwise a one-line ValueError."""
+    from ngl_keras.names import did_you_mean, registered
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a dataset must be a name; got {name!r}.")
+    if registered(name, DATASETS):
+        return registered(name, DATASETS)
+    where = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    if "://" in str(where) or os.path.isdir(os.path.join(where, name.split(":")[0].split("/")[0])):
+        return name
+    raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}: not one of the paper's "
+                     f"({', '.join(sorted(DATASETS))}) and not prepared in {where}; accepted: those, or the name "
+                     "of a tfds image-classification dataset prepared there (--data-dir, or the config's datasets).")
 
 
 @functools.cache

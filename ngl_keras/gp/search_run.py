@@ -114,6 +114,14 @@ PROBE_NOTE = ("probe fitness: 1 - the true-class probability reached by gradient
               "batch; no model was trained, so these numbers rank candidates, they are no accuracy")
 
 
+# The probe saturates: its best formula tests the search machinery (proposal, screening, ranking,
+# resume) and can train to chance (10 % on Fashion-MNIST), so it is never printed as a loss to paste.
+PROBE_BEST = ("\nthe probe's best formula: {formula}\n"
+              "  a test of the search machinery, not a loss to use: the probe trains no model, and its best "
+              "formula may train no better than chance. To find a loss, search with a training fitness "
+              "(--experiment exp2_proxy).")
+
+
 def report(search_dir, generations=True):
     """The generation log (unless `generations` is False: the search printed it as it ran), hall
     of fame and best loss of a search directory, as text."""
@@ -135,7 +143,8 @@ def report(search_dir, generations=True):
             lines.append(f"  {rank:>2}. {'probe ' if probe else ''}fitness {fitness_text(fitness)}  {display}")
             lines.append(f"      LaTeX: {latex}")
     best = directory.path / "best_loss.txt"
-    if best.exists():
-        lines.append(("\nbest loss by the probe (untrained; train it to judge it): " if probe else "\nbest loss: ")
-                     + best.read_text().strip())
+    if best.exists() and probe:  # never as a loss to paste: it may train to chance
+        lines.append(PROBE_BEST.format(formula=entries[0][2] if fame_path.exists() and entries else "none"))
+    elif best.exists():
+        lines.append("\nbest loss: " + best.read_text().strip())
     return "\n".join(lines).lstrip("\n")

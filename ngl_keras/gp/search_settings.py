@@ -146,15 +146,15 @@ def load_config(path, overrides=None, defaults=None):
 def check_references(settings):
     """`fitness.references` (of `Fitness` settings): losses scored with the search's own fitness as
     reference points; registry names or formulas for a training fitness, formulas only for the probe
-    fitness."""
-    from ngl_keras import losses
+    fitness. Checked without Keras (`ngl_keras.names`)."""
+    from ngl_keras.names import LOSSES, parse_loss
 
     names = settings.references or []
     if len(set(names)) != len(names):
         raise ValueError(f"fitness references must be unique; got {names}.")
     for name in names:
-        losses.entry(name)  # an unknown name fails here
-        if name.strip().lower() not in losses.REGISTRY:
+        _, found, _ = parse_loss(name)  # an unknown name fails here
+        if found not in LOSSES:
             formula.parse(name)  # a formula: it must parse
         elif settings.kind == "probe":
             raise ValueError(f"fitness reference {name!r}: the probe fitness scores formulas only; "

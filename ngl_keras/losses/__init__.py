@@ -24,6 +24,7 @@ from ngl_keras.losses.baselines import (
 from ngl_keras.losses.expression import ExpressionLoss, expression_loss
 from ngl_keras.losses.ngl import NGL, ngl
 from ngl_keras.settings import in_float32, shown
+from ngl_keras.names import LOSSES as LOSS_NAMES, YAML_FORM, parse_loss
 
 
 @dataclass(frozen=True)
@@ -45,31 +46,28 @@ _FOCAL_GAMMA = (lambda v: v >= 0, "a number >= 0 (with gamma < 0, (1 - p)^gamma 
                 "overflows float32 below -5.5)")
 
 
-_ENTRIES = (
-    LossEntry("ce", keras.losses.CategoricalCrossentropy,
-              "categorical cross entropy (Keras; one-hot labels)", build_ignoring=CrossEntropy),
-    LossEntry("sparse_ce", keras.losses.SparseCategoricalCrossentropy,
-              "categorical cross entropy (Keras; integer labels)"),
-    # CE + L2: the loss is CE; the model builder puts `l2` on every kernel. Strength unknown
-    # in the paper: 1e-4 is our default, the configs say so.
-    LossEntry("ce_l2", keras.losses.CategoricalCrossentropy,
-              "CE with L2 weight regularisation on the kernels (paper baseline)", kernel_l2=1e-4,
-              build_ignoring=CrossEntropy),
-    LossEntry("focal", keras.losses.CategoricalFocalCrossentropy,
-              "focal loss, Lin et al. 2017 (Keras; one-hot labels)", build_ignoring=FocalCrossEntropy,
-              bounds={"gamma": _FOCAL_GAMMA}),
-    LossEntry("ngl", NGL, "Next Generation Loss, Akhmedova & Körber 2024"),
-    LossEntry("sce", SymmetricCrossEntropy, "symmetric cross entropy, Wang et al. 2019"),
-    LossEntry("dice", SoftDice, "multi-class soft Dice (batch-level)"),
-    LossEntry("bi_tempered", BiTemperedLogisticLoss, "bi-tempered logistic loss, Amid et al. 2019"),
-    LossEntry("anyloss", AnyLoss, "AnyLoss, Han et al. 2024 (batch-level)"),
-    LossEntry("anyloss_accuracy", AnyLoss, "AnyLoss of accuracy", {"metric": "accuracy"}),
-    LossEntry("anyloss_f1", AnyLoss, "AnyLoss of F1", {"metric": "fbeta", "beta": 1.0}),
-    LossEntry("anyloss_fbeta", AnyLoss, "AnyLoss of F-beta", {"metric": "fbeta"}),
-    LossEntry("anyloss_gmean", AnyLoss, "AnyLoss of G-mean", {"metric": "gmean"}),
-    LossEntry("anyloss_balanced_accuracy", AnyLoss, "AnyLoss of balanced accuracy",
-              {"metric": "balanced_accuracy"}),
-)
+# Each registered name's classes (the one that builds it, and the one for void labels where that
+# one takes no ignore_class); its source, arguments and fixed values are the Keras-free table
+# ngl_keras.names.LOSSES, which checks a command line before Keras loads.
+_CLASSES = {
+    "ce": (keras.losses.CategoricalCrossentropy, CrossEntropy),
+    "sparse_ce": (keras.losses.SparseCategoricalCrossentropy, None),
+    "ce_l2": (keras.losses.CategoricalCrossentropy, CrossEntropy),
+    "focal": (keras.losses.CategoricalFocalCrossentropy, FocalCrossEntropy),
+    "ngl": (NGL, None),
+    "sce": (SymmetricCrossEntropy, None),
+    "dice": (SoftDice, None),
+    "bi_tempered": (BiTemperedLogisticLoss, None),
+    "anyloss": (AnyLoss, None),
+    "anyloss_accuracy": (AnyLoss, None),
+    "anyloss_f1": (AnyLoss, None),
+    "anyloss_fbeta": (AnyLoss, None),
+    "anyloss_gmean": (AnyLoss, None),
+    "anyloss_balanced_accuracy": (AnyLoss, None),
+}
+_BOUNDS = {"focal": {"gamma": _FOCAL_GAMMA}}  # limits of Keras's own losses' arguments
+_ENTRIES = tuple(LossEntry(name, build, LOSS_NAMES[name].source, LOSS_NAMES[name].fixed, LOSS_NAMES[name].kernel_l2,
+                           ignoring, _BOUNDS.get(name, {})) for name, (build, ignoring) in _CLASSES.items())
 REGISTRY = {entry.name: entry for entry in _ENTRIES}
 
 
@@ -77,21 +75,12 @@ def names():
     return sorted(REGISTRY)
 
 
-def _is_formula(name):
-    return any(ch in name for ch in "()+-*/^ ")
-
-
 def entry(name):
-    """The registry entry of `name`; a formula gets an ExpressionLoss entry."""
-    if not isinstance(name, str):
-        raise ValueError(f"a loss name must be a string; got {shown(name)}.")
-    key = name.strip().lower()
-    if key in REGISTRY:
-        return REGISTRY[key]
-    if _is_formula(name):
-        return LossEntry(name, functools.partial(ExpressionLoss, name), "formula", {})
-    raise ValueError(f"unknown loss {shown(name)}; known losses: {', '.join(names())}, "
-                     "or a formula over p and y such as 'exp(2.4092 - p*(1+y)) - cos(cos(sin(p)))'.")
+    """The registry entry of `name` (any capitals); a formula gets an ExpressionLoss entry."""
+    _, found, _ = parse_loss(name)
+    if found in REGISTRY:
+        return REGISTRY[found]
+    return LossEntry(name, functools.partial(ExpressionLoss, name), "formula", {})
 
 
 def split_kwargs(name, kwargs):
@@ -138,6 +127,7 @@ def get(name, **kwargs):
                              f"(ignore_class={ignore_class}); build it with ignore_class={ignore_class}, "
                              "or name a registered loss.")
         return name
+    name, kwargs = _with_call_arguments(name, kwargs)
     found = entry(name)
     loss_kwargs, _ = split_kwargs(name, kwargs)
     build = found.build
@@ -149,12 +139,21 @@ def get(name, **kwargs):
     try:
         return build(**loss_kwargs)
     except TypeError as error:
-        raise ValueError(f"loss {shown(name)} does not accept {shown(sorted(kwargs))}: {error}") from None
+        raise ValueError(f"loss {shown(name)} does not accept {shown(sorted(kwargs))}: {error} (in a config: {YAML_FORM}).") from None
 
 
 def kernel_l2(name, **kwargs):
     """L2 strength the model builder applies to the kernels for loss `name` (0 for most)."""
-    return split_kwargs(name, kwargs)[1]
+    return split_kwargs(*_with_call_arguments(name, kwargs))[1]
+
+
+def _with_call_arguments(name, kwargs):
+    """(registered name, arguments) of `ngl(alpha=3.0)`-style text (its arguments under `kwargs`);
+    other names as given."""
+    if not isinstance(name, str):
+        return name, kwargs
+    _, found, arguments = parse_loss(name)
+    return (found, {**arguments, **kwargs}) if found in REGISTRY else (name, kwargs)
 
 
 __all__ = [
@@ -162,5 +161,5 @@ __all__ = [
     "ExpressionLoss", "CrossEntropy", "FocalCrossEntropy", "ngl", "anyloss", "symmetric_cross_entropy",
     "soft_dice", "cross_entropy", "focal_cross_entropy",
     "bi_tempered_logistic_loss", "tempered_softmax", "expression_loss", "get", "names",
-    "entry", "kernel_l2", "REGISTRY",
+    "entry", "kernel_l2", "REGISTRY", "parse_loss",
 ]

@@ -92,7 +92,9 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     assert len(evaluations) == sum(g["trained"] for g in generations)
     text = search_run.report(out)
     assert "generation 2: best" in text and "hall of fame (probe fitness: 1 - the true-class" in text
-    assert f"best loss by the probe (untrained; train it to judge it): {line}" in text
+    # A probe's best formula is never printed as a loss to paste (it may train to chance).
+    assert f"the probe's best formula: {fame[0]['display']}\n  a test of the search machinery, not a loss to use" \
+        in text and "ExpressionLoss" not in text
     assert "  1. probe fitness (" in text
     # What the command printed: one line per candidate trained, one per generation (once), the summary.
     candidates = [x for x in printed if x.startswith("candidate ")]
