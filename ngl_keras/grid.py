@@ -15,6 +15,11 @@ from ngl_keras.settings import shown
 from ngl_keras import names, tasks
 
 
+class LossOverflows(ValueError):
+    """A formula that is inf or NaN on the probe batch: a user's loss is refused with it before the
+    grid trains; the search's fitness counts such a candidate as diverged, as training would."""
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """A loss of the grid: its label in tables, registry name and arguments, and what the loss
@@ -47,7 +52,7 @@ class LossSpec:
         kwargs = {**kwargs, **(task_arguments or {})}
         loss = losses_module.get(name, **kwargs)
         if isinstance(loss, losses_module.ExpressionLoss) and formula.probe_overflows(loss.tree, loss.get_config()["epsilon"]):
-            raise ValueError(f"loss {shown(name)} is inf or NaN in float32 on a probe batch (p in (0, 1), y one-hot): "
+            raise LossOverflows(f"loss {shown(name)} is inf or NaN in float32 on a probe batch (p in (0, 1), y one-hot): "
                              "it overflows at the first training step; scale its constants down.")
         config = {k: v for k, v in loss.get_config().items() if k != "name"}
         return cls(label, name, kwargs, config, takes_logits(loss))

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from ngl_keras import data as data_module
-from ngl_keras import recipe, training
+from ngl_keras import recipe, tasks
 from ngl_keras.gp.interpreter import DEFAULT_MAX_SIZE, InterpretedLoss
 from ngl_keras.losses import ExpressionLoss
 
@@ -73,7 +73,7 @@ class CompiledRun:
         expression = interpretable(run)
         self.loss = InterpretedLoss(expression.tree, epsilon=expression.get_config()["epsilon"])
         self.train, self.validation, _ = datasets.pipelines(run, 1, test=False)
-        self.model = owning(training.build_model(run, self.loss, self.train), self.loss.program)
+        self.model = owning(tasks.get(run.task).build_model(run, self.train), self.loss.program)
         self.model.compile(optimizer=recipe.optimizer(run.settings), loss=self.loss, metrics=["accuracy"],
                            jit_compile="auto")
         self.model.optimizer.build(self.model.trainable_variables)

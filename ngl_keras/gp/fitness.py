@@ -199,8 +199,11 @@ class _Trainer:
         """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
         from ngl_keras import distribution, grid, training
 
-        runs = grid.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
-                         self.datasets.data_dir, self.sources)
+        try:
+            runs = grid.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
+                             self.datasets.data_dir, self.sources)
+        except grid.LossOverflows:  # it would diverge at the first step: diverged on every dataset
+            return [(dataset, None) for dataset in self.grid["datasets"]]
         out = []
         for run in runs:
             compiled = self._compiled_run(run)
