@@ -383,14 +383,15 @@ def accuracy_curves(records, path):
         plt.close(figure)
 
 
-def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy"):
+def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy", runs_option="--runs 3"):
     """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown of
-    `metric`, which ends with `trust_note` (against the benchmark records in `reference_dir`)."""
+    `metric`, which ends with `trust_note` (against the benchmark records in `reference_dir`;
+    `runs_option` is how the caller asks for more runs: a flag, or the API's `runs=3`)."""
     out_dir = Path(out_dir)
     result = table(records, metric=metric)
     text = markdown(result, compare_paper)
     if records:
-        text += "\n" + trust_note(records, reference_dir, metric=metric)
+        text += "\n" + trust_note(records, reference_dir, metric=metric, runs_option=runs_option)
     atomic_write(out_dir / "table.md", text + "\n")  # a full disk leaves the old table, never an empty one
     atomic_write(out_dir / "table.csv", csv_text(result))
     if records:
@@ -445,7 +446,7 @@ def _spread_text(stats, baseline, metric="test_accuracy"):
 GRID_RECORD_KEYS = ("dataset", "model", "loss", "seed", "weights", "config")  # and the metric
 
 
-def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy"):
+def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy", runs_option="--runs 3"):
     """One line saying how far the table's differences can be trusted.
 
     With several runs per loss: their spread (std of accuracy, range and std of the paired
@@ -475,6 +476,6 @@ def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy
     text = _spread_text(spread(list(matches.values()), baseline, metric), baseline, metric)
     if not text:
         return ("One run per loss, and no seed-to-seed spread recorded for this schedule: a difference "
-                "of a point or two may be noise (--runs 3 measures it).")
+                f"of a point or two may be noise ({runs_option} measures it).")
     return (f"One run per loss: a difference within the seed-to-seed spread measured for this schedule is "
             f"noise ({', '.join(sources)}): {text}.")

@@ -73,6 +73,13 @@ def test_evaluate_trains_each_loss_on_paired_seeds_and_its_table_is_the_records_
     assert (out / "table.md").read_text().strip() == result.table.strip()
 
 
+def test_a_single_run_tables_note_names_the_apis_runs_argument(tmp_path):
+    result = ngl_keras.evaluate(["ce", "ngl"], small_model, TRAIN, VALIDATION, TEST, epochs=1, batch_size=32,
+                                out=tmp_path / "out", strategy="none", log=lambda *_: None)
+    assert result.table.endswith("\nOne run per loss, and no seed-to-seed spread recorded for this schedule: a "
+                                 "difference of a point or two may be noise (runs=3 measures it).")
+
+
 class Interrupted(Exception):
     pass
 
