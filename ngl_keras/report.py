@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,7 +370,7 @@ def accuracy_curves(records, path):
             length = min(len(c) for c in runs)
             mean = np.mean([c[:length] for c in runs], axis=0)
             axis.plot(range(1, length + 1), mean, marker="o", label=loss)
-        axis.set_title(dataset)
+        axis.set_title(curves_title(records, dataset), fontsize="medium")
         axis.set_xlabel("epoch")
         # whole epochs, even when there is only one
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
@@ -381,6 +381,15 @@ def accuracy_curves(records, path):
         atomic_savefig(figure, path, dpi=90)
     finally:
         plt.close(figure)
+
+
+def curves_title(records, dataset):
+    """A panel's title: the dataset, the models whose runs are averaged and how many runs per loss."""
+    mine = [r for r in records if r["dataset"] == dataset]
+    counts = sorted(Counter(r["loss"] for r in mine).values())
+    runs = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+    what = "1 run" if counts[-1] == 1 else f"mean of {runs} runs"
+    return f"{dataset}: {', '.join(sorted({r['model'] for r in mine}))}, {what} per loss"
 
 
 def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy", runs_option="--runs 3"):
