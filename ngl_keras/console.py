@@ -37,6 +37,9 @@ HARMLESS = tuple(re.compile(pattern) for pattern in (
     r"^I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\.",
     r"^I\d{4} [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use",
     r"^To enable the following instructions: .*, in other operations, rebuild TensorFlow with",
+    # float16 (or another type) on a CPU without AVX-512 FP16: TensorFlow's own kernels run instead
+    r"^E\d{4} [\d:. ]+\d+ util\.cc:\d+\] oneDNN supports DT_\w+ only on platforms with AVX-512\. Falling back "
+    r"to the default Eigen-based implementation if present\.$",
 ))
 # Lines that say no NVIDIA GPU can be used: noise on a machine without one (no driver, no device
 # node), a real fault on a machine with one (a driver TensorFlow cannot load), shown there.

@@ -118,6 +118,9 @@ def from_function(function, classes, examples):
     """`function` checked as a `ModelFunction` for `classes` classes: callable, returning a
     keras.Model that takes `examples` (a few examples of the data, shape (n, ...)) and gives
     softmax probabilities of shape (n, classes). One-line ValueErrors say what is wrong."""
+    if isinstance(function, keras.Model):  # callable, but calling it with num_classes fails deep in Keras
+        raise ValueError("model_fn must be a function returning a new model; got a keras.Model instance: wrap it, "
+                         "e.g. lambda num_classes: keras.models.clone_model(model) (new weights on every call).")
     if not callable(function):
         raise ValueError(f"model_fn must be callable (num_classes -> uncompiled keras.Model ending in softmax); "
                          f"got {type(function).__name__}.")

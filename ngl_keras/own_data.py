@@ -115,4 +115,4 @@ def evaluate(losses, model_fn, train, validation, test, *, epochs=None, batch_si
 def _evaluate(runs, out, strategy, mixed_precision, verbose, log, training, report):
     records = training.run_grid(runs, out, strategy=strategy, mixed_precision=mixed_precision, verbose=verbose,
                                 log=log)
-    return Evaluation(records, report.write(records, out))
+    return Evaluation(records, report.write(records, out, runs_option="runs=3"))

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -413,7 +413,7 @@ def accuracy_curves(records, path, key="val_accuracy"):
             length = min(len(c) for c in runs)
             mean = np.mean([c[:length] for c in runs], axis=0)
             axis.plot(range(1, length + 1), mean, marker="o", label=loss)
-        axis.set_title(dataset)
+        axis.set_title(curves_title(records, dataset), fontsize="medium")
         axis.set_xlabel("epoch")
         # whole epochs, even when there is only one
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
@@ -424,6 +424,15 @@ def accuracy_curves(records, path, key="val_accuracy"):
         atomic_savefig(figure, path, dpi=90)
     finally:
         plt.close(figure)
+
+
+def curves_title(records, dataset):
+    """A panel's title: the dataset, the models whose runs are averaged and how many runs per loss."""
+    mine = [r for r in records if r["dataset"] == dataset]
+    counts = sorted(Counter(r["loss"] for r in mine).values())
+    runs = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+    what = "1 run" if counts[-1] == 1 else f"mean of {runs} runs"
+    return f"{dataset}: {', '.join(sorted({r['model'] for r in mine}))}, {what} per loss"
 
 
 def reliability_diagram(records, path):
@@ -474,10 +483,11 @@ def figures(records):
     return names
 
 
-def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None):
+def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None, runs_option="--runs 3"):
     """Write table.md, table.csv and the `figures` to `out_dir`; return the Markdown of `metric`
     (None: the task's default), which ends with `trust_note` (against the benchmark records in
-    `reference_dir`)."""
+    `reference_dir`; `runs_option` is how the caller asks for more runs: a flag, or the API's
+    `runs=3`)."""
     from ngl_keras.tasks import of_records
 
     out_dir = Path(out_dir)
@@ -488,7 +498,7 @@ def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None
     if compare_paper and task.name == "segmentation":
         text += "\n\n" + segmentation_paper_table(records)
     if records:
-        text += "\n" + trust_note(records, reference_dir, metric=metric)
+        text += "\n" + trust_note(records, reference_dir, metric=metric, runs_option=runs_option)
     atomic_write(out_dir / "table.md", text + "\n")  # a full disk leaves the old table, never an empty one
     atomic_write(out_dir / "table.csv", csv_text(result))
     if records:
@@ -573,7 +583,7 @@ def _spread_text(stats, baseline, metric="test_accuracy"):
 GRID_RECORD_KEYS = ("dataset", "model", "loss", "seed", "weights", "config")  # and the metric
 
 
-def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy"):
+def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy", runs_option="--runs 3"):
     """One line saying how far the table's differences can be trusted.
 
     With several runs per loss: their spread (std of accuracy, range and std of the paired
@@ -603,6 +613,6 @@ def trust_note(records, reference_dir=None, baseline="ce", metric="test_accuracy
     text = _spread_text(spread(list(matches.values()), baseline, metric), baseline, metric)
     if not text:
         return ("One run per loss, and no seed-to-seed spread recorded for this schedule: a difference "
-                "of a point or two may be noise (--runs 3 measures it).")
+                f"of a point or two may be noise ({runs_option} measures it).")
     return (f"One run per loss: a difference within the seed-to-seed spread measured for this schedule is "
             f"noise ({', '.join(sources)}): {text}.")

@@ -136,10 +136,11 @@ def _history(epochs):
 
 
 def _write_history_csv(path, history):
+    """history.csv: one row per epoch, counted from 1 as the console's epoch lines count them."""
     keys = list(history)
     rows = ["epoch," + ",".join(keys)]
     for epoch in range(len(history.get("loss", []))):
-        rows.append(f"{epoch}," + ",".join(repr(history[k][epoch]) if epoch < len(history[k]) else ""
+        rows.append(f"{epoch + 1}," + ",".join(repr(history[k][epoch]) if epoch < len(history[k]) else ""
                                             for k in keys))
     atomic_write(path, "\n".join(rows) + "\n")
 

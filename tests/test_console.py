@@ -21,6 +21,8 @@ BANNERS = [
     "use available CPU instructions in performance-critical operations.",
     "To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other operations, "
     "rebuild TensorFlow with the appropriate compiler flags.",
+    "E0000 00:00:1795799881.061667    4150 util.cc:131] oneDNN supports DT_HALF only on platforms with AVX-512. "
+    "Falling back to the default Eigen-based implementation if present.",
 ]
 NO_GPU = [
     "I0000 00:00:1795799776.010194    2829 cudart_stub.cc:31] Could not find cuda drivers on your machine, "

@@ -189,6 +189,15 @@ def test_unknown_dataset_and_missing_split_and_offline_dataset_are_named():
         data.load_split("cifar10", "train", data_dir="/nonexistent")
 
 
+def test_an_unprepared_dataset_gives_the_tfds_build_command_and_not_tfdss_message():
+    with pytest.raises(ValueError) as raised:
+        data.load_split("cifar10", "train", data_dir="/nonexistent")
+    assert str(raised.value) == (
+        "dataset 'cifar10' (tfds 'cifar10') is not available offline in /nonexistent: nothing is downloaded; "
+        "prepare it on a machine with internet with `tfds build cifar10 --data_dir /nonexistent` and copy it "
+        "there, or pass --data-dir")
+
+
 def test_fused_transform_matches_flip_shift_and_zoom_done_separately():
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 255, (3, 16, 20, 3)).astype("float32")

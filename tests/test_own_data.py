@@ -73,6 +73,13 @@ def test_evaluate_trains_each_loss_on_paired_seeds_and_its_table_is_the_records_
     assert (out / "table.md").read_text().strip() == result.table.strip()
 
 
+def test_a_single_run_tables_note_names_the_apis_runs_argument(tmp_path):
+    result = ngl_keras.evaluate(["ce", "ngl"], small_model, TRAIN, VALIDATION, TEST, epochs=1, batch_size=32,
+                                out=tmp_path / "out", strategy="none", log=lambda *_: None)
+    assert result.table.endswith("\nOne run per loss, and no seed-to-seed spread recorded for this schedule: a "
+                                 "difference of a point or two may be noise (runs=3 measures it).")
+
+
 class Interrupted(Exception):
     pass
 
@@ -189,6 +196,8 @@ BAD = [
      "give every split the same shape."),
     (dict(validation=VALIDATION[0]), "validation must be a pair (x, y) of arrays; got ndarray."),
     (dict(model_fn=3), "model_fn must be callable (num_classes -> uncompiled keras.Model ending in softmax); got int."),
+    (dict(model_fn=small_model(CLASSES)), "model_fn must be a function returning a new model; got a keras.Model "
+     "instance: wrap it, e.g. lambda num_classes: keras.models.clone_model(model) (new weights on every call)."),
     (dict(model_fn=lambda c: "model"),
      "model_fn(3) returned str; it must return a keras.Model (uncompiled, ending in softmax)."),
     (dict(model_fn=four_outputs),
@@ -216,6 +225,16 @@ def test_bad_inputs_are_refused_before_training_with_one_line(tmp_path, change, 
                            call.pop("test"), epochs=1, **call)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()  # nothing trained or written
+
+
+def test_a_model_instance_given_to_search_is_refused_in_one_line_and_its_suggestion_works(tmp_path):
+    model = small_model(CLASSES)
+    with pytest.raises(ValueError, match=r"^model_fn must be a function returning a new model; got a keras.Model "
+                                         r"instance: wrap it, e.g. lambda num_classes: "):
+        ngl_keras.gp.search(model, TRAIN, VALIDATION, out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    checked = models.from_function(lambda num_classes: keras.models.clone_model(model), CLASSES, TRAIN[0][:2])
+    assert checked.fingerprint == models.from_function(small_model, CLASSES, TRAIN[0][:2]).fingerprint
 
 
 def test_a_search_config_cannot_name_other_data_and_a_config_file_is_merged(tmp_path):

@@ -11,7 +11,8 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 # Each python block of the README is found by a piece of code only it contains; a new block needs
 # an entry here and a test below.
-EXAMPLES = {"losses": "loss=ngl_keras.NGL()", "figure_1": "plots.loss_curves(", "own_data": "ngl_keras.gp.search("}
+EXAMPLES = {"quickstart": "keras.Input((784,))", "losses": "keras.models.load_model(path)",
+            "figure_1": "plots.loss_curves(", "own_data": "ngl_keras.gp.search("}
 
 
 def blocks():
@@ -34,10 +35,21 @@ def test_every_python_block_of_the_readme_is_an_example_tested_here():
 
 
 @pytest.mark.any_backend
+def test_quickstart_is_three_lines_that_compile_a_model_with_ngl(tmp_path, monkeypatch):
+    import ngl_keras
+
+    (code,) = [block for block in blocks() if EXAMPLES["quickstart"] in block]
+    assert len(code.strip().splitlines()) == 3
+    ns = run_example("quickstart", tmp_path, monkeypatch)
+    assert type(ns["model"].loss) is ngl_keras.NGL and ns["model"].compiled
+
+
+@pytest.mark.any_backend
 def test_losses_example_trains_saves_and_reloads_ngl(tmp_path, monkeypatch, capsys):
     import ngl_keras
 
     ns = run_example("losses", tmp_path, monkeypatch)
+    assert list(tmp_path.iterdir()) == []  # the saved model went to a temporary directory, now removed
     reloaded, x = ns["reloaded"], ns["x"]
     assert type(reloaded.loss) is ngl_keras.NGL and reloaded.loss.get_config()["alpha"] == pytest.approx(2.4092)
     assert "alpha=2.4092" in capsys.readouterr().out  # what the comment says it prints

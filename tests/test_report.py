@@ -263,3 +263,13 @@ def test_accuracy_curves_have_whole_epoch_ticks(tmp_path, monkeypatch, epochs):
     report.accuracy_curves(records, tmp_path / "val_accuracy.png")
     ticks = visible_ticks(figures[0].axes[0])
     assert ticks and all(t == int(t) for t in ticks) and set(range(1, epochs + 1)) <= set(ticks)
+
+
+def test_accuracy_curves_name_the_models_and_the_runs_per_loss(tmp_path, monkeypatch):
+    figures = saved_figures(monkeypatch)
+    records = [{**record("fashion_mnist", loss, 0.8, model=model), "history": {"val_accuracy": [0.5, 0.8]}}
+               for loss in ("ce", "ngl") for model in ("resnet50", "inceptionv3") for _ in range(3)]
+    report.accuracy_curves(records + [{**record("cifar10", "ce", 0.8), "history": {"val_accuracy": [0.5]}}],
+                           tmp_path / "val_accuracy.png")
+    assert [axis.get_title() for axis in figures[0].axes] == [
+        "cifar10: small_cnn, 1 run per loss", "fashion_mnist: inceptionv3, resnet50, mean of 6 runs per loss"]

@@ -79,6 +79,14 @@ def test_grid_writes_one_record_per_run_and_a_table_the_numbers_support(tmp_path
     assert messages == ["4 runs in the grid, 4 already finished, 0 to train."] and len(again) == 4
 
 
+@pytest.mark.any_backend
+def test_history_csv_counts_epochs_from_1_as_the_console_does(tmp_path):
+    history = {"loss": [0.9, 0.5], "accuracy": [0.6, 0.8], "val_accuracy": [0.7]}
+    training._write_history_csv(tmp_path / "history.csv", history)
+    assert (tmp_path / "history.csv").read_text() == (
+        "epoch,loss,accuracy,val_accuracy\n1,0.9,0.6,0.7\n2,0.5,0.8,\n")
+
+
 def test_table_counts_better_same_worse_and_leaves_diverged_runs_out():
     records = [
         {"dataset": "a", "loss": "ce", "status": "ok", "test_accuracy": 0.80},

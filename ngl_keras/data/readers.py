@@ -72,11 +72,16 @@ def load_split(name, spec, data_dir=None, limit=None):
     return _load_data_source(dataset, spec, data_dir, limit)
 
 
-def _not_prepared(dataset, data_dir, error, how):
+def _not_prepared(dataset, data_dir, file_format=""):
+    """The one line for a dataset tfds cannot read offline: the command that prepares it. tfds's
+    own message is left out: it is long, suggests download=True, which is never used here, and
+    cut short it says nothing."""
     where = data_dir or "~/tensorflow_datasets"
+    command = f"tfds build {dataset.tfds_name}{file_format}{' --data_dir ' + data_dir if data_dir else ''}"
     return ValueError(
         f"dataset {shown(dataset.name)} (tfds {shown(dataset.tfds_name)}) is not available offline in {where}: "
-        f"{how}, or pass --data-dir ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+        f"nothing is downloaded; prepare it on a machine with internet with `{command}` and copy it there, "
+        "or pass --data-dir")
 
 
 def _load_data_source(dataset, spec, data_dir, limit):
@@ -84,11 +89,9 @@ def _load_data_source(dataset, spec, data_dir, limit):
 
     try:
         source = tfds.data_source(dataset.tfds_name, split=spec, data_dir=data_dir, download=False)
-    except Exception as error:  # tfds raises several types for a missing or unprepared dataset
-        raise _not_prepared(dataset, data_dir, error, (
-            f"without TensorFlow it must be prepared as array_record, on a machine with internet: "
-            f"`tfds build {dataset.tfds_name} --file_format=array_record"
-            f"{' --data_dir ' + data_dir if data_dir else ''}`")) from None
+    except Exception:  # tfds raises several types for a missing or unprepared dataset
+        # without TensorFlow, tfds reads only the array_record file format
+        raise _not_prepared(dataset, data_dir, " --file_format=array_record") from None
     return RecordSource(source, limit, dataset.image_key, dataset.label_key)
 
 
@@ -115,9 +118,8 @@ def _load_tfds(dataset, spec, data_dir, limit):
 
     try:
         ds = tfds.load(dataset.tfds_name, split=spec, data_dir=data_dir, download=False, shuffle_files=False)
-    except Exception as error:  # tfds raises several types for a missing, unprepared dataset
-        raise _not_prepared(dataset, data_dir, error,
-                            "prepare it there with tfds on a machine with internet") from None
+    except Exception:  # tfds raises several types for a missing, unprepared dataset
+        raise _not_prepared(dataset, data_dir) from None
     ds = ds.map(lambda example: (example[dataset.image_key], example[dataset.label_key]))
     return ds.take(limit) if limit is not None else ds
 

@@ -124,7 +124,7 @@ class SearchDirectory:
         import matplotlib.pyplot as plt
         import matplotlib.ticker
 
-        figure, axis = plt.subplots(figsize=(6, 3.5))
+        figure, axis = plt.subplots(figsize=(7.5, 3.5))
         xs = [g["generation"] for g in generations]
         axis.plot(xs, [g["best_fitness"][0] for g in generations], marker="o", label="best")
         axis.plot(xs, [g["median_fitness"][0] for g in generations], marker="s", label="median")
@@ -134,8 +134,11 @@ class SearchDirectory:
         axis.set_xlabel("generation")
         # whole generations, even when there is only one
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
-        axis.set_ylabel("fitness (first component, lower is better)")
-        axis.legend()
+        axis.set_ylabel("fitness (lower is better)")
+        if len(generations[-1]["best_fitness"]) > 1:
+            axis.set_title("first component of the fitness", fontsize="medium")
+        # beside the axes, not over them: the legend hides no reference line and no point
+        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         figure.tight_layout()
         atomic_savefig(figure, self.path / "fitness.png", dpi=90)
         plt.close(figure)

@@ -458,6 +458,22 @@ def test_the_fitness_plot_has_whole_generation_ticks(tmp_path, monkeypatch):
         assert ticks and all(t == int(t) for t in ticks) and set(range(count)) <= set(ticks)
 
 
+def test_the_fitness_plots_label_fits_and_its_legend_hides_no_reference_line(tmp_path, monkeypatch):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tests.test_report import saved_figures
+
+    figures = saved_figures(monkeypatch)
+    generations = [{"generation": g, "best_fitness": [0.3 - 0.01 * g], "median_fitness": [0.5],
+                    "references": {"ce": [0.2437], "ngl": [0.2693]}} for g in range(3)]
+    search_directory.SearchDirectory(tmp_path).plot(generations)
+    figure = figures[-1]
+    axis, renderer = figure.axes[0], FigureCanvasAgg(figure).get_renderer()  # the figure is closed once saved
+    label, plot_area = axis.yaxis.label.get_window_extent(renderer), axis.get_window_extent(renderer)
+    assert axis.get_ylabel() == "fitness (lower is better)" and label.height <= plot_area.height
+    assert not axis.get_legend().get_window_extent(renderer).overlaps(plot_area)  # beside the axes
+
+
 @pytest.mark.any_backend
 def test_a_generation_line_shows_the_best_formula_with_constants_folded_as_the_hall_of_fame_does():
     summary = {"generation": 1, "best_fitness": [0.2], "median_fitness": [0.3], "proposed": 3, "rejected": {},
