@@ -94,7 +94,10 @@ class SearchDirectory:
         atomic_write(self.path / "hall_of_fame.json", json.dumps(fame, indent=2))
         if fame:  # folded as the hall of fame shows it, the constants exact
             folded = formula.to_text(formula.fold_constants(best[0]["tree"], epsilon))
-            atomic_write(self.path / "best_loss.txt", best_loss_line(folded, epsilon) + "\n")
+            if cfg.probe:  # never a loss to paste: the probe's best may train to chance
+                atomic_write(self.path / PROBE_BEST_FILE, PROBE_BEST_HEADER + folded + "\n")
+            else:
+                atomic_write(self.path / "best_loss.txt", best_loss_line(folded, epsilon) + "\n")
         self.plot(self.generations())
 
     def references(self, names, fitness, log=print):
@@ -142,6 +145,11 @@ class SearchDirectory:
         figure.tight_layout()
         atomic_savefig(figure, self.path / "fitness.png", dpi=90)
         plt.close(figure)
+
+
+PROBE_BEST_FILE = "probe_best_formula.txt"  # a probe search's best formula, in place of best_loss.txt
+PROBE_BEST_HEADER = ("# The probe fitness's best formula: a test of the search machinery, not a loss to use (it may "
+                     "train to chance);\n# search with a training fitness (e.g. --experiment exp2_proxy) for a loss.\n")
 
 
 def best_loss_line(text, epsilon):

@@ -142,7 +142,7 @@ def report(search_dir, generations=True):
         for rank, fitness, display, latex in entries:
             lines.append(f"  {rank:>2}. {'probe ' if probe else ''}fitness {fitness_text(fitness)}  {display}")
             lines.append(f"      LaTeX: {latex}")
-    best = directory.path / "best_loss.txt"
+    best = directory.path / ("probe_best_formula.txt" if probe else "best_loss.txt")
     if best.exists() and probe:  # never as a loss to paste: it may train to chance
         lines.append(PROBE_BEST.format(formula=entries[0][2] if fame_path.exists() and entries else "none"))
     elif best.exists():

@@ -78,11 +78,13 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     fame = json.loads((out / "hall_of_fame.json").read_text())
     assert fame[0]["rank"] == 1 and fame[0]["experiment"] == "smoke" and fame[0]["latex"]
     assert fame[0]["fitness"] == [generations[-1]["best_fitness"][0]]
-    line = (out / "best_loss.txt").read_text().strip()
-    # The best loss folded as the hall of fame shows it (constants exact), the same function.
-    formula = re.fullmatch(r'ExpressionLoss\("(.*)"\)', line).group(1)
+    # A probe search writes its best formula as a test of the machinery, never as a loss to paste;
+    # folded as the hall of fame shows it (constants exact), the same function.
+    assert not (out / "best_loss.txt").exists()
+    header, formula = (out / "probe_best_formula.txt").read_text().strip().rsplit("\n", 1)
+    assert "not a loss to use" in header and header.startswith("#")
     assert ex.to_text(ex.parse(formula), digits=4) == fame[0]["display"] and formula != fame[0]["formula"]
-    loss = eval(line, {"ExpressionLoss": __import__("ngl_keras").ExpressionLoss})  # the line is usable
+    loss = __import__("ngl_keras").ExpressionLoss(formula)
     unfolded = __import__("ngl_keras").ExpressionLoss(fame[0]["formula"])
     y_true, y_pred = [0, 1, 1], [[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]]
     assert np.isfinite(float(loss(y_true, y_pred)))
