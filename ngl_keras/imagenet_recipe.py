@@ -82,11 +82,11 @@ def learning_rate_schedule(global_batch, steps_per_epoch, epochs=EPOCHS, warmup_
         alpha=linear_scaled(min_lr_per_512, global_batch) / base)
 
 
-def no_weight_decay_variables(model):
+def no_weight_decay_variables(model, names=NO_WEIGHT_DECAY_NAMES):
     """The reference's exclusions: every 1-D variable (norms' scales and offsets, biases) and the
-    position tables."""
+    variables whose path holds one of `names` (the position tables)."""
     return [v for v in model.trainable_variables
-            if len(v.shape) <= 1 or any(name in v.path for name in NO_WEIGHT_DECAY_NAMES)]
+            if len(v.shape) <= 1 or any(name in v.path for name in names)]
 
 
 def adamw(model, learning_rate, weight_decay=WEIGHT_DECAY, global_clipnorm=GLOBAL_CLIPNORM, betas=BETAS,

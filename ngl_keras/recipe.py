@@ -3,12 +3,44 @@
 import keras
 
 
-def optimizer(settings):
-    """The dataset's optimizer: SGD with momentum, or Adam, at its learning rate."""
+def optimizer(settings, model=None, steps_per_epoch=None, global_batch=None):
+    """The dataset's optimizer: SGD with momentum, Adam, or AdamW (the ImageNet recipes: no weight
+    decay on `model`'s 1-D variables and those named in `no_weight_decay`, gradient clipped to a
+    global norm), at its learning rate or its `schedule` over `steps_per_epoch` steps per epoch;
+    rates scaled for `global_batch` images per step when the optimizer gives a `reference_batch`."""
     opt = settings.optimizer
+    rate = learning_rate(settings, steps_per_epoch, global_batch)
     if opt.name == "sgd":
-        return keras.optimizers.SGD(opt.learning_rate, momentum=opt.momentum)
-    return keras.optimizers.Adam(opt.learning_rate)
+        return keras.optimizers.SGD(rate, momentum=opt.momentum)
+    if opt.name == "adam":
+        return keras.optimizers.Adam(rate)
+    from ngl_keras import imagenet_recipe
+
+    # Keras's defaults where the config is silent (weight decay 0.004, epsilon 1e-7: not PyTorch's)
+    given = {k: getattr(opt, k) for k in ("weight_decay", "beta_1", "beta_2", "epsilon", "global_clipnorm")
+             if getattr(opt, k) is not None}
+    adamw = keras.optimizers.AdamW(rate, **given)
+    if opt.no_weight_decay is not None:
+        adamw.exclude_from_weight_decay(var_list=imagenet_recipe.no_weight_decay_variables(
+            model, tuple(opt.no_weight_decay)))
+    return adamw
+
+
+def learning_rate(settings, steps_per_epoch=None, global_batch=None):
+    """The optimizer's learning rate (scaled for `global_batch`), or its schedule: warm-up then
+    cosine (`imagenet_recipe.learning_rate_schedule`, the Swin recipe's formula)."""
+    opt, schedule = settings.optimizer, settings.schedule
+    scale = opt.scale(global_batch or settings.batch_size)
+    if schedule is None:
+        return opt.learning_rate * scale
+    from ngl_keras import imagenet_recipe
+
+    per_512 = 512 / (global_batch or settings.batch_size)  # the formula takes rates per 512 images
+    return imagenet_recipe.learning_rate_schedule(
+        global_batch or settings.batch_size, steps_per_epoch, epochs=settings.epochs,
+        warmup_epochs=schedule.warmup_epochs, base_lr_per_512=opt.learning_rate * scale * per_512,
+        warmup_lr_per_512=schedule.warmup_learning_rate * scale * per_512,
+        min_lr_per_512=schedule.min_learning_rate * scale * per_512)
 
 
 def schedule_callbacks(settings):

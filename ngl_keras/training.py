@@ -76,8 +76,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     callbacks += synchronous + list(progress)
     with strategy.scope():
         model = build_model(run, loss, train)
-        model.compile(optimizer=recipe.optimizer(run.settings), loss=loss, metrics=["accuracy"],
-                      jit_compile=jit_compile)
+        model.compile(optimizer=recipe.optimizer(run.settings, model, steps_per_epoch(run), run.settings.batch_size),
+                      loss=loss, metrics=metrics(run.settings), jit_compile=jit_compile)
         fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
                            callbacks=callbacks, shuffle=False, verbose=verbose).history
         # fit's history holds the epochs of this call; a resumed run's earlier ones are in its epoch log
@@ -85,8 +85,9 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
                            [dict(zip(fitted, values)) for values in zip(*fitted.values())])
         seconds = [line["seconds"] for line in epoch_log.lines] if resume_run else None
         finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
-        accuracy = float(model.evaluate(test, verbose=0, callbacks=synchronous)[1]) \
+        evaluated = model.evaluate(test, verbose=0, callbacks=synchronous, return_dict=True) \
             if finite and evaluate_test else None
+        accuracy = None if evaluated is None else float(evaluated[metric_names(run.settings)[0]])
     if logs:
         _write_history_csv(run_dir / "history.csv", history)
     record = {"key": run.key, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
@@ -98,7 +99,47 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     record.update(wall_time_s=round(time.time() - started, 2), versions=records.versions(),
                   backend=keras.backend.backend(), mixed_precision=policy != "float32", dtype_policy=policy,
                   strategy=strategy.name, replicas=strategy.replicas, input=data_module.placement().name)
+    if run.settings.metrics is not None:  # the ImageNet runs: top-1 and top-5 named as in Table 3
+        record.update({name: None if evaluated is None else float(evaluated[name]) for name in run.settings.metrics})
+    if run.settings.optimizer.reference_batch is not None:  # the linear scaling, as applied
+        record["batch"] = batch_record(run.settings, strategy.replicas)
     return record
+
+
+def metric_names(settings):
+    """The compiled metrics' names: "accuracy", or the settings' `metrics` (top1, top5)."""
+    return settings.metrics or ["accuracy"]
+
+
+def metrics(settings):
+    """Keras metrics for `metric_names` (top-k on one-hot or soft targets: their argmax class)."""
+    if settings.metrics is None:
+        return ["accuracy"]
+    return [keras.metrics.TopKCategoricalAccuracy(int(name[3:]), name=name) for name in settings.metrics]
+
+
+def steps_per_epoch(run):
+    """Training steps per epoch: the training split's rows (at most `limit_train`) over the batch."""
+    from ngl_keras import config as config_module
+
+    _, first, end = config_module.split_rows(run.dataset_info, run.settings.splits.train)
+    rows = min(end - first, run.settings.limit_train or end - first)
+    return max(1, math.ceil(rows / run.settings.batch_size))
+
+
+def batch_record(settings, replicas):
+    """Global and per-replica batch, and the learning rate scaled to the global batch (Goyal et al. 2017)."""
+    opt = settings.optimizer
+    return {"global": settings.batch_size, "per_replica": settings.batch_size // replicas, "replicas": replicas,
+            "reference": opt.reference_batch, "learning_rate": opt.learning_rate * opt.scale(settings.batch_size)}
+
+
+def check_replicas(runs, replicas):
+    """A one-line ValueError when a run's global batch does not split evenly over the replicas."""
+    for run in runs:
+        if run.settings.batch_size % replicas:
+            raise ValueError(f"{run.dataset}: batch_size {run.settings.batch_size} (the global batch) is not "
+                             f"divisible by the {replicas} replicas; use a multiple of {replicas}.")
 
 
 def check_inputs(runs, datasets, splits=("train", "validation", "test")):
@@ -162,6 +203,7 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to train.")
     if todo:
         strategy = make_strategy(strategy)
+        check_replicas(todo, strategy.replicas)
         grid = GridClock(sum(run.settings.epochs for run in todo))
         interactive = sys.stdout.isatty()
         progress = [Progress(0, grid, periodic=not interactive, log=log)] if verbose else []

@@ -58,6 +58,10 @@ def info(name, data_dir=None):
     return tfds_info(name, data_dir)
 
 
+# tfds datasets whose archives are downloaded by hand (`tfds build NAME --manual_dir DIR`).
+MANUAL_DOWNLOAD = ("imagenet2012", "imagenet2012_subset")
+
+
 @functools.cache
 def tfds_info(name, data_dir=None):
     """A tfds image-classification dataset by name, its facts read offline from the `DatasetInfo`
@@ -77,9 +81,12 @@ def tfds_info(name, data_dir=None):
                          "name of a tfds image-classification dataset prepared in --data-dir.") from None
     where = data_dir or "~/tensorflow_datasets"
     if not builder.is_prepared():
-        raise ValueError(f"dataset {name!r} (tfds) is not prepared in {where}: nothing is downloaded; prepare it "
-                         f"on a machine with internet (`tfds build {name}`; for the JAX backend add "
-                         "--file_format=array_record) and copy it there, or pass --data-dir.")
+        manual = name.split("/")[0].split(":")[0] in MANUAL_DOWNLOAD
+        how = (f"prepare it from the archives you downloaded (`tfds build {name} --manual_dir DIR`, DIR holding "
+               "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" if manual else
+               f"prepare it on a machine with internet (`tfds build {name}`")
+        raise ValueError(f"dataset {name!r} (tfds) is not prepared in {where}: nothing is downloaded; {how}; for "
+                         "the JAX backend add --file_format=array_record) and copy it there, or pass --data-dir.")
     features = builder.info.features
     image_key, label_key = _image_and_label(name, builder.info)
     image, label = features[image_key], features[label_key]
