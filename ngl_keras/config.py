@@ -116,6 +116,9 @@ class Splits(Settings):
     train: str = field(metadata=SPLIT_SPEC)
     validation: str = field(metadata=SPLIT_SPEC)
     test: Optional[str] = field(metadata=SPLIT_SPEC)  # null: runs that are not tested (a search's fitness)
+    # ImageNet: its test labels are not public, so the labelled validation split is both the one watched
+    # per epoch and the one reported (Table 3, Figure 2); true allows validation and test to be the same.
+    report_on_validation: Optional[bool] = None
 
     def roles(self):
         """{role: spec} of the splits given (test left out when null)."""
@@ -232,6 +235,9 @@ def _check_splits(name, splits, where):
     roles = list(rows)
     for i, first in enumerate(roles):
         for second in roles[i + 1:]:
+            if splits.report_on_validation and (first, second) == ("validation", "test") \
+                    and given[first] == given[second]:
+                continue
             (a, a0, a1), (b, b0, b1) = rows[first], rows[second]
             if a == b and a0 < b1 and b0 < a1:
                 raise ValueError(f"{where}: splits {first} {given[first]!r} and {second} "
@@ -239,6 +245,8 @@ def _check_splits(name, splits, where):
 
 
 DEFAULTS_FILE = "defaults.yaml"  # configs/datasets/: the settings of a tfds dataset read by name
+# tfds datasets read by name that have their own settings file: configs/datasets/<file>.yaml
+SETTINGS_FILES = {"imagenet2012": "imagenet2012", "imagenet2012_subset": "imagenet2012"}
 ARRAYS_FILE = "arrays.yaml"      # configs/datasets/: the settings of in-memory arrays (Python API)
 
 
@@ -250,7 +258,8 @@ def dataset_settings(name, configs_dir, override=None):
     dataset's own (square, fixed) image side."""
     dataset = data_module.info(name)
     name, directory = dataset.name, Path(configs_dir) / "datasets"
-    path = directory / (f"{name}.yaml" if dataset.registered else
+    own = SETTINGS_FILES.get(name.split("/")[0].split(":")[0])
+    path = directory / (f"{name}.yaml" if dataset.registered else f"{own}.yaml" if own else
                         ARRAYS_FILE if dataset.arrays is not None else DEFAULTS_FILE)
     settings = read_yaml(path)
     rules = settings.pop("splits_by_available", None) if isinstance(settings, dict) else None
