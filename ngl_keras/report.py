@@ -68,6 +68,45 @@ PAPER_TABLES = {
 }
 
 
+# Paper, Table 3 (SPEC §7): ImageNet-1k top-1 (%), absolute, per model and loss; "original": the
+# architecture's published number († in the paper's ResNet rows, unexplained in our copy).
+TABLE3_LOSSES = ["original", "ce", "sce", "focal", "ngl"]
+TABLE3 = {
+    "resnet101": [78.25, 76.55, 77.21, 75.68, 78.38],
+    "resnet152": [78.57, 76.92, 77.51, 76.06, 78.99],
+    "swin_t": [81.3, 81.19, 78.79, 77.68, 81.25],
+    "swin_s": [83.0, 83.1, 80.68, 79.16, 83.0],
+}
+
+
+def is_imagenet(dataset):
+    return dataset.split("/")[0].split(":")[0] in ("imagenet2012", "imagenet2012_subset")
+
+
+def imagenet_table(records, metric="top1"):
+    """Markdown: Table 3's layout (a row per model, a column per loss, absolute top-1 %), ours (mean over
+    runs) with the paper's row below each model the paper reports."""
+    ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None and is_imagenet(r["dataset"])]
+    models = list(dict.fromkeys(r["model"] for r in ok))
+    losses = list(dict.fromkeys(r["loss"] for r in ok))
+    columns = ["original"] + [loss for loss in TABLE3_LOSSES[1:] if loss in losses] + \
+        [loss for loss in losses if loss not in TABLE3_LOSSES]
+    lines = ["| model | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for model in models:
+        cells = []
+        for loss in columns:
+            values = [100.0 * r[metric] for r in ok if r["model"] == model and r["loss"] == loss]
+            cells.append(f"{np.mean(values):.2f}" if values else "")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if model in TABLE3:
+            paper = dict(zip(TABLE3_LOSSES, TABLE3[model]))
+            lines.append(f"| {model} (paper) | " + " | ".join(f"{paper[c]:.2f}" if c in paper else ""
+                                                              for c in columns) + " |")
+    lines += ["", f"ImageNet-1k {metric} % on the validation images (absolute, as the paper's Table 3); "
+                  "'original': the architecture's published number."]
+    return "\n".join(lines)
+
+
 def paper_table_for(weights):
     """(PaperTable, sentence) to compare records trained with `weights` (the set of values
     in the records) with: Table 2 for null, Table B.2.2 for pre-trained weights."""
@@ -383,18 +422,55 @@ def accuracy_curves(records, path):
         plt.close(figure)
 
 
+def metric_curves(records, path, key):
+    """PNG: history `key` (val_top1: the paper's Figure 2) per epoch for each loss, mean over runs, one
+    panel per dataset and model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    panels = sorted({(r["dataset"], r["model"]) for r in records if r["history"].get(key)})
+    figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.5), squeeze=False)
+    for axis, (dataset, model) in zip(axes[0], panels):
+        curves = defaultdict(list)
+        for r in records:
+            if (r["dataset"], r["model"]) == (dataset, model) and r["history"].get(key):
+                curves[r["loss"]].append(r["history"][key])
+        for loss, runs in curves.items():
+            length = min(len(c) for c in runs)
+            axis.plot(range(1, length + 1), 100.0 * np.mean([c[:length] for c in runs], axis=0), label=loss)
+        axis.set_title(f"{dataset}, {model}")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        axis.set_ylabel(f"{key} %")
+        axis.legend()
+    figure.tight_layout()
+    try:
+        atomic_savefig(figure, path, dpi=90)
+    finally:
+        plt.close(figure)
+
+
 def write(records, out_dir, compare_paper=False, reference_dir=None, metric="test_accuracy"):
-    """Write table.md, table.csv and val_accuracy.png to `out_dir`; return the Markdown of
-    `metric`, which ends with `trust_note` (against the benchmark records in `reference_dir`)."""
+    """Write table.md, table.csv and val_accuracy.png to `out_dir` (and, for a metric the runs logged
+    per epoch such as top1, val_<metric>.png: Figure 2); return the Markdown of `metric`, which ends
+    with `trust_note` (against the benchmark records in `reference_dir`); with `compare_paper` and
+    ImageNet records, Table 3 beside ours first."""
     out_dir = Path(out_dir)
     result = table(records, metric=metric)
-    text = markdown(result, compare_paper)
+    text = markdown(result, compare_paper and not all(is_imagenet(r["dataset"]) for r in records))
+    if compare_paper and any(is_imagenet(r["dataset"]) for r in records):
+        text = imagenet_table(records, "top1" if metric == "test_accuracy" else metric) + "\n\n" + text
     if records:
         text += "\n" + trust_note(records, reference_dir, metric=metric)
     atomic_write(out_dir / "table.md", text + "\n")  # a full disk leaves the old table, never an empty one
     atomic_write(out_dir / "table.csv", csv_text(result))
     if records:
         accuracy_curves(records, out_dir / "val_accuracy.png")
+        if any(r["history"].get(f"val_{metric}") for r in records):
+            metric_curves(records, out_dir / f"val_{metric}.png", f"val_{metric}")
     return text
 
 
