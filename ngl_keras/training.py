@@ -199,11 +199,12 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     done = records.finished_keys(runs, records.read_records(path), path, mixed_precision, identities)
     todo = [r for r in runs if r.key not in done]
     datasets = data_module.Datasets(data_dir)
+    if todo:  # first: JAX's multi-process runtime starts before anything computes
+        strategy = make_strategy(strategy)
+        check_replicas(todo, strategy.replicas)
     check_inputs(todo, datasets)  # a missing dataset or weights file fails before the grid starts
     log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to train.")
     if todo:
-        strategy = make_strategy(strategy)
-        check_replicas(todo, strategy.replicas)
         grid = GridClock(sum(run.settings.epochs for run in todo))
         interactive = sys.stdout.isatty()
         progress = [Progress(0, grid, periodic=not interactive, log=log)] if verbose else []

@@ -101,6 +101,15 @@ def _resized(image, size):
     return np.asarray(out).reshape(size, size, channels)
 
 
+def _process():
+    """(this process's index, processes) of JAX's distributed runtime; (0, 1) elsewhere."""
+    if keras.backend.backend() != "jax":
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
 class ArrayBatches(keras.utils.PyDataset):
     """Batches of (float32 images, one-hot labels) for `model.fit` on any Keras backend.
 
@@ -123,6 +132,7 @@ class ArrayBatches(keras.utils.PyDataset):
         # The ImageNet recipe's steps (`recipe_input`), when `recipe` (a dataset's settings) has them on:
         # each image cropped here, each training batch augmented and mixed here, on the backend's tensors.
         self.recipe, self.training, self.channels = recipe, training, channels
+        self.process, self.processes = _process()
         if recipe is not None:
             from ngl_keras.data import recipe_input
 
@@ -177,8 +187,8 @@ class ArrayBatches(keras.utils.PyDataset):
         if self.recipe.crop is None:
             images = np.stack([_resized(image, size) for image in images])
         else:
-            images = np.stack([keras.ops.convert_to_numpy(recipe_input.crop(
-                image, self.recipe, self.training, recipe_input.crop_uniforms(rng))) for image in images])
+            images = np.stack([recipe_input.crop_on_host(np.asarray(image), self.recipe, self.training, rng)
+                               for image in images])
         if self.channels == 3 and images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
         if self._augment is not None:
@@ -187,7 +197,11 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         start = index * self.batch_size
-        return self._read(self.order()[start: min(start + self.batch_size, self.used)])
+        rows = self.order()[start: min(start + self.batch_size, self.used)]
+        if self.processes > 1:  # several JAX processes: each feeds its share of the global batch
+            share = len(rows) // self.processes
+            rows = rows[self.process * share: (self.process + 1) * share]
+        return self._read(rows)
 
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)

@@ -24,9 +24,25 @@ def crop(image, settings, training, uniforms=None):
     return imagenet_recipe.crop_and_resize(image, top, left, height, width, size)
 
 
-def crop_uniforms(rng):
-    """The uniforms of one random-resized crop, from a numpy generator (`ArrayBatches`)."""
-    return rng.random((imagenet_recipe.CROP_ATTEMPTS, 4)).astype("float32")
+def crop_on_host(image, settings, training, rng):
+    """`crop` of one uint8 numpy image on the host (`ArrayBatches`): the same box (torchvision's rule,
+    `imagenet_recipe.random_resized_crop_box`, from `rng`; or the evaluation's centred square), resampled
+    by PIL (bilinear, as the reference's PIL resampling; tf.data uses `crop`'s), uint8 out."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    size, box = settings.image_size, settings.crop
+    if training:
+        uniforms = rng.random((imagenet_recipe.CROP_ATTEMPTS, 4)).astype("float32")
+        top, left, box_h, box_w = (float(ops.convert_to_numpy(v)) for v in imagenet_recipe.random_resized_crop_box(
+            height, width, uniforms, box.scale, box.ratio))
+    else:
+        box_h = box_w = min(height, width) * size / box.evaluation_resize
+        top, left = (height - box_h) / 2, (width - box_w) / 2
+    channels = image.shape[-1]
+    picture = Image.fromarray(image[..., 0] if channels == 1 else image)
+    out = picture.resize((size, size), Image.BILINEAR, box=(left, top, left + box_w, top + box_h))
+    return np.asarray(out).reshape(size, size, channels)
 
 
 class BatchAugmentation:
