@@ -30,17 +30,16 @@ def learning_rate(settings, steps_per_epoch=None, global_batch=None):
     """The optimizer's learning rate (scaled for `global_batch`), or its schedule: warm-up then
     cosine (`imagenet_recipe.learning_rate_schedule`, the Swin recipe's formula)."""
     opt, schedule = settings.optimizer, settings.schedule
-    scale = opt.scale(global_batch or settings.batch_size)
+    batch = global_batch or settings.batch_size
     if schedule is None:
-        return opt.learning_rate * scale
+        return opt.learning_rate * opt.scale(batch)
     from ngl_keras import imagenet_recipe
 
-    per_512 = 512 / (global_batch or settings.batch_size)  # the formula takes rates per 512 images
+    per_512 = 512 / (opt.reference_batch or batch)  # the formula takes rates per 512 images and scales them
     return imagenet_recipe.learning_rate_schedule(
-        global_batch or settings.batch_size, steps_per_epoch, epochs=settings.epochs,
-        warmup_epochs=schedule.warmup_epochs, base_lr_per_512=opt.learning_rate * scale * per_512,
-        warmup_lr_per_512=schedule.warmup_learning_rate * scale * per_512,
-        min_lr_per_512=schedule.min_learning_rate * scale * per_512)
+        batch, steps_per_epoch, epochs=settings.epochs, warmup_epochs=schedule.warmup_epochs,
+        base_lr_per_512=opt.learning_rate * per_512, warmup_lr_per_512=schedule.warmup_learning_rate * per_512,
+        min_lr_per_512=schedule.min_learning_rate * per_512)
 
 
 def schedule_callbacks(settings):
