@@ -66,6 +66,11 @@ def test_the_imagenet_configs_check_and_give_the_swin_recipe():
                                 config.merge(base, grid_config.settings.get("imagenet2012", {})), name)
         assert settings.optimizer.learning_rate * settings.optimizer.scale(512) == pytest.approx(5e-4)
         assert settings.metrics == ["top1", "top5"] and settings.crop.evaluation_resize == 256
+        losses = [grid.LossSpec.parse(item) for item in grid_config.losses]
+        assert [(spec.label, spec.kernel_l2()) for spec in losses] == [("ce", 1e-4), ("sce", 0), ("focal", 0),
+                                                                      ("ngl", 0)]
+        # ResNet: CE's own label smoothing; Swin: the mix's, on every loss's targets
+        assert losses[0].config["label_smoothing"] == (0.1 if name == "imagenet_resnet" else 0.0)
     resnet = config.build(config.DatasetSettings, config.merge(base, grid_config.settings["imagenet2012"]), "r")
     assert resnet.mix is None and resnet.randaugment is None and resnet.flip
     fmnist = config.check_grid(config.grid(CONFIGS / "fmnist_swin_recipe.yaml"))
