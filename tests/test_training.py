@@ -325,7 +325,7 @@ def _settings(text):
      "settings for fashion_mnist: optimizer: 'learning_rate' must be a finite number > 0; got -1"),
     (_settings("optimizer: {learning_rate: .nan}"), "'learning_rate' must be a finite number > 0; got nan"),
     (_settings("optimizer: {name: sgd, momentum: 1.5}"), "'momentum' must be in [0, 1); got 1.5"),
-    (_settings("optimizer: {name: rmsprop}"), "'name' must be one of adam, sgd; got 'rmsprop'"),
+    (_settings("optimizer: {name: rmsprop}"), "'name' must be one of adam, sgd, adamw; got 'rmsprop'"),
     (_settings("reduce_lr: {factor: 2}"), "reduce_lr: 'factor' must be in (0, 1); got 2"),
     (_settings("reduce_lr: {patience: -1}"), "'patience' must be an integer >= 0; got -1"),
     (_settings("reduce_lr: {monitor: val_acc}"),
