@@ -504,7 +504,8 @@ def test_a_backup_of_other_settings_is_never_resumed_but_set_aside_and_the_run_t
                 raise _Interrupted()
 
     monkeypatch.setattr(recipe, "schedule_callbacks", lambda settings: schedule(settings) + [InterruptAfterTheFirstBackup()])
-    monkeypatch.setattr(recipe, "optimizer", lambda settings: optimizers.append(make_optimizer(settings)) or optimizers[-1])
+    monkeypatch.setattr(recipe, "optimizer", lambda settings, *rest: optimizers.append(make_optimizer(settings, *rest))
+                        or optimizers[-1])
     call = dict(losses=[{"name": "ngl", "label": "loss", "alpha": 2.0}], model_fn=_any_size_model, epochs=3,
                 batch_size=16, runs=1, learning_rate=0.05, out=tmp_path / "out", strategy="none", log=lambda *_: None)
     with pytest.raises(_Interrupted):
