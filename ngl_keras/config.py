@@ -12,10 +12,14 @@ from typing import Optional, Union
 import yaml
 
 from ngl_keras import data as data_module
-from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, Settings, build, check, finite, shown,
+from ngl_keras.settings import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, RANGE, Settings, build, check, finite, shown,
                                 validate)
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "adamw")
+ADAMW_ONLY = ("beta_1", "beta_2", "epsilon", "global_clipnorm", "no_weight_decay")
+SCHEDULES = ("cosine",)
+METRICS = ("top1", "top5")  # what a run records besides test_accuracy (ImageNet's Table 3: top-1, top-5)
+UNIT = check(finite(lambda v: 0 <= v < 1), "in [0, 1)")
 STRATEGIES = ("auto", "mirrored", "multiworker", "none")
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")  # what `fit` logs with metrics=["accuracy"]
 SEGMENTATION_MONITORS = ("val_miou", "val_loss", "miou", "loss")  # ... with the mean-IoU metric
@@ -26,9 +30,70 @@ TASKS = ("classification", "segmentation")  # the registry is ngl_keras.tasks; l
 class Optimizer(Settings):
     name: str = field(metadata=check(lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"))
     learning_rate: float = field(metadata=POSITIVE)
-    momentum: float = field(default=0.0, metadata=check(finite(lambda v: 0 <= v < 1), "in [0, 1)"))
-    weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)  # Keras's decoupled decay (FIDELITY.md)
+    momentum: float = field(default=0.0, metadata=UNIT)
+    # The ImageNet recipes (absent from the paper's datasets' configs, so their records do not change):
+    # AdamW's settings, no weight decay on 1-D variables (norms, biases) and on variables whose path
+    # holds one of `no_weight_decay`; `learning_rate` given per `reference_batch` images and scaled
+    # linearly with the global batch (Goyal et al. 2017).
+    weight_decay: Optional[float] = field(default=None, metadata=NON_NEGATIVE)  # SGD/Adam: Keras's decoupled decay
     poly_power: Optional[float] = field(default=None, metadata=POSITIVE)  # lr · (1 − step/steps)^power, per iteration
+    beta_1: Optional[float] = field(default=None, metadata=UNIT)
+    beta_2: Optional[float] = field(default=None, metadata=UNIT)
+    epsilon: Optional[float] = field(default=None, metadata=POSITIVE)
+    global_clipnorm: Optional[float] = field(default=None, metadata=POSITIVE)
+    no_weight_decay: Optional[list[str]] = None
+    reference_batch: Optional[int] = field(default=None, metadata=POSITIVE_INT)
+
+    def check(self):
+        given = [key for key in ADAMW_ONLY if getattr(self, key) is not None]
+        if given and self.name != "adamw":
+            raise ValueError(f"optimizer {self.name!r} takes no {', '.join(given)}: they are AdamW's (name: adamw).")
+
+    def scale(self, global_batch):
+        """The factor on the learning rates for `global_batch` images per step (1 without `reference_batch`)."""
+        return 1.0 if self.reference_batch is None else global_batch / self.reference_batch
+
+
+@dataclass(frozen=True)
+class Schedule(Settings):
+    """A learning-rate schedule per step: linear warm-up from `warmup_learning_rate` to the optimizer's
+    learning rate over `warmup_epochs`, then cosine decay to `min_learning_rate` at the last step
+    (rates per the optimizer's `reference_batch`, scaled as it is)."""
+
+    name: str = field(metadata=check(lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"))
+    warmup_epochs: int = field(default=0, metadata=check(lambda v: v >= 0, "an integer >= 0"))
+    warmup_learning_rate: float = field(default=0.0, metadata=NON_NEGATIVE)
+    min_learning_rate: float = field(default=0.0, metadata=NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class Crop(Settings):
+    """Images of any size: training takes a random-resized crop of side `image_size` (area fraction
+    uniform in `scale`, aspect ratio log-uniform in `ratio`: torchvision's rule); evaluation resizes
+    the shorter side to `evaluation_resize` and takes the centre `image_size` crop."""
+
+    scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=RANGE)
+    ratio: tuple[float, ...] = field(default=(3 / 4, 4 / 3), metadata=RANGE)
+    evaluation_resize: int = field(default=256, metadata=POSITIVE_INT)
+
+
+@dataclass(frozen=True)
+class Mix(Settings):
+    """Mixup or cutmix on every training batch (cutmix with `switch_probability`), on targets
+    label-smoothed by `label_smoothing` first (timm's Mixup, as the Swin recipe)."""
+
+    mixup_alpha: float = field(default=0.8, metadata=POSITIVE)
+    cutmix_alpha: float = field(default=1.0, metadata=POSITIVE)
+    switch_probability: float = field(default=0.5, metadata=check(finite(lambda v: 0 <= v <= 1), "in [0, 1]"))
+    label_smoothing: float = field(default=0.0, metadata=UNIT)
+
+
+@dataclass(frozen=True)
+class RandAugment(Settings):
+    """Keras's RandAugment on every training image: `num_ops` operations of strength `strength`."""
+
+    num_ops: int = field(default=2, metadata=POSITIVE_INT)
+    strength: float = field(default=0.9, metadata=check(finite(lambda v: 0 <= v <= 1), "in [0, 1]"))
 
 
 @dataclass(frozen=True)
@@ -61,6 +126,9 @@ class Splits(Settings):
     train: str = field(metadata=SPLIT_SPEC)
     validation: str = field(metadata=SPLIT_SPEC)
     test: Optional[str] = field(metadata=SPLIT_SPEC)  # null: runs that are not tested (a search's fitness)
+    # ImageNet: its test labels are not public, so the labelled validation split is both the one watched
+    # per epoch and the one reported (Table 3, Figure 2); true allows validation and test to be the same.
+    report_on_validation: Optional[bool] = None
 
     def roles(self):
         """{role: spec} of the splits given (test left out when null)."""
@@ -81,6 +149,26 @@ class DatasetSettings(Settings):
     augmentation: data_module.Augmentation
     splits: Splits
     limit_train: Optional[int] = field(default=None, metadata=POSITIVE_INT)  # the grid's, set by `plan`
+    # The ImageNet recipes' (none of them in the paper's datasets' configs: their records stay as they were).
+    schedule: Optional[Schedule] = None        # null: the optimizer's learning rate, changed only by reduce_lr
+    crop: Optional[Crop] = None                # null: images resized whole to image_size
+    flip: Optional[bool] = None                # a horizontal flip of each training image (with crop)
+    randaugment: Optional[RandAugment] = None
+    random_erasing: Optional[float] = field(default=None, metadata=check(finite(lambda v: 0 <= v <= 1),
+                                                                         "a probability in [0, 1]"))
+    mix: Optional[Mix] = None
+    metrics: Optional[list[str]] = field(default=None, metadata=check(
+        lambda v: v and all(m in METRICS for m in v), f"a non-empty list of {', '.join(METRICS)}"))
+
+    @property
+    def recipe_augmentation(self):
+        """Whether the ImageNet recipe's input steps (crop, flip, RandAugment, erasing, mix) are on."""
+        return any(v is not None for v in (self.crop, self.flip, self.randaugment, self.random_erasing, self.mix))
+
+    def check(self):
+        if self.recipe_augmentation and self.augmentation.active:
+            raise ValueError("augmentation (shifts, zoom, horizontal_flip) and the ImageNet recipe's crop/flip/"
+                             "randaugment/random_erasing/mix are two augmentations: turn augmentation off.")
 
 
 @dataclass(frozen=True)
@@ -249,6 +337,9 @@ def _check_splits(name, splits, where):
     roles = list(rows)
     for i, first in enumerate(roles):
         for second in roles[i + 1:]:
+            if splits.report_on_validation and (first, second) == ("validation", "test") \
+                    and given[first] == given[second]:
+                continue
             (a, a0, a1), (b, b0, b1) = rows[first], rows[second]
             if a == b and a0 < b1 and b0 < a1:
                 raise ValueError(f"{where}: splits {first} {shown(given[first])} and {second} "
@@ -256,6 +347,8 @@ def _check_splits(name, splits, where):
 
 
 DEFAULTS_FILE = "defaults.yaml"  # configs/datasets/: the settings of a tfds dataset read by name
+# tfds datasets read by name that have their own settings file: configs/datasets/<file>.yaml
+SETTINGS_FILES = {"imagenet2012": "imagenet2012", "imagenet2012_subset": "imagenet2012"}
 ARRAYS_FILE = "arrays.yaml"      # configs/datasets/: the settings of in-memory arrays (Python API)
 
 
@@ -267,7 +360,8 @@ def dataset_settings(name, configs_dir, override=None):
     dataset's own (square, fixed) image side."""
     dataset = data_module.info(name)
     name, directory = dataset.name, Path(configs_dir) / "datasets"
-    path = directory / (f"{name}.yaml" if dataset.registered else
+    own = SETTINGS_FILES.get(name.split("/")[0].split(":")[0])
+    path = directory / (f"{name}.yaml" if dataset.registered else f"{own}.yaml" if own else
                         ARRAYS_FILE if dataset.arrays is not None else DEFAULTS_FILE)
     settings = read_yaml(path)
     rules = settings.pop("splits_by_available", None) if isinstance(settings, dict) else None

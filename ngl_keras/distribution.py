@@ -64,9 +64,11 @@ def make_strategy(name):
         strategy = _tf_strategy(name)
         return Replication(name, strategy.num_replicas_in_sync, strategy.scope)
     if name == "multiworker":
-        raise ValueError(f"strategy 'multiworker' is TensorFlow's (MultiWorkerMirroredStrategy from "
-                         f"TF_CONFIG); on the {backend} backend use 'mirrored' or 'auto' on one machine, or "
-                         "the TensorFlow backend for several machines.")
+        if backend != "jax":
+            raise ValueError(f"strategy 'multiworker' needs the TensorFlow backend (MultiWorkerMirroredStrategy "
+                             f"from TF_CONFIG) or JAX (its distributed runtime); on the {backend} backend use "
+                             "'mirrored' or 'auto' on one machine.")
+        return _jax_processes()
     devices = keras.distribution.list_devices() if backend == "jax" else ["cpu"]
     if name == "none" or (name == "auto" and len(devices) == 1):
         return Replication(name, 1, contextlib.nullcontext)
@@ -77,6 +79,33 @@ def make_strategy(name):
                          "has no data parallelism in Keras. Use --strategy none.")
     distribution = keras.distribution.DataParallel(devices=devices)
     return Replication(name, len(devices), distribution.scope)
+
+
+_JAX_STARTED = []  # this process's index once JAX's distributed runtime is started
+JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def _jax_processes():
+    """Data parallelism over the devices of several JAX processes (one per machine): JAX's distributed
+    runtime started by `keras.distribution.initialize` from JAX_COORDINATOR_ADDRESS (host:port of process
+    0), JAX_NUM_PROCESSES and JAX_PROCESS_ID. Each process feeds its own share of every global batch
+    (`data.ArrayBatches` reads the process's rows), so Keras's automatic sharding is off. Must run before
+    anything else computes with JAX (`training.run_grid` makes the strategy first)."""
+    missing = [v for v in JAX_PROCESS_VARIABLES if not os.environ.get(v)]
+    if missing:
+        raise ValueError(f"strategy 'multiworker' on JAX needs {', '.join(JAX_PROCESS_VARIABLES)} (the coordinator's "
+                         f"host:port, the number of processes, this process's index); missing: {', '.join(missing)}.")
+    try:
+        count, index = int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"])
+    except ValueError:
+        raise ValueError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers; got "
+                         f"{os.environ['JAX_NUM_PROCESSES']!r} and {os.environ['JAX_PROCESS_ID']!r}.") from None
+    if not _JAX_STARTED:  # once per process: JAX's runtime cannot be started twice
+        keras.distribution.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], count, index)
+        _JAX_STARTED.append(index)
+    devices = keras.distribution.list_devices()
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    return Replication("multiworker", len(devices), distribution.scope)
 
 
 class SynchronousBatches(keras.callbacks.Callback):

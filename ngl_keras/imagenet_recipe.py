@@ -20,8 +20,8 @@ Differs from the published code, on purpose (Keras's layers draw their own way):
 - RandAugment is Keras's (two operations, strength 0.9 for m9 of 10); timm's magnitude noise
   (mstd 0.5) has no Keras setting. Colour jitter is absent as in the reference, where timm
   disables it whenever RandAugment is on.
-- The crops resample bilinearly without anti-aliasing (`ops.image.map_coordinates`: a fixed output
-  shape on every backend and under jit); the reference resizes with PIL bicubic.
+- The crops resample bilinearly without anti-aliasing (two 1-D interpolations: a fixed output
+  shape on every backend and under jit, images of any size in tf.data); the reference resizes with PIL bicubic.
 - Random erasing runs on [0, 255] images before normalisation with Keras's noise fill; the
   reference erases normalised images with per-pixel normal noise.
 """
@@ -82,11 +82,11 @@ def learning_rate_schedule(global_batch, steps_per_epoch, epochs=EPOCHS, warmup_
         alpha=linear_scaled(min_lr_per_512, global_batch) / base)
 
 
-def no_weight_decay_variables(model):
+def no_weight_decay_variables(model, names=NO_WEIGHT_DECAY_NAMES):
     """The reference's exclusions: every 1-D variable (norms' scales and offsets, biases) and the
-    position tables."""
+    variables whose path holds one of `names` (the position tables)."""
     return [v for v in model.trainable_variables
-            if len(v.shape) <= 1 or any(name in v.path for name in NO_WEIGHT_DECAY_NAMES)]
+            if len(v.shape) <= 1 or any(name in v.path for name in names)]
 
 
 def adamw(model, learning_rate, weight_decay=WEIGHT_DECAY, global_clipnorm=GLOBAL_CLIPNORM, betas=BETAS,
@@ -141,13 +141,30 @@ class MixUpOrCutMix(keras.layers.Layer):
 
 def crop_and_resize(image, top, left, height, width, size):
     """The box (top, left, height, width) of one (H, W, C) image, resampled bilinearly to
-    (size, size, C) with pixel centres aligned (as `ops.image.resize`); the box may be fractional."""
-    channels = image.shape[-1]
+    (size, size, C) with pixel centres aligned (as `ops.image.resize`); the box may be fractional.
+    Samples outside the image take the nearest pixel (as `ops.image.map_coordinates` with
+    fill_mode "nearest"); done as two 1-D interpolations with `take`, so that the image's size may be
+    unknown until run time (a tf.data pipeline of images of any size)."""
     steps = (ops.arange(size, dtype="float32") + 0.5) / size
     rows = ops.cast(top, "float32") + steps * ops.cast(height, "float32") - 0.5
     cols = ops.cast(left, "float32") + steps * ops.cast(width, "float32") - 0.5
-    grid = ops.stack(ops.meshgrid(rows, cols, ops.arange(channels, dtype="float32"), indexing="ij"))
-    return ops.image.map_coordinates(ops.cast(image, "float32"), grid, order=1, fill_mode="nearest")
+    shape = ops.shape(image)
+    image = ops.cast(image, "float32")
+    image = _interpolate(image, rows, shape[0], axis=0)
+    return _interpolate(image, cols, shape[1], axis=1)
+
+
+def _interpolate(image, coordinates, length, axis):
+    """Linear interpolation of `image` along `axis` at `coordinates`, clamped to [0, length - 1]."""
+    last = ops.cast(length, "float32") - 1.0
+    coordinates = ops.clip(coordinates, 0.0, last)
+    below = ops.floor(coordinates)
+    above = ops.minimum(below + 1.0, last)
+    weight = coordinates - below
+    weight = ops.reshape(weight, (-1, 1, 1) if axis == 0 else (1, -1, 1))
+    low = ops.take(image, ops.cast(below, "int32"), axis=axis)
+    high = ops.take(image, ops.cast(above, "int32"), axis=axis)
+    return low * (1.0 - weight) + high * weight
 
 
 def random_resized_crop_box(height, width, uniforms, scale=CROP_SCALE, ratio=CROP_RATIO):

@@ -1,5 +1,6 @@
-"""The model registry: keras.applications backbones with the paper's head, and a small CNN; and
-`ModelFunction`, any Keras model from a function (the Python API's), trained the same way."""
+"""The model registry: keras.applications backbones with the paper's head, a small CNN, the
+ImageNet-1k classifiers of Table 3 (their own standard top); and `ModelFunction`, any Keras model
+from a function (the Python API's), trained the same way."""
 
 import hashlib
 import os
@@ -26,6 +27,10 @@ class ModelInfo:
     channels: int
     build_backbone: Callable   # (input_shape, weights) -> backbone model or None
     preprocess: Callable
+    # (image_size, classes) -> a whole classifier giving logits, from scratch (Table 3's models): its
+    # own top replaces the paper's head; `check_size(image_size)` raises a one-line ValueError
+    build_classifier: Callable = None
+    check_size: Callable = None
 
 
 def _inception(input_shape, weights):
@@ -38,12 +43,68 @@ def _resnet(input_shape, weights):
                                        input_shape=input_shape, pooling="max")
 
 
-# The smallest image side and the channels of each are the Keras-free table ngl_keras.names.MODELS.
-MODELS = {name: ModelInfo(name, MODEL_NAMES[name].min_size, MODEL_NAMES[name].channels, backbone, preprocess)
-          for name, backbone, preprocess in (
-              ("inceptionv3", _inception, keras.applications.inception_v3.preprocess_input),
-              ("resnet50", _resnet, keras.applications.resnet50.preprocess_input),
-              ("small_cnn", None, scale_to_unit))}
+# The ImageNet statistics of the published recipes (timm / torchvision, microsoft/Swin-Transformer):
+# images in [0, 255] scaled to [0, 1], less the mean, over the standard deviation, per channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_standardize(x):
+    return (x / 255.0 - keras.ops.convert_to_tensor(IMAGENET_MEAN, x.dtype)) / \
+        keras.ops.convert_to_tensor(IMAGENET_STD, x.dtype)
+
+
+def _imagenet(name, min_size, check_size=None):
+    from ngl_keras import imagenet_models  # builds Swin's layers: loaded on use
+
+    return ModelInfo(name, min_size, 3, None, imagenet_standardize,
+                     build_classifier=lambda size, classes: imagenet_models.build(name, size, classes),
+                     check_size=check_size)
+
+
+def _swin_size(depths, window=7):
+    def check(size):
+        from ngl_keras import swin
+
+        swin.check_image_size(size, window, len(depths))
+    return check
+
+
+def _tiny_swin(image_size, classes):
+    """A two-stage Swin (embed 16, depths [2, 2], heads [1, 2], window 4) for the tests only."""
+    from ngl_keras import swin
+
+    return swin.swin_transformer(image_size, classes, embed_dim=16, depths=(2, 2), num_heads=(1, 2),
+                                 window_size=4, drop_path_rate=0.1, name="tiny_swin")
+
+
+def _tiny_resnet(image_size, classes):
+    """Two residual blocks (8, 16 filters), global average pooling, logits: for the tests only."""
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+    for filters in (8, 16):
+        shortcut = keras.layers.Conv2D(filters, 1, strides=2)(x)
+        y = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+        y = keras.layers.BatchNormalization()(keras.layers.Conv2D(filters, 3, padding="same")(y))
+        x = keras.layers.Activation("relu")(keras.layers.Add()([shortcut, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x), name="tiny_resnet")
+
+
+# The smallest image side and the channels of each are also in the Keras-free table ngl_keras.names.MODELS
+# (a command line is checked before Keras loads; tests/test_names.py keeps the two equal).
+MODELS = {m.name: m for m in (
+    ModelInfo("inceptionv3", 75, 3, _inception, keras.applications.inception_v3.preprocess_input),
+    ModelInfo("resnet50", 32, 3, _resnet, keras.applications.resnet50.preprocess_input),
+    ModelInfo("small_cnn", 16, 1, None, scale_to_unit),
+    _imagenet("resnet101", 32),
+    _imagenet("resnet152", 32),
+    _imagenet("swin_t", 32, _swin_size((2, 2, 6, 2))),
+    _imagenet("swin_s", 32, _swin_size((2, 2, 18, 2))),
+    ModelInfo("tiny_swin", 16, 3, None, imagenet_standardize, build_classifier=_tiny_swin,
+              check_size=_swin_size((2, 2), window=4)),
+    ModelInfo("tiny_resnet", 16, 3, None, imagenet_standardize, build_classifier=_tiny_resnet),
+)}
 
 
 def info(name):
@@ -157,6 +218,8 @@ def check_image_size(name, size, dataset=None):
                          "images: give a model function for it.")
     if not isinstance(size, int) or size < model.min_size:
         raise ValueError(image_size_error(model.name, size, dataset))
+    if model.check_size is not None:
+        model.check_size(size)
 
 
 def paper_head(x, classes, output_activation):
@@ -227,7 +290,10 @@ def build_model(name, classes, image_size, channels=None, weights=None, kernel_l
         channels = 3
     input_shape = (image_size, image_size, channels)
     inputs = keras.Input(input_shape)
-    if model_info.build_backbone is None:
+    if model_info.build_classifier is not None:  # its own top, logits out; softmax for losses on probabilities
+        logits = model_info.build_classifier(image_size, classes)(inputs)
+        outputs = keras.layers.Activation(output_activation, dtype="float32", name="output")(logits)
+    elif model_info.build_backbone is None:
         outputs = small_cnn(inputs, classes, output_activation)
     else:
         outputs = paper_head(_backbone(name, input_shape, weights)(inputs), classes, output_activation)

@@ -75,6 +75,12 @@ MODELS = {
     "inceptionv3": ModelName(75, 3),
     "resnet50": ModelName(32, 3),
     "small_cnn": ModelName(16, 1),
+    "resnet101": ModelName(32, 3),
+    "resnet152": ModelName(32, 3),
+    "swin_t": ModelName(32, 3),
+    "swin_s": ModelName(32, 3),
+    "tiny_swin": ModelName(16, 3),  # for the tests only
+    "tiny_resnet": ModelName(16, 3),  # for the tests only
 }
 
 

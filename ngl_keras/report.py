@@ -68,6 +68,45 @@ PAPER_TABLES = {
 }
 
 
+# Paper, Table 3 (SPEC §7): ImageNet-1k top-1 (%), absolute, per model and loss; "original": the
+# architecture's published number († in the paper's ResNet rows, unexplained in our copy).
+TABLE3_LOSSES = ["original", "ce", "sce", "focal", "ngl"]
+TABLE3 = {
+    "resnet101": [78.25, 76.55, 77.21, 75.68, 78.38],
+    "resnet152": [78.57, 76.92, 77.51, 76.06, 78.99],
+    "swin_t": [81.3, 81.19, 78.79, 77.68, 81.25],
+    "swin_s": [83.0, 83.1, 80.68, 79.16, 83.0],
+}
+
+
+def is_imagenet(dataset):
+    return dataset.split("/")[0].split(":")[0] in ("imagenet2012", "imagenet2012_subset")
+
+
+def imagenet_table(records, metric="top1"):
+    """Markdown: Table 3's layout (a row per model, a column per loss, absolute top-1 %), ours (mean over
+    runs) with the paper's row below each model the paper reports."""
+    ok = [r for r in records if r["status"] == "ok" and r.get(metric) is not None and is_imagenet(r["dataset"])]
+    models = list(dict.fromkeys(r["model"] for r in ok))
+    losses = list(dict.fromkeys(r["loss"] for r in ok))
+    columns = ["original"] + [loss for loss in TABLE3_LOSSES[1:] if loss in losses] + \
+        [loss for loss in losses if loss not in TABLE3_LOSSES]
+    lines = ["| model | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for model in models:
+        cells = []
+        for loss in columns:
+            values = [100.0 * r[metric] for r in ok if r["model"] == model and r["loss"] == loss]
+            cells.append(f"{np.mean(values):.2f}" if values else "")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if model in TABLE3:
+            paper = dict(zip(TABLE3_LOSSES, TABLE3[model]))
+            lines.append(f"| {model} (paper) | " + " | ".join(f"{paper[c]:.2f}" if c in paper else ""
+                                                              for c in columns) + " |")
+    lines += ["", f"ImageNet-1k {metric} % on the validation images (absolute, as the paper's Table 3); "
+                  "'original': the architecture's published number."]
+    return "\n".join(lines)
+
+
 def paper_table_for(weights):
     """(PaperTable, sentence) to compare records trained with `weights` (the set of values
     in the records) with: Table 2 for null, Table B.2.2 for pre-trained weights."""
@@ -472,6 +511,37 @@ def reliability_diagram(records, path):
         plt.close(figure)
 
 
+def metric_curves(records, path, key):
+    """PNG: history `key` (val_top1: the paper's Figure 2) per epoch for each loss, mean over runs, one
+    panel per dataset and model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    panels = sorted({(r["dataset"], r["model"]) for r in records if r["history"].get(key)})
+    figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.5), squeeze=False)
+    for axis, (dataset, model) in zip(axes[0], panels):
+        curves = defaultdict(list)
+        for r in records:
+            if (r["dataset"], r["model"]) == (dataset, model) and r["history"].get(key):
+                curves[r["loss"]].append(r["history"][key])
+        for loss, runs in curves.items():
+            length = min(len(c) for c in runs)
+            axis.plot(range(1, length + 1), 100.0 * np.mean([c[:length] for c in runs], axis=0), label=loss)
+        axis.set_title(f"{dataset}, {model}")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        axis.set_ylabel(f"{key} %")
+        axis.legend()
+    figure.tight_layout()
+    try:
+        atomic_savefig(figure, path, dpi=90)
+    finally:
+        plt.close(figure)
+
+
 def figures(records):
     """The figures `write` makes for these records: the validation curve of their task, and the
     reliability diagram when they hold calibration bins."""
@@ -480,6 +550,8 @@ def figures(records):
     names = [f"{of_records(records).curve}.png"]
     if any(r.get("test_reliability") for r in records):
         names.append("reliability.png")
+    if any(r["history"].get("val_top1") for r in records):  # ImageNet: the paper's Figure 2
+        names.append("val_top1.png")
     return names
 
 
@@ -494,7 +566,10 @@ def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None
     task = of_records(records)
     metric = metric or task.default_metric
     result = table(records, metric=metric)
-    text = markdown(result, compare_paper and task.name == "classification")
+    imagenet = bool(records) and all(is_imagenet(r["dataset"]) for r in records)
+    text = markdown(result, compare_paper and task.name == "classification" and not imagenet)
+    if compare_paper and any(is_imagenet(r["dataset"]) for r in records):
+        text = imagenet_table(records, "top1" if metric == "test_accuracy" else metric) + "\n\n" + text
     if compare_paper and task.name == "segmentation":
         text += "\n\n" + segmentation_paper_table(records)
     if records:
@@ -505,6 +580,8 @@ def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None
         accuracy_curves(records, out_dir / f"{task.curve}.png", task.curve)
         if "reliability.png" in figures(records):
             reliability_diagram(records, out_dir / "reliability.png")
+        if "val_top1.png" in figures(records):
+            metric_curves(records, out_dir / "val_top1.png", "val_top1")
     return text
 
 

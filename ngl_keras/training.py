@@ -62,9 +62,11 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     callbacks += synchronous + list(progress)
     with strategy.scope():
         model = task.build_model(run, train)
-        schedule = {"steps": run.settings.epochs * len(train)} if run.settings.optimizer.poly_power else {}
-        model.compile(optimizer=recipe.optimizer(run.settings, **schedule),
-                      loss=loss, metrics=task.fit_metrics(run), jit_compile=jit_compile)
+        poly = {"steps": run.settings.epochs * len(train)} if run.settings.optimizer.poly_power else {}
+        per_epoch = steps_per_epoch(run) if getattr(run.settings, "schedule", None) is not None else None
+        model.compile(optimizer=recipe.optimizer(run.settings, model, per_epoch, run.settings.batch_size, **poly),
+                      loss=loss, metrics=metrics(run.settings) if getattr(run.settings, "metrics", None)
+                      else task.fit_metrics(run), jit_compile=jit_compile)
         fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
                            callbacks=callbacks, shuffle=False, verbose=verbose).history
         # fit's history holds the epochs of this call; a resumed run's earlier ones are in its epoch log
@@ -75,6 +77,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         # predicted once: the test accuracy (as model.evaluate's) and the task's other metrics from the same outputs
         scores = task.scores(model, test, run, synchronous) if finite and evaluate_test else \
             {"test_accuracy": None}
+        evaluated = model.evaluate(test, verbose=0, callbacks=synchronous, return_dict=True) \
+            if finite and evaluate_test and getattr(run.settings, "metrics", None) else None  # top1, top5
     if logs:
         _write_history_csv(run_dir / "history.csv", history)
     record = {"key": run.key, "task": task.name, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
@@ -86,7 +90,47 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     record.update(wall_time_s=round(time.time() - started, 2), versions=records.versions(),
                   backend=keras.backend.backend(), mixed_precision=policy != "float32", dtype_policy=policy,
                   strategy=strategy.name, replicas=strategy.replicas, input=data_module.placement().name)
+    if getattr(run.settings, "metrics", None) is not None:  # the ImageNet runs: top-1 and top-5 named as in Table 3
+        record.update({name: None if evaluated is None else float(evaluated[name]) for name in run.settings.metrics})
+    if run.settings.optimizer.reference_batch is not None:  # the linear scaling, as applied
+        record["batch"] = batch_record(run.settings, strategy.replicas)
     return record
+
+
+def metric_names(settings):
+    """The compiled metrics' names: "accuracy", or the settings' `metrics` (top1, top5)."""
+    return settings.metrics or ["accuracy"]
+
+
+def metrics(settings):
+    """Keras metrics for `metric_names` (top-k on one-hot or soft targets: their argmax class)."""
+    if settings.metrics is None:
+        return ["accuracy"]
+    return [keras.metrics.TopKCategoricalAccuracy(int(name[3:]), name=name) for name in settings.metrics]
+
+
+def steps_per_epoch(run):
+    """Training steps per epoch: the training split's rows (at most `limit_train`) over the batch."""
+    from ngl_keras import config as config_module
+
+    _, first, end = config_module.split_rows(run.dataset_info, run.settings.splits.train)
+    rows = min(end - first, run.settings.limit_train or end - first)
+    return max(1, math.ceil(rows / run.settings.batch_size))
+
+
+def batch_record(settings, replicas):
+    """Global and per-replica batch, and the learning rate scaled to the global batch (Goyal et al. 2017)."""
+    opt = settings.optimizer
+    return {"global": settings.batch_size, "per_replica": settings.batch_size // replicas, "replicas": replicas,
+            "reference": opt.reference_batch, "learning_rate": opt.learning_rate * opt.scale(settings.batch_size)}
+
+
+def check_replicas(runs, replicas):
+    """A one-line ValueError when a run's global batch does not split evenly over the replicas."""
+    for run in runs:
+        if run.settings.batch_size % replicas:
+            raise ValueError(f"{run.dataset}: batch_size {run.settings.batch_size} (the global batch) is not "
+                             f"divisible by the {replicas} replicas; use a multiple of {replicas}.")
 
 
 def check_inputs(runs, datasets, splits=("train", "validation", "test")):
@@ -168,10 +212,12 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     done = records.finished_keys(runs, records.read_records(path), path, mixed_precision, identities)
     todo = [r for r in runs if r.key not in done]
     datasets = data_module.Datasets(data_dir)
+    if todo:  # first: JAX's multi-process runtime starts before anything computes
+        strategy = make_strategy(strategy)
+        check_replicas(todo, strategy.replicas)
     check_inputs(todo, datasets)  # a missing dataset or weights file fails before the grid starts
     log(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, {len(todo)} to train.")
     if todo:
-        strategy = make_strategy(strategy)
         grid = GridClock(sum(run.settings.epochs for run in todo))
         interactive = sys.stdout.isatty()
         progress = [Progress(0, grid, periodic=not interactive, log=log)] if verbose else []

@@ -35,7 +35,7 @@ def test_logit_output_and_size_limits():
     assert model.get_layer("output").activation.__name__ == "linear"
     with pytest.raises(ValueError, match="image size 64 is below inceptionv3's minimum of 75 px"):
         models.build_model("inceptionv3", 10, 64)
-    with pytest.raises(ValueError, match="unknown model 'vgg16'; known models: inceptionv3, resnet50, small_cnn"):
+    with pytest.raises(ValueError, match="unknown model 'vgg16'; known models: inceptionv3, resnet101, resnet152, resnet50, small_cnn, swin_s, swin_t, tiny_resnet, tiny_swin"):
         models.build_model("vgg16", 10, 64)
 
 

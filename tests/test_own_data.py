@@ -211,7 +211,7 @@ BAD = [
           VALIDATION[1]), test=(TEST[0].reshape(30, -1)[:, :8], TEST[1]), settings={"augmentation": {"zoom": 0.1}}),
      "settings for arrays: augmentation needs images (N, height, width, channels); the examples are not images: "
      "turn it off (horizontal_flip false, shifts and zoom 0)."),
-    (dict(optimizer="rmsprop"), "settings for arrays: optimizer: 'name' must be one of adam, sgd; got 'rmsprop'."),
+    (dict(optimizer="rmsprop"), "settings for arrays: optimizer: 'name' must be one of adam, sgd, adamw; got 'rmsprop'."),
     (dict(name="my data"), "name must be a non-empty string of letters, digits, '_' or '-'; got 'my data'."),
 ]
 

@@ -333,7 +333,7 @@ def _settings(text):
      "settings for fashion_mnist: optimizer: 'learning_rate' must be a finite number > 0; got -1"),
     (_settings("optimizer: {learning_rate: .nan}"), "'learning_rate' must be a finite number > 0; got nan"),
     (_settings("optimizer: {name: sgd, momentum: 1.5}"), "'momentum' must be in [0, 1); got 1.5"),
-    (_settings("optimizer: {name: rmsprop}"), "'name' must be one of adam, sgd; got 'rmsprop'"),
+    (_settings("optimizer: {name: rmsprop}"), "'name' must be one of adam, sgd, adamw; got 'rmsprop'"),
     (_settings("reduce_lr: {factor: 2}"), "reduce_lr: 'factor' must be in (0, 1); got 2"),
     (_settings("reduce_lr: {patience: -1}"), "'patience' must be an integer >= 0; got -1"),
     (_settings("reduce_lr: {monitor: val_acc}"),
@@ -512,7 +512,8 @@ def test_a_backup_of_other_settings_is_never_resumed_but_set_aside_and_the_run_t
                 raise _Interrupted()
 
     monkeypatch.setattr(recipe, "schedule_callbacks", lambda settings: schedule(settings) + [InterruptAfterTheFirstBackup()])
-    monkeypatch.setattr(recipe, "optimizer", lambda settings: optimizers.append(make_optimizer(settings)) or optimizers[-1])
+    monkeypatch.setattr(recipe, "optimizer", lambda settings, *rest: optimizers.append(make_optimizer(settings, *rest))
+                        or optimizers[-1])
     call = dict(losses=[{"name": "ngl", "label": "loss", "alpha": 2.0}], model_fn=_any_size_model, epochs=3,
                 batch_size=16, runs=1, learning_rate=0.05, out=tmp_path / "out", strategy="none", log=lambda *_: None)
     with pytest.raises(_Interrupted):

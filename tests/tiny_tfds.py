@@ -12,6 +12,8 @@ from pathlib import Path
 
 SIDE, CLASSES = 16, 3
 SIZES = {"train": 60, "test": 24}
+IMAGENET_CLASSES = 5
+IMAGENET_SIZES = {"train": 40, "validation": 20}
 
 
 def build(data_dir, file_format):
@@ -55,7 +57,30 @@ def build(data_dir, file_format):
         def _generate_examples(self, count, seed):
             yield from examples(count, seed, ("value", float))
 
-    for builder in (TinyShapes, TinyRegression):
+    class TinyImagenetSpec(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        """imagenet2012's feature spec (variable-size RGB JPEG image, label, file_name), 5 classes."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "label": tfds.features.ClassLabel(num_classes=IMAGENET_CLASSES),
+                "file_name": tfds.features.Text()}), supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(count, k) for k, (split, count) in enumerate(IMAGENET_SIZES.items())}
+
+        def _generate_examples(self, count, seed):
+            rng = np.random.default_rng(seed)
+            for i in range(count):
+                label = i % IMAGENET_CLASSES
+                height, width = rng.integers(36, 60, 2)
+                image = rng.integers(0, 50, (height, width, 3), dtype=np.uint8)
+                image[..., label % 3] += 40 * (1 + label // 3)  # the class is the colour and brightness
+                yield i, {"image": image, "label": label, "file_name": f"{i}.JPEG"}
+
+    for builder in (TinyShapes, TinyRegression, TinyImagenetSpec):
         builder(data_dir=str(data_dir), file_format=file_format).download_and_prepare()
 
 

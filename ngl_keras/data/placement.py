@@ -37,9 +37,19 @@ class Placement:
         with `settings` (a dataset's settings) for `model` (a registry entry or a model function:
         its channels and preprocessing); the training input shuffled from `seed`; a source None
         stays None."""
-        from ngl_keras.data.input import ArrayBatches, input_pipeline
+        from ngl_keras.data.input import ArrayBatches, input_pipeline, recipe_pipeline
 
         train, validation, test = sources
+        channels = model.channels if model.channels == 3 else dataset.channels
+        if settings.recipe_augmentation:  # the ImageNet recipe's input steps (`recipe_input`)
+            if not self.tf_data:
+                return tuple(source if source is None else ArrayBatches(
+                    source, classes=dataset.classes, batch_size=settings.batch_size, multiple=replicas,
+                    shuffle_seed=seed if k == 0 else None, recipe=settings, training=k == 0, channels=channels)
+                    for k, source in enumerate(sources))
+            return tuple(source if source is None else recipe_pipeline(
+                source, settings=settings, classes=dataset.classes, channels=channels, preprocess=model.preprocess,
+                training=k == 0, shuffle_seed=seed if k == 0 else None) for k, source in enumerate(sources))
         if not self.tf_data:
             common = dict(classes=dataset.classes, batch_size=settings.batch_size,
                           image_size=settings.image_size if not dataset.fixed_size else None, multiple=replicas)

@@ -61,6 +61,10 @@ def info(name, data_dir=None):
     return tfds_info(name, data_dir)
 
 
+# tfds datasets whose archives are downloaded by hand (`tfds build NAME --manual_dir DIR`).
+MANUAL_DOWNLOAD = ("imagenet2012", "imagenet2012_subset")
+
+
 def known_name(name, data_dir=None):
     """`name` as a grid gives it, checked without loading tfds: one of the paper's datasets (any
     capitals: its registered name), or a tfds dataset whose directory exists in the data directory
@@ -72,9 +76,10 @@ def known_name(name, data_dir=None):
     if registered(name, DATASETS):
         return registered(name, DATASETS)
     where = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-    if "://" in str(where) or os.path.isdir(os.path.join(where, name.split(":")[0].split("/")[0])):
-        return name
-    raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}: not one of the paper's "
+    base = name.split(":")[0].split("/")[0]
+    if "://" in str(where) or os.path.isdir(os.path.join(where, base)) or base in MANUAL_DOWNLOAD:
+        return name  # ImageNet unprepared: the full check names its `tfds build --manual_dir` command
+    raise ValueError(f"unknown dataset {shown(name)}{did_you_mean(name, DATASETS)}: not one of the paper's "
                      f"({', '.join(sorted(DATASETS))}) and not prepared in {where}; accepted: those, or the name "
                      "of a tfds image-classification dataset prepared there (--data-dir, or the config's datasets).")
 
@@ -98,9 +103,12 @@ def tfds_info(name, data_dir=None):
                          "name of a tfds image-classification dataset prepared in --data-dir.") from None
     where = data_dir or "~/tensorflow_datasets"
     if not builder.is_prepared():
-        raise ValueError(f"dataset {shown(name)} (tfds) is not prepared in {where}: nothing is downloaded; prepare it "
-                         f"on a machine with internet (`tfds build {name}`; for the JAX backend add "
-                         "--file_format=array_record) and copy it there, or pass --data-dir.")
+        manual = name.split("/")[0].split(":")[0] in MANUAL_DOWNLOAD
+        how = (f"prepare it from the archives you downloaded (`tfds build {name} --manual_dir DIR`, DIR holding "
+               "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar" if manual else
+               f"prepare it on a machine with internet (`tfds build {name}`")
+        raise ValueError(f"dataset {shown(name)} (tfds) is not prepared in {where}: nothing is downloaded; {how}; for "
+                         "the JAX backend add --file_format=array_record) and copy it there, or pass --data-dir.")
     features = builder.info.features
     image_key, label_key = _image_and_label(name, builder.info)
     image, label = features[image_key], features[label_key]
