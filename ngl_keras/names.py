@@ -14,6 +14,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from ngl_keras.settings import shown
+
 # A loss's arguments as a config writes them, named in every error about them.
 YAML_FORM = "losses: [{name: ngl, alpha: 3.0}]"
 COMMAND_FORM = '--losses ce "ngl(alpha=3.0)" "sce(alpha=0.1, beta=1.0)"'
@@ -88,7 +90,7 @@ def image_size_error(model, size, dataset=None):
     """The message for an image side below registered `model`'s smallest, naming the config key."""
     least = MODELS[model].min_size
     where = f"settings: {{{dataset}: {{image_size: {least}}}}}" if dataset else f"image_size: {least}"
-    return (f"image size {size!r} is below {model}'s minimum of {least} px; set image_size >= {least} in the "
+    return (f"image size {shown(size)} is below {model}'s minimum of {least} px; set image_size >= {least} in the "
             f"config ({where}), or choose another model (--models).")
 
 
@@ -107,7 +109,7 @@ def model_name(name, flag="--models", key="models"):
     """A model's registered name, or a ValueError naming the known ones."""
     found = registered(name, MODELS)
     if found is None:
-        raise ValueError(f"unknown model {name!r}{did_you_mean(name, MODELS)}; known models: "
+        raise ValueError(f"unknown model {shown(name)}{did_you_mean(name, MODELS)}; known models: "
                          f"{', '.join(sorted(MODELS))} ({flag} or the config's {key}).")
     return found
 
@@ -130,7 +132,7 @@ def parse_loss(text):
     gives it: a registered name in any capitals (labelled by its registered name), `name(key=value,
     ...)` with literal values (labelled as written), or a formula over p and y (as written)."""
     if not isinstance(text, str):
-        raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; got {text!r}.")
+        raise ValueError(f"a loss must be a registry name, a formula, or a mapping with 'name'; got {shown(text)}.")
     name = registered(text, LOSSES)
     if name is not None:
         return name, name, {}
@@ -139,7 +141,7 @@ def parse_loss(text):
         name = registered(call.group(1), LOSSES)
         return text.strip(), name, _call_arguments(text, name)
     if not _is_formula(text):
-        raise ValueError(f"unknown loss {text!r}{did_you_mean(text, LOSSES)}; known losses: "
+        raise ValueError(f"unknown loss {shown(text)}{did_you_mean(text, LOSSES)}; known losses: "
                          f"{', '.join(sorted(LOSSES))}, or a formula over p and y such as 'exp(p) - y*p'.")
     return text, text, {}
 
@@ -150,15 +152,15 @@ def _call_arguments(text, name):
     try:
         call = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
-        raise ValueError(f"loss {text!r} cannot be read: {usage}.") from None
+        raise ValueError(f"loss {shown(text)} cannot be read: {usage}.") from None
     if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
-        raise ValueError(f"loss {text!r} cannot be read: {usage}.")
+        raise ValueError(f"loss {shown(text)} cannot be read: {usage}.")
     arguments = {}
     for keyword in call.keywords:
         try:
             arguments[keyword.arg] = ast.literal_eval(keyword.value)
         except ValueError:
-            raise ValueError(f"loss {text!r}: {keyword.arg}={ast.unparse(keyword.value)} is not a literal "
+            raise ValueError(f"loss {shown(text)}: {keyword.arg}={ast.unparse(keyword.value)} is not a literal "
                              f"(a number, a string in quotes, True/False/None): {usage}.") from None
     check_arguments(name, arguments, text)
     return arguments
@@ -169,10 +171,10 @@ def check_arguments(name, arguments, label=None):
     entry = LOSSES[name]
     for argument in arguments:
         if argument in entry.fixed:
-            raise ValueError(f"loss {label or name!r} fixes {argument}={entry.fixed[argument]!r}; use 'anyloss' "
+            raise ValueError(f"loss {shown(label or name)} fixes {argument}={entry.fixed[argument]!r}; use 'anyloss' "
                              f"to set it (in a config: losses: [{{name: anyloss, {argument}: ...}}]).")
         if argument not in entry.accepted():
-            raise ValueError(f"loss {label or name!r} does not accept {[argument]}"
+            raise ValueError(f"loss {shown(label or name)} does not accept {[argument]}"
                              f"{did_you_mean(argument, entry.accepted())}; it takes "
                              f"{', '.join(entry.accepted())} (in a config: {YAML_FORM}).")
 
@@ -186,7 +188,7 @@ def check_loss(item):
         if name is None:
             parse_loss(item["name"])  # unknown: the error; a formula takes no arguments
             if arguments:
-                raise ValueError(f"loss {item['name']!r} is a formula: it takes no arguments; got {sorted(arguments)}.")
+                raise ValueError(f"loss {shown(item['name'])} is a formula: it takes no arguments; got {sorted(arguments)}.")
             return item
         check_arguments(name, arguments)
         return {**item, "name": name}
