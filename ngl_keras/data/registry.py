@@ -80,8 +80,9 @@ def known_name(name, data_dir=None):
     if "://" in str(where) or os.path.isdir(os.path.join(where, base)) or base in MANUAL_DOWNLOAD:
         return name  # ImageNet unprepared: the full check names its `tfds build --manual_dir` command
     raise ValueError(f"unknown dataset {shown(name)}{did_you_mean(name, DATASETS)}: not one of the paper's "
-                     f"({', '.join(sorted(DATASETS))}) and not prepared in {where}; accepted: those, or the name "
-                     "of a tfds image-classification dataset prepared there (--data-dir, or the config's datasets).")
+                     f"({', '.join(sorted(DATASETS))}) and not prepared in {where}: nothing is downloaded; prepare a "
+                     f"tfds dataset on a machine with internet (`tfds build {base}`; for the JAX backend add "
+                     "--file_format=array_record) and copy it there, or pass --data-dir.")
 
 
 @functools.cache
