@@ -57,7 +57,13 @@ def _classification_model(run, train_input):
 def classification_scores(model, test, logits=False, callbacks=()):
     """Test accuracy and calibration from one prediction of the test batches. The accuracy is
     `model.evaluate`'s ("accuracy" with one-hot labels: argmax of prediction and label agree);
-    a model ending in `logits` (a loss that takes them) is scored on their softmax."""
+    a model ending in `logits` (a loss that takes them) is scored on their softmax. Several JAX
+    processes (multi-host data parallelism): predictions span other processes' devices and cannot be
+    gathered by `predict`, so the accuracy is `model.evaluate`'s and calibration is not recorded."""
+    if _processes() > 1:
+        evaluated = model.evaluate(test, verbose=0, callbacks=list(callbacks), return_dict=True)
+        accuracy = evaluated.get("accuracy", evaluated.get("top1"))
+        return {"test_accuracy": None if accuracy is None else float(accuracy)}
     outputs, labels = predictions(model, test, callbacks)
     probabilities = np.asarray(outputs, np.float64)
     if logits:
@@ -69,6 +75,15 @@ def classification_scores(model, test, logits=False, callbacks=()):
             "test_mean_confidence": summary["mean_confidence"],
             "test_reliability": {"count": count.tolist(), "accuracy": _nan_to_none(accuracy),
                                  "confidence": _nan_to_none(confidence)}}
+
+
+def _processes():
+    """The processes of a JAX multi-process run (1 on other backends and single-process runs)."""
+    if keras.backend.backend() != "jax":
+        return 1
+    import jax
+
+    return jax.process_count()
 
 
 def _nan_to_none(values):
