@@ -79,7 +79,9 @@ def atomic_write(path, text):
 
 
 def atomic_savefig(figure, path, **kwargs):
-    """`figure.savefig(path)` as `atomic_write` writes: the old image or the new, never half."""
+    """`figure.savefig(path)` as `atomic_write` writes: the old image or the new, never half; the
+    figure is closed afterwards, written or not (every figure here is saved once, when finished)."""
+    import matplotlib.pyplot as plt
 
     def write(tmp):
         with open(tmp, "wb") as handle:
@@ -87,7 +89,10 @@ def atomic_savefig(figure, path, **kwargs):
             handle.flush()
             os.fsync(handle.fileno())
 
-    _replace_atomically(path, write)
+    try:
+        _replace_atomically(path, write)
+    finally:
+        plt.close(figure)
 
 
 def _fsync_directory(path):

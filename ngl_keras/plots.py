@@ -47,8 +47,5 @@ def loss_curves(losses=("ce", "ngl"), path="loss_curves.png", points=501):
                   top=1.1 * max(tops))
     axes.legend()
     figure.tight_layout()
-    try:
-        atomic_savefig(figure, path, dpi=100)
-    finally:
-        plt.close(figure)
+    atomic_savefig(figure, path, dpi=100)
     return curves

@@ -459,10 +459,7 @@ def accuracy_curves(records, path, key="val_accuracy"):
         axis.set_ylabel("validation accuracy" if key == "val_accuracy" else f"validation {key[4:]}")
         axis.legend()
     figure.tight_layout()
-    try:
-        atomic_savefig(figure, path, dpi=90)
-    finally:
-        plt.close(figure)
+    atomic_savefig(figure, path, dpi=90)
 
 
 def curves_title(records, dataset):
@@ -505,10 +502,7 @@ def reliability_diagram(records, path):
         axis.set_ylabel("accuracy per bin")
         axis.legend()
     figure.tight_layout()
-    try:
-        atomic_savefig(figure, path, dpi=90)
-    finally:
-        plt.close(figure)
+    atomic_savefig(figure, path, dpi=90)
 
 
 def metric_curves(records, path, key):
@@ -536,10 +530,7 @@ def metric_curves(records, path, key):
         axis.set_ylabel(f"{key} %")
         axis.legend()
     figure.tight_layout()
-    try:
-        atomic_savefig(figure, path, dpi=90)
-    finally:
-        plt.close(figure)
+    atomic_savefig(figure, path, dpi=90)
 
 
 def figures(records):

@@ -144,7 +144,6 @@ class SearchDirectory:
         axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         figure.tight_layout()
         atomic_savefig(figure, self.path / "fitness.png", dpi=90)
-        plt.close(figure)
 
 
 PROBE_BEST_FILE = "probe_best_formula.txt"  # a probe search's best formula, in place of best_loss.txt
