@@ -1,8 +1,11 @@
 """The record store: OUT/runs.jsonl, one record per finished run, and what makes a record count as
 a given run (its identity: every setting that changes the result, and the versions it ran with)."""
 
+import functools
 import json
 import platform
+import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -104,11 +107,32 @@ def finished_keys(runs, records, path, mixed_precision=False, identities=None):
     return {record["key"] for record in records if record["key"] in planned}
 
 
+@functools.cache
+def code_version():
+    """The code a record was trained with: the git commit of the checkout ngl_keras is imported from, with
+    "-dirty" when tracked files differ from it; "ngl_keras <version>" for an installed package (no checkout)."""
+    import ngl_keras
+
+    checkout = Path(ngl_keras.__file__).resolve().parent.parent
+    try:
+        if not (checkout / ".git").exists():
+            raise OSError("not a checkout")
+        def git(*args):
+            return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True,
+                                  timeout=20, check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return f"ngl_keras {ngl_keras.__version__}"
+
+
 def versions():
-    """Versions of what a record's numbers depend on: Python, Keras, the backend's library, numpy."""
+    """Versions of what a record's numbers depend on: the code (git commit), Python, Keras, the backend's
+    library, numpy."""
     backend = keras.backend.backend()
-    out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
-           "backend": backend}
+    out = {"code": code_version(), "python": platform.python_version(), "keras": keras.__version__,
+           "numpy": np.__version__, "backend": backend}
     if backend in ("tensorflow", "jax", "torch"):
         module = __import__(backend)
         out[backend] = module.__version__

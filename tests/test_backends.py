@@ -46,6 +46,9 @@ def test_a_grid_trains_on_this_backend_and_its_record_says_how(tmp_path):
     (record,) = training.run_grid(runs, out, strategy="none", verbose=0, log=_quiet)
     assert record["backend"] == BACKEND and record["versions"]["backend"] == BACKEND
     assert record["versions"][BACKEND] == __import__(BACKEND).__version__
+    # the code it ran: this checkout's commit (runs compared with each other must share it)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert head.strip() and record["versions"]["code"].removesuffix("-dirty") == head.strip()
     assert record["input"] == ("tf.data" if BACKEND == "tensorflow" else "ArrayBatches")
     assert record["replicas"] == 1 and record["strategy"] == "none" and record["dtype_policy"] == "float32"
     assert record["status"] == "ok" and 0.0 <= record["test_accuracy"] <= 1.0
