@@ -155,6 +155,9 @@ METRICS = {
     "test_nll": Metric("test_nll", higher_is_better=False, fraction=False),
     "test_ece": Metric("test_ece", higher_is_better=False),
     "test_mean_confidence": Metric("test_mean_confidence"),   # neither better nor worse: read with ECE
+    "test_f1": Metric("test F1 (class 1)"),                      # two-class problems (tasks.binary_scores)
+    "test_gmean": Metric("test G-mean"),
+    "test_balanced_accuracy": Metric("test balanced accuracy"),
     "miou": Metric("miou"),
     "pixel_accuracy": Metric("pixel_accuracy"),
     "mean_accuracy": Metric("mean_accuracy"),

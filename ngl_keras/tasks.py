@@ -71,10 +71,31 @@ def classification_scores(model, test, logits=False, callbacks=()):
         probabilities /= probabilities.sum(-1, keepdims=True)
     summary = calibration.summary(probabilities, labels)
     count, accuracy, confidence = calibration.reliability(probabilities, labels)
-    return {"test_accuracy": summary["accuracy"], "test_nll": summary["nll"], "test_ece": summary["ece"],
-            "test_mean_confidence": summary["mean_confidence"],
-            "test_reliability": {"count": count.tolist(), "accuracy": _nan_to_none(accuracy),
-                                 "confidence": _nan_to_none(confidence)}}
+    scores = {"test_accuracy": summary["accuracy"], "test_nll": summary["nll"], "test_ece": summary["ece"],
+              "test_mean_confidence": summary["mean_confidence"],
+              "test_reliability": {"count": count.tolist(), "accuracy": _nan_to_none(accuracy),
+                                   "confidence": _nan_to_none(confidence)}}
+    if probabilities.shape[-1] == 2:
+        labels = np.asarray(labels)
+        scores.update(binary_scores(probabilities.argmax(-1), labels.argmax(-1) if labels.ndim == 2 else labels))
+    return scores
+
+
+def binary_scores(predicted, labels):
+    """A two-class problem's scores as the AnyLoss paper reports them, class 1 the positive class:
+    F1, G-mean sqrt(TPR·TNR) and balanced accuracy (TPR + TNR)/2 of the predicted classes (the
+    argmax: p₁ > 1/2). A ratio with a zero denominator (no positive predicted or present) is 0."""
+    predicted, labels = np.asarray(predicted).ravel() == 1, np.asarray(labels).ravel() == 1
+    tp = float(np.sum(predicted & labels))
+    fp, fn = float(np.sum(predicted & ~labels)), float(np.sum(~predicted & labels))
+    tn = float(predicted.size) - tp - fp - fn
+
+    def ratio(a, b):
+        return a / b if b else 0.0
+
+    tpr, tnr = ratio(tp, tp + fn), ratio(tn, tn + fp)
+    return {"test_f1": ratio(2 * tp, 2 * tp + fp + fn), "test_gmean": float(np.sqrt(tpr * tnr)),
+            "test_balanced_accuracy": 0.5 * (tpr + tnr), "test_positive_rate": ratio(tp + fp, float(predicted.size))}
 
 
 def _processes():

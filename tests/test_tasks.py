@@ -97,3 +97,44 @@ def test_the_poly_schedule_counts_iterations_and_weight_decay_is_passed(tmp_path
     assert float(schedule(20_000)) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="poly schedule needs the run's number of iterations"):
         recipe.optimizer(settings)
+
+
+def test_binary_scores_against_a_hand_counted_confusion_matrix():
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    predicted = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0])  # TP 2, FN 1, FP 1, TN 6
+    scores = tasks.binary_scores(predicted, labels)
+    assert scores["test_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert scores["test_gmean"] == pytest.approx(np.sqrt(2 / 3 * 6 / 7))
+    assert scores["test_balanced_accuracy"] == pytest.approx((2 / 3 + 6 / 7) / 2)
+    assert scores["test_positive_rate"] == pytest.approx(0.3)
+    # a model that never predicts the positive class: every positive-class score is 0, not NaN
+    assert tasks.binary_scores(np.zeros(10, int), labels) == {"test_f1": 0.0, "test_gmean": 0.0,
+                                                             "test_balanced_accuracy": 0.5, "test_positive_rate": 0.0}
+
+
+def test_a_two_class_problem_records_f1_gmean_and_balanced_accuracy_of_its_predictions(tmp_path, monkeypatch):
+    seen = []
+    predictions = tasks.predictions
+
+    def keep(*args, **kwargs):
+        seen.append(predictions(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(tasks, "predictions", keep)
+    positive = 1
+    binary = [(x, (y == positive).astype("int64")) for x, y in (TRAIN, VALIDATION, TEST)]
+    (record,) = ngl_keras.evaluate([{"name": "anyloss_f1", "average": "binary"}], small_model, *binary,
+                                   epochs=1, batch_size=8, out=tmp_path / "out", strategy="none",
+                                   log=lambda *_: None).records
+    assert record["loss_config"]["average"] == "binary"
+    (outputs, labels), = seen
+    predicted, truth = np.asarray(outputs).argmax(-1), np.asarray(labels).reshape(len(outputs), -1).argmax(-1)
+    assert np.array_equal(truth, binary[2][1])
+    tp = np.sum((predicted == 1) & (truth == 1))
+    fp, fn = np.sum((predicted == 1) & (truth == 0)), np.sum((predicted == 0) & (truth == 1))
+    tn = truth.size - tp - fp - fn
+    tpr, tnr = tp / max(tp + fn, 1), tn / max(tn + fp, 1)
+    assert record["test_f1"] == pytest.approx(2 * tp / max(2 * tp + fp + fn, 1))
+    assert record["test_gmean"] == pytest.approx(np.sqrt(tpr * tnr))
+    assert record["test_balanced_accuracy"] == pytest.approx((tpr + tnr) / 2)
+    assert record["test_accuracy"] == pytest.approx(np.mean(predicted == truth))

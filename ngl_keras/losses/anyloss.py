@@ -10,7 +10,7 @@ from ngl_keras.settings import shown
 
 METRICS = ("accuracy", "fbeta", "gmean", "balanced_accuracy")
 MAX_BETA = 1e18  # F-beta's β² must stay within float32's 3.4e38 (measured: 1e19 finite, 1e20 inf)
-AVERAGES = ("macro", "micro")
+AVERAGES = ("macro", "micro", "binary")
 
 
 def _metric(name, tp, pos, soft_pos, n, beta, epsilon):
@@ -48,7 +48,8 @@ def anyloss(y_true, y_pred, metric="fbeta", beta=1.0, L=None, average="macro",
     ``A(p) = 1 / (1 + exp(−L·(p − t)))``; TP = Σ y·A(p), FN = P − TP, FP = S − TP,
     TN = n − P − S + TP with n the (weighted) number of examples in the batch.
     One output unit: the binary loss of the paper. C ≥ 2 units (softmax): one-vs-rest
-    matrices per class, macro- or micro-averaged. ``L=None`` and ``threshold=None`` (t) take
+    matrices per class, macro- or micro-averaged; two units with ``average="binary"``: the
+    matrix of class 1 alone (the paper's binary loss on a two-way softmax). ``L=None`` and ``threshold=None`` (t) take
     `amplifier_defaults` for the number of outputs.
     """
     if len(y_pred.shape) == 1:
@@ -64,6 +65,11 @@ def anyloss(y_true, y_pred, metric="fbeta", beta=1.0, L=None, average="macro",
     scale = default_scale if L is None else L
     a = ops.sigmoid(scale * (p - threshold))
     tp, pos, soft_pos, n = class_sums(y, a, sample_weight)
+    if average == "binary" and not binary:
+        if y_pred.shape[-1] != 2:
+            raise ValueError(f"average='binary' scores the positive class of one sigmoid output or two softmax "
+                             f"outputs; these predictions have {y_pred.shape[-1]}: use 'macro' or 'micro'.")
+        tp, pos, soft_pos = tp[1:], pos[1:], soft_pos[1:]  # class 1 is the positive class
     if average == "micro" and not binary:
         classes = float(y_pred.shape[-1])
         tp, pos, soft_pos, n = ops.sum(tp), ops.sum(pos), ops.sum(soft_pos), n * classes
@@ -89,7 +95,10 @@ class AnyLoss(BatchLoss):
     it is the paper's binary loss. With C ≥ 2 softmax outputs, which the paper leaves as
     future work, this package's extension builds one-vs-rest matrices per class and averages
     the metric over classes (``average="macro"``) or computes it on the summed counts
-    (``average="micro"``, n = examples × C).
+    (``average="micro"``, n = examples × C). Two softmax outputs with ``average="binary"``
+    score class 1 alone, the positive class: p₁ = sigmoid(z₁ − z₀), so this is exactly the
+    paper's binary loss on a one-sigmoid model (macro would average the positive and the
+    negative class's metric, which on imbalanced data is another objective).
 
     The amplifier's defaults (``L=None, threshold=None``; `amplifier_defaults`):
 
@@ -130,7 +139,8 @@ class AnyLoss(BatchLoss):
         metric: "accuracy", "fbeta", "gmean" or "balanced_accuracy".
         beta: β of F-beta (1 gives F1).
         L: amplifying scale of A, > 0; None: 73 for one or two outputs, 2C for C ≥ 3.
-        average: "macro" or "micro" for C ≥ 2 outputs.
+        average: "macro" or "micro" for C ≥ 2 outputs; "binary": class 1 of two outputs (one
+            output is always binary).
         from_logits: apply sigmoid (one unit) or softmax (C units) to `y_pred` first.
         epsilon: the stabiliser added to denominators.
         threshold: t of A, in (0, 1); None: 0.5 for one or two outputs, 1/C for C ≥ 3.

@@ -35,6 +35,24 @@ def test_one_sigmoid_output_and_two_softmax_outputs_keep_the_papers_amplifier(me
         ref.anyloss_multiclass(two_y, two_p, metric, "micro", L=73.0, threshold=0.5), abs=1e-5)
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "fbeta", "gmean", "balanced_accuracy"])
+def test_binary_average_on_two_softmax_outputs_is_the_papers_loss_of_the_positive_class(metric):
+    y = (RNG.uniform(size=64) < 0.1).astype("float32")  # imbalanced: macro and binary differ
+    p = RNG.uniform(size=64).astype("float32")
+    two_y, two_p = np.stack([1 - y, y], -1), np.stack([1 - p, p], -1)
+    binary = float(ngl_keras.AnyLoss(metric=metric, average="binary")(two_y, two_p))
+    assert binary == pytest.approx(ref.anyloss_binary(y, p, metric, L=73.0, threshold=0.5), abs=1e-5)
+    sparse = float(ngl_keras.AnyLoss(metric=metric, average="binary")(y.astype("int32"), two_p))
+    assert sparse == pytest.approx(binary, abs=1e-6)
+    if metric == "fbeta":
+        assert abs(binary - float(ngl_keras.AnyLoss(metric=metric)(two_y, two_p))) > 1e-3
+
+
+def test_binary_average_refuses_more_than_two_outputs():
+    with pytest.raises(ValueError, match="average='binary' scores the positive class .* have 3: use 'macro'"):
+        ngl_keras.AnyLoss(average="binary")(np.eye(3, dtype="float32"), np.full((3, 3), 1 / 3, "float32"))
+
+
 def test_ten_softmax_outputs_use_threshold_one_tenth_and_L_20_unless_given():
     labels = RNG.integers(0, 10, 48)
     y = np.eye(10, dtype="float32")[labels]
