@@ -157,6 +157,10 @@ class DatasetSettings(Settings):
     random_erasing: Optional[float] = field(default=None, metadata=check(finite(lambda v: 0 <= v <= 1),
                                                                          "a probability in [0, 1]"))
     mix: Optional[Mix] = None
+    # Symmetric label noise: this share of the training and validation labels (both drawn from the training
+    # data) replaced by another class chosen uniformly; the test labels stay clean (`data.readers.label_noise`).
+    label_noise: Optional[float] = field(default=None, metadata=check(finite(lambda v: 0 <= v < 1),
+                                                                      "a share of the labels in [0, 1)"))
     metrics: Optional[list[str]] = field(default=None, metadata=check(
         lambda v: v and all(m in METRICS for m in v), f"a non-empty list of {', '.join(METRICS)}"))
 

@@ -7,6 +7,7 @@ process), so the default run needs no download; other datasets come from tfds, n
 import functools
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,48 @@ def _load_tfds(dataset, spec, data_dir, limit):
     return ds.take(limit) if limit is not None else ds
 
 
+def noise_offsets(size, rate, classes, split):
+    """Symmetric label noise as per-example offsets: exactly round(rate·size) examples, chosen at random,
+    get an offset drawn uniformly from 1..classes−1 (label + offset mod classes: every other class equally
+    likely), the rest 0. Seeded by the split's name only, so that every run and loss of a grid, on any
+    backend, sees the same corrupted labels (paired comparisons), and train and validation differ."""
+    rng = np.random.default_rng(zlib.crc32(str(split).encode()))
+    offsets = np.zeros(size, "int64")
+    chosen = rng.permutation(size)[:int(round(rate * size))]
+    offsets[chosen] = rng.integers(1, classes, len(chosen))
+    return offsets
+
+
+def label_noise(source, rate, classes, split):
+    """`source` (arrays, a `RecordSource` or a tf.data.Dataset of (image, label)) with `noise_offsets`
+    applied to its labels."""
+    if isinstance(source, tuple):
+        images, labels = source
+        return images, (labels + noise_offsets(len(labels), rate, classes, split)) % classes
+    if isinstance(source, RecordSource):
+        return NoisyRecordSource(source, noise_offsets(len(source), rate, classes, split), classes)
+    import tensorflow as tf
+
+    size = int(source.cardinality())
+    if size < 0:
+        raise ValueError(f"label_noise needs the size of split {shown(split)}, which tf.data does not know "
+                         f"(cardinality {size}); give limit_train or a split with a known size.")
+    offsets = tf.constant(noise_offsets(size, rate, classes, split))
+    return source.enumerate().map(lambda i, example: (example[0], (tf.cast(example[1], tf.int64) + offsets[i]) % classes))
+
+
+class NoisyRecordSource(RecordSource):
+    """A `RecordSource` whose labels carry `noise_offsets`."""
+
+    def __init__(self, source, offsets, classes):
+        super().__init__(source.source, source.size, source.image_key, source.label_key)
+        self.offsets, self.classes = offsets, classes
+
+    def read(self, indices):
+        images, labels = super().read(indices)
+        return images, (labels + self.offsets[np.asarray(indices, "int64")]) % self.classes
+
+
 def check_labels(labels, classes, where):
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
@@ -156,5 +199,9 @@ class Datasets:
         splits = settings.splits
         sources = (self.split(dataset, splits.train, settings.limit_train), self.split(dataset, splits.validation),
                    self.split(dataset, splits.test) if test else None)
+        rate = getattr(settings, "label_noise", None)
+        if rate:
+            sources = (label_noise(sources[0], rate, dataset.classes, splits.train),
+                       label_noise(sources[1], rate, dataset.classes, splits.validation), sources[2])
         return placement().inputs(sources, dataset=dataset, settings=settings, seed=run.seed, model=run.model_info,
                                   replicas=replicas)
