@@ -22,6 +22,48 @@ def test_spearman_matches_the_rank_formula_and_averages_ties():
     assert sq.spearman([7, 7, 9], [1, 2, 3]) == pytest.approx(expected)
 
 
+def test_chance_level_of_four_losses_matches_a_hand_enumeration():
+    # 4 losses, no ties: ρ = 1 − Σd²/10 over the 24 orderings of the full-data ranks. Σd² takes the
+    # values 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20 in 1, 3, 1, 4, 2, 2, 2, 4, 1, 3, 1 orderings
+    # (symmetric about 10, so the mean ρ is 0).
+    proxy = [0.70, 0.72, 0.75, 0.76]            # ranks 1 2 3 4
+    chance = sq.spearman_chance(proxy, [86.0, 88.0, 87.0, 89.0])   # ranks 1 3 2 4: Σd² = 2, ρ = 0.8
+    assert chance["observed"] == pytest.approx(0.8)
+    assert chance["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert chance["p"] == pytest.approx(4 / 24)   # Σd² ≤ 2: 1 + 3 orderings
+    assert (chance["losses"], chance["orderings"], chance["exact"]) == (4, 24, True)
+    # ranks 2 3 1 4: Σd² = 1 + 1 + 4 = 6, ρ = 0.4, reached by the 1 + 3 + 1 + 4 orderings with Σd² ≤ 6
+    chance = sq.spearman_chance(proxy, [87.0, 88.0, 86.0, 89.0])
+    assert chance["observed"] == pytest.approx(0.4) and chance["p"] == pytest.approx(9 / 24)
+    # the perfect order is reached by one ordering only; the reversed one by every ordering
+    assert sq.spearman_chance(proxy, [1, 2, 3, 4])["p"] == pytest.approx(1 / 24)
+    assert sq.spearman_chance(proxy, [4, 3, 2, 1])["p"] == pytest.approx(1.0)
+
+
+def test_chance_level_of_many_losses_is_sampled_with_a_fixed_seed():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=7), rng.normal(size=7)
+    exact = sq.spearman_chance(a, b)
+    assert exact["exact"] and exact["orderings"] == 5040
+    sampled = sq.spearman_chance(a, b, exact_up_to=6, samples=20_000)
+    assert not sampled["exact"] and sampled["orderings"] == 20_000
+    assert sampled == sq.spearman_chance(a, b, exact_up_to=6, samples=20_000)   # the same figures every run
+    assert sampled["observed"] == pytest.approx(exact["observed"]) == pytest.approx(sq.spearman(a, b))
+    # binomial standard error of p at 20,000 samples is at most 0.0036
+    assert sampled["p"] == pytest.approx(exact["p"], abs=0.015)
+    assert sampled["mean"] == pytest.approx(0.0, abs=0.02)
+    assert "P(rho >= " in sq.chance_text(sampled) and "20,000 random orderings (seed 0)" in sq.chance_text(sampled)
+    assert sq.spearman_chance([1, 1, 1], [1, 2, 3]) is None   # a constant side has no correlation
+
+
+def test_the_rank_check_trains_usable_losses_only():
+    # no formula built to fail: those rank last on both sides and make any proxy look good
+    assert "p*y" not in sq.CHECK_LOSSES and not hasattr(sq, "BAD_FORMULAS")
+    assert len(sq.CHECK_LOSSES) >= 8 and sq.CHECK_LOSSES[:2] == ["ce", "ngl"]
+    # with 8 losses, the perfect order happens by chance once in 8! orderings
+    assert sq.spearman_chance(range(8), range(8))["p"] == pytest.approx(1 / 40320)
+
+
 def test_found_losses_skip_failed_candidates_and_keep_the_order():
     fame = [{"rank": 1, "formula": "a*p", "display": "a", "latex": "a", "fitness": [0.2]},
             {"rank": 2, "formula": "b*p", "display": "b", "latex": "b", "fitness": [1e9]},
