@@ -40,7 +40,9 @@ HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
 SLOW_CALL_S = 1.0
 ERROR_FILE = "error.txt"
 FAILED_METRIC = "failed_"  # + reason: a candidate's failure travels to the chief as a metric
-SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's settings
+SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's (or grid's) settings
+RECORD = "record"  # a finished run's record travels to the chief in this hyperparameter, as JSON text
+TRAINED = "trained"  # a trained run's only metric (keras-tuner scores every trial by one)
 
 
 # keras-tuner's private names: this module is the only one of the package that uses them. Each
@@ -271,6 +273,83 @@ class GPOracle(ServedOracle):
         self.evolution.set_state(state["gp"])
 
 
+class GridOracle(ServedOracle):
+    """Serves a grid's runs as trials ({"run": key}), in the order of `keys`. The record a worker
+    sends back with its trial goes to `on_record(key, record)` (the chief's store) once per run,
+    whoever sends it first: a worker thought lost may still finish the run it was given."""
+
+    kind, work = "grid", "run"
+
+    def __init__(self, keys, on_record=None, grid_id="", worker_timeout=600.0, log=print, clock=time.monotonic):
+        super().__init__(keras_tuner.Objective(TRAINED, "max"), grid_id, 0, worker_timeout, log, clock)
+        self.queue = list(keys)
+        self.on_record = on_record
+        self.recorded = set()
+        # Guards `queue` and `recorded` between the store (end_trial) and release_lost_workers.
+        self.store_lock = threading.Lock()
+
+    def populate_space(self, trial_id):
+        with self.store_lock:
+            if self.fatal is None and self.queue:
+                return {"status": trial_module.TrialStatus.RUNNING, "values": {self.work: self.queue.pop(0)}}
+        if self.fatal is None and self.ongoing_trials:  # a run in flight may come back to the queue
+            return {"status": trial_module.TrialStatus.IDLE}
+        return {"status": trial_module.TrialStatus.STOPPED}
+
+    def release(self, work_id):
+        with self.store_lock:
+            if work_id not in self.recorded and work_id not in self.queue:
+                self.queue.insert(0, work_id)
+
+    def ended(self):
+        return self.fatal is not None or (not self.queue and not self.ongoing_trials)
+
+    def end_trial(self, trial):
+        """Store the trial's record (before the worker hears back), then end it. Not under
+        keras_tuner.synchronized: the store may raise (a full disk), and that lock is not
+        released by an error (keras-tuner 1.4.8); the worker is then told of the error and keeps
+        its run's backup."""
+        key = self.trials[trial.trial_id].hyperparameters.values[self.work]
+        text = trial.hyperparameters.values.get(RECORD)
+        if trial.status == trial_module.TrialStatus.COMPLETED and text is not None:
+            with self.store_lock:
+                if key not in self.recorded:
+                    try:
+                        self.on_record(key, json.loads(text))
+                    except Exception as error:
+                        self.fatal = f"the record of run {key} could not be stored: {error}"
+                        raise
+                    self.recorded.add(key)
+                    if key in self.queue:
+                        self.queue.remove(key)
+        self._end_trial(trial)
+
+    @keras_tuner.synchronized
+    def _end_trial(self, trial):
+        worker = next((tuner_id for tuner_id, ongoing in self.ongoing_trials.items()
+                       if ongoing.trial_id == trial.trial_id), None)
+        self._seen_with(trial.trial_id)
+        stored = self.trials[trial.trial_id]
+        key = stored.hyperparameters.values[self.work]
+        trial.hyperparameters = stored.hyperparameters  # the record is kept in runs.jsonl, not twice
+        if trial.status != trial_module.TrialStatus.COMPLETED and trial.trial_id not in self.lost_trials:
+            # The worker's own error: the grid stops; the run goes back to the queue, so that a
+            # re-run after the fix trains it.
+            self.release(key)
+            self.fatal = (f"run {key} stopped {worker or 'a worker'} with an error (that worker's output "
+                          "shows it); the finished runs are in runs.jsonl: fix the cause and re-run the same "
+                          "commands to resume.")
+        super().end_trial(trial)
+
+    def set_state(self, state):
+        """A chief restarted after a kill: the runs still to train come from runs.jsonl (`keys`),
+        and the workers of the killed chief have stopped, so none of its trials is ongoing."""
+        super().set_state(state)
+        self.ongoing_trials, self.tuner_ids = {}, set()
+        self.hyperparameters = keras_tuner.HyperParameters()  # this grid's identity, not the saved one
+        self.hyperparameters.Fixed(SEARCH_ID, self.search_id)
+
+
 def _chief_address():
     return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
 
@@ -496,3 +575,37 @@ class GPTuner(WorkerTuner):
 
     def record_error(self, error):
         atomic_write(os.path.join(self.search_dir, ERROR_FILE), f"{error}\n\n{error.traceback}")
+
+
+class RunError(keras_tuner.errors.FatalError):
+    """A run's error in a worker (its cause: the error itself): it stops the worker and the grid."""
+
+    def __init__(self, key, error):
+        self.key = key
+        super().__init__(f"run {key} raised {type(error).__name__}: {error}")
+
+
+class GridTuner(WorkerTuner):
+    """A worker of a grid: trains one run per trial with `train(key) -> record`; the record goes
+    to the chief with the trial (RECORD), and `on_stored(key)` follows once the chief has stored it
+    (the worker then removes the run's backup)."""
+
+    fatal_error = RunError
+
+    def __init__(self, oracle, directory, train=None, on_stored=None, log=print, **kwargs):
+        self.train, self.on_stored = train, on_stored
+        super().__init__(oracle, directory, log, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        key = trial.hyperparameters.values[GridOracle.work]
+        try:
+            with self.alive(trial):
+                record = self.train(key)
+        except Exception as error:
+            raise RunError(key, error) from error
+        trial.hyperparameters.Fixed(RECORD, json.dumps(record))
+        return {TRAINED: 1.0}
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the chief stores the record before it answers
+        self.on_stored(trial.hyperparameters.values[GridOracle.work])
