@@ -109,6 +109,20 @@ def test_a_record_the_chief_cannot_store_stops_the_grid_and_the_oracle_still_ans
     assert grid.search_over() and stored == [] and grid.queue == ["a", "b", "c"]
 
 
+def test_a_restarted_chief_serves_the_runs_it_is_given_and_forgets_the_killed_chiefs_trials(tmp_path):
+    clock, stored = Clock(), []
+    killed = _oracle(tmp_path, clock, [], stored)
+    first = killed.create_trial("worker0")
+    _finish(killed, first, {"key": "a"})
+    killed.create_trial("worker0")  # b in flight when the chief is killed
+    restarted = _oracle(tmp_path, clock, [], stored, keys=("b", "c"))  # a is in runs.jsonl
+    restarted.reload()
+    assert restarted.ongoing_trials == {} and restarted.tuner_ids == set()
+    trial = restarted.create_trial("worker1")
+    assert _run(trial) == "b" and trial.trial_id not in killed.trials  # a new trial, not one of the killed chief's
+    assert restarted.get_space().values == {oracle.SEARCH_ID: "0123"}
+
+
 # Bad input.
 
 def test_a_worker_without_the_chiefs_address_is_refused_before_anything_is_written(tmp_path, monkeypatch):
