@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+import keras
+
 from ngl_keras import data as data_module
 from ngl_keras import records, resume, training
 from ngl_keras.distribution import make_strategy
@@ -40,8 +42,10 @@ def role():
 
 
 def grid_id(identities):
-    """A short hash of every planned run's identity: a worker must have the chief's."""
-    return hashlib.sha256(json.dumps(identities, sort_keys=True).encode()).hexdigest()[:16]
+    """A short hash of every planned run's identity and the Keras backend (one runs.jsonl never mixes
+    backends): a worker must have the chief's."""
+    grid = {"runs": identities, "backend": keras.backend.backend()}
+    return hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=False, jit_compile="auto",
