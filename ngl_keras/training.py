@@ -190,8 +190,14 @@ def _write_history_csv(path, history):
 
 
 def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=False,
-             jit_compile="auto", verbose=2, log=print):
+             jit_compile="auto", verbose=2, log=print, worker_timeout=600.0):
     """Train every run of `runs` not yet in OUT/runs.jsonl; return all records.
+
+    With KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set, this process is
+    the chief or a worker of a grid spread over processes or machines (`grid_workers`): the chief
+    trains nothing, appends the records its workers send and returns them all; a worker trains the
+    runs the chief hands it and returns None. `worker_timeout`: seconds of a worker's silence after
+    which its run goes back to the queue.
 
     Every dataset split and pretrained weights file the runs need is checked first
     (`check_inputs`). `verbose` 0: one line per run; else also progress (`Progress`; Keras's
@@ -206,11 +212,15 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
     untested = sorted({run.dataset for run in runs if run.settings.splits.test is None})
     if untested:
         raise ValueError(f"a grid's runs are tested: give a test split for {', '.join(untested)} (splits: test).")
+    from ngl_keras import grid_workers  # it builds on this module
+
+    if grid_workers.role() != "alone":
+        return grid_workers.run_grid(runs, out_dir, strategy, data_dir, mixed_precision, jit_compile, log,
+                                     worker_timeout)
     out_dir = output_directory(out_dir)
     path = out_dir / "runs.jsonl"
     identities = {run.key: records.identity(run, mixed_precision) for run in runs}
-    done = records.finished_keys(runs, records.read_records(path), path, mixed_precision, identities)
-    todo = [r for r in runs if r.key not in done]
+    todo = runs_to_train(runs, path, mixed_precision, identities)
     datasets = data_module.Datasets(data_dir)
     if todo:  # first: JAX's multi-process runtime starts before anything computes
         strategy = make_strategy(strategy)
@@ -226,19 +236,40 @@ def run_grid(runs, out_dir, strategy="auto", data_dir=None, mixed_precision=Fals
                 f"{grid.eta()}")
             for callback in progress:
                 callback.batch_size = run.settings.batch_size
-            run_dir = out_dir / "runs" / run.directory
-            try:
-                record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile,
-                                   verbose=1 if verbose and interactive else 0, resume_run=True,
-                                   progress=progress, log=log, identity=identities[run.key])
-            except Exception as error:  # TensorFlow's checkpoint and TensorBoard writes raise their own
-                if not is_disk_full(error):
-                    raise
-                raise disk_full(error, run_dir) from None
-            record.update(identity=identities[run.key], run_dir=f"runs/{run.directory}")
+            record = train_grid_run(run, datasets, out_dir, strategy, identities[run.key], mixed_precision,
+                                    jit_compile, verbose=1 if verbose and interactive else 0, progress=progress,
+                                    log=log)
             records.append_record(path, record)
-            resume.discard_backup(run_dir)
-            log(f"  {run.key}: {record['status']}, {tasks.get(run.task).summary(record)}, "
-                f"{record['wall_time_s']:.0f} s")
+            resume.discard_backup(out_dir / record["run_dir"])
+            log(f"  {run_line(run, record)}")
     keys = {r.key for r in runs}
     return [r for r in records.read_records(path) if r["key"] in keys]
+
+
+def runs_to_train(runs, path, mixed_precision, identities):
+    """The runs of `runs` whose records are not yet in `path` (runs.jsonl); refuses a directory of
+    other settings (`records.finished_keys`)."""
+    done = records.finished_keys(runs, records.read_records(path), path, mixed_precision, identities)
+    return [r for r in runs if r.key not in done]
+
+
+def train_grid_run(run, datasets, out_dir, strategy, identity, mixed_precision=False, jit_compile="auto",
+                   verbose=0, progress=(), log=print):
+    """Train `run` of a grid in OUT/runs/<its directory>, resuming from the backup there; return its
+    record, with its `identity` and directory. The caller appends it to runs.jsonl, then removes
+    the backup (`resume.discard_backup`)."""
+    run_dir = Path(out_dir) / "runs" / run.directory
+    try:
+        record = train_run(run, datasets, run_dir, strategy, mixed_precision, jit_compile, verbose=verbose,
+                           resume_run=True, progress=progress, log=log, identity=identity)
+    except Exception as error:  # TensorFlow's checkpoint and TensorBoard writes raise their own
+        if not is_disk_full(error):
+            raise
+        raise disk_full(error, run_dir) from None
+    record.update(identity=identity, run_dir=f"runs/{run.directory}")
+    return record
+
+
+def run_line(run, record):
+    """A finished run in one line: its key, status, the task's summary and its time."""
+    return f"{run.key}: {record['status']}, {tasks.get(run.task).summary(record)}, {record['wall_time_s']:.0f} s"

@@ -11,6 +11,7 @@ prints the table of a finished (or partial) grid.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def parse_args(argv):
     parser.add_argument("--data-dir", help="tfds data directory; segmentation: the dataset's root on disk "
                                            "(VOCdevkit, the COCO-Stuff directory)")
     parser.add_argument("--compare-paper", action="store_true", help="show the published numbers")
+    parser.add_argument("--worker-timeout", type=float, default=600.0,
+                        help="over several processes or machines (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and "
+                             "KERASTUNER_ORACLE_PORT set, as for the search): seconds of a worker's silence after "
+                             "which the chief hands its run to another")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also the frameworks' own lines (TensorFlow's start-up banners and C++ logs, "
@@ -87,6 +92,8 @@ def parse_args(argv):
         value = getattr(args, key)
         if value is not None and value < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1; got {value}")
+    if not args.worker_timeout > 0:
+        parser.error(f"--worker-timeout must be > 0 seconds; got {args.worker_timeout:g}")
     return args
 
 
@@ -151,14 +158,21 @@ def main(argv=None, args=None):
     from ngl_keras import training
     from ngl_keras.files import output_directory
     from ngl_keras.grid import plan
+    from ngl_keras.grid_workers import GridStopped
 
     data_dir = args.data_dir or grid.data_dir
     runs = plan(grid, configs_dir(), data_dir=data_dir)
     out = output_directory(args.out or Path("runs") / Path(args.config).stem)
-    records = training.run_grid(
-        runs, out, strategy=args.strategy or grid.strategy, data_dir=data_dir,
-        mixed_precision=args.mixed_precision if args.mixed_precision is not None else grid.mixed_precision,
-        jit_compile=grid.jit_compile, verbose=0 if args.quiet else 2)
+    try:
+        records = training.run_grid(
+            runs, out, strategy=args.strategy or grid.strategy, data_dir=data_dir,
+            mixed_precision=args.mixed_precision if args.mixed_precision is not None else grid.mixed_precision,
+            jit_compile=grid.jit_compile, verbose=0 if args.quiet else 2, worker_timeout=args.worker_timeout)
+    except GridStopped as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        return 1
+    if records is None:  # a worker: the chief prints the table
+        return 0
     print()
     print(report_module.write(records, out, args.compare_paper, _benchmark_records()))
     figures = ", ".join(str(out / name) for name in report_module.figures(records))
@@ -168,4 +182,5 @@ def main(argv=None, args=None):
 
 def run(argv=None):
     """The console command `ngl-train-small`."""
-    start(parse_args, main, argv)
+    # a worker's and the chief's line per run show as they happen, also when their output is a pipe
+    start(parse_args, main, argv, line_buffered="KERASTUNER_TUNER_ID" in os.environ)

@@ -1,16 +1,20 @@
-"""keras-tuner orchestration: an Oracle that owns the GP state, and a Tuner that evaluates
-one candidate per trial. The same pair runs in one process or as a chief and N workers
+"""keras-tuner orchestration, a chief and its workers: work served as trials by an Oracle and
+done by a Tuner, one trial at a time. Two kinds of work: the search's candidates (GPOracle owns
+the GP state, GPTuner evaluates a candidate's fitness) and a grid's runs (GridOracle holds the
+runs to train and hands each record to the chief's store, GridTuner trains a run). The search runs
+in one process or as a chief and N workers; a grid uses these only as a chief and N workers
 (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT).
 
-What keras-tuner (1.4.8) leaves to us, and this module adds:
+What keras-tuner (1.4.8) leaves to us, and this module adds (`ServedOracle`, `WorkerTuner`):
 - a lost worker: a worker sends a heartbeat every HEARTBEAT_S seconds while it trains; the
-  chief hands the candidate of a worker silent for `worker_timeout` seconds to another, and
+  chief hands the work of a worker silent for `worker_timeout` seconds to another, and
   forgets the worker (one that comes back is told to stop, or its late result is used once);
 - the chief's end: it serves until the search is complete (or stopped) and every worker it
   knows has been told so or is lost, then exits, whatever happened to the workers;
 - a bounded wait: a worker gives up on a chief that does not answer within `worker_timeout`;
 - errors: a candidate that diverged or ran out of memory is a failed candidate (counted by
-  reason); any other error stops the search, with the candidate, keeping its state.
+  reason); any other error stops the search, with the candidate, keeping its state. A run's
+  error in a worker stops the grid (a diverged run is a record, as in one process).
 """
 
 import contextlib
@@ -36,7 +40,9 @@ HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
 SLOW_CALL_S = 1.0
 ERROR_FILE = "error.txt"
 FAILED_METRIC = "failed_"  # + reason: a candidate's failure travels to the chief as a metric
-SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's settings
+SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's (or grid's) settings
+RECORD = "record"  # a finished run's record travels to the chief in this hyperparameter, as JSON text
+TRAINED = "trained"  # a trained run's only metric (keras-tuner scores every trial by one)
 
 
 # keras-tuner's private names: this module is the only one of the package that uses them. Each
@@ -44,7 +50,18 @@ SEARCH_ID = "search"  # a fixed hyperparameter: the hash of the search's setting
 # <1.5), and tests/test_private_apis.py names the one a new version removed.
 
 def role():
-    """This process's part in keras-tuner's distributed mode: "alone", "chief" or "worker"."""
+    """This process's part in keras-tuner's distributed mode: "alone", "chief" or "worker".
+    A tuner id without the chief's address (or an address without its port) is a ValueError: such
+    a worker would otherwise do all the work alone, beside the chief's workers."""
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
+    if tuner_id is not None and "KERASTUNER_ORACLE_IP" not in os.environ:
+        raise ValueError(f"KERASTUNER_TUNER_ID={tuner_id} is set but KERASTUNER_ORACLE_IP is not: set "
+                         "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT to the chief's address on every machine "
+                         "(or unset KERASTUNER_TUNER_ID to run in one process).")
+    if "KERASTUNER_ORACLE_IP" in os.environ and not ("KERASTUNER_ORACLE_PORT" in os.environ and tuner_id):
+        raise ValueError("KERASTUNER_ORACLE_IP is set without " + " and ".join(
+            name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(name)) +
+            ": set the chief's port, and KERASTUNER_TUNER_ID (chief, worker0, worker1, ...) on each machine.")
     # keras_tuner.src.distribute.utils.has_chief_oracle/is_chief_oracle: no public way to ask
     # the role (keras-tuner 1.4.8 reads the KERASTUNER_* variables only here).
     from keras_tuner.src.distribute import utils as dist_utils
@@ -82,28 +99,38 @@ class CandidateError(keras_tuner.errors.FatalError):
         super().__init__(f"candidate {candidate} ({formula}) raised {type(error).__name__}: {error}")
 
 
-class GPOracle(keras_tuner.Oracle):
-    """Hands out GP candidates as trials ({"candidate": id, "formula": text}) and feeds their
-    fitness back to the `Evolution`; on a chief, also watches the workers (module docstring)."""
+class ServedOracle(keras_tuner.Oracle):
+    """An oracle whose trials a chief serves to workers (module docstring): a worker's calls are
+    its heartbeat, the work of a worker silent for `worker_timeout` seconds goes back to the queue
+    (`release`), and the chief knows when it may exit (`search_over`).
 
-    def __init__(self, evolution, fitness_size=1, seed=0, worker_timeout=600.0, log=print,
-                 clock=time.monotonic, search_id=""):
-        super().__init__(objective=keras_tuner.Objective("fitness_0", "min"), max_trials=10**7,
-                         seed=seed, max_retries_per_trial=0,
+    A subclass names its work (`kind`: what the chief runs; `work`: one trial's unit, also the
+    hyperparameter that holds its id) and says when it has ended (`ended`)."""
+
+    kind, work = "search", "candidate"
+
+    def __init__(self, objective, search_id="", seed=0, worker_timeout=600.0, log=print, clock=time.monotonic):
+        super().__init__(objective=objective, max_trials=10**7, seed=seed, max_retries_per_trial=0,
                          max_consecutive_failed_trials=10**9)
-        # The search's identity in the space a worker reads first: a worker started with other
-        # settings is refused, even without a shared filesystem.
+        # The identity of the settings in the space a worker reads first: a worker started with
+        # other settings is refused, even without a shared filesystem.
         self.search_id = search_id
         self.hyperparameters.Fixed(SEARCH_ID, search_id)
-        self.evolution = evolution
-        self.fitness_size = fitness_size
         self.worker_timeout, self.log, self.clock = worker_timeout, log, clock
         self.last_seen = {}  # tuner id -> clock time of its last call
         self.stalled_until = clock()
         self.lost_trials = set()
-        self.fatal = None  # why the search stops, after an error in a worker
-        # keras-tuner's per-trial tables (Display) only with -v: we log a line per candidate.
+        self.fatal = None  # why the work stops, after an error in a worker
+        # keras-tuner's per-trial tables (Display) only with -v: we log a line per trial.
         self.verbose = 1 if console.is_verbose() else 0
+
+    def release(self, work_id):
+        """Give the work `work_id` of a lost or failed trial back to the queue."""
+        raise NotImplementedError
+
+    def ended(self):
+        """The work is complete or stopped."""
+        raise NotImplementedError
 
     # What workers call (through the chief's gRPC server).
 
@@ -122,10 +149,73 @@ class GPOracle(keras_tuner.Oracle):
     @keras_tuner.synchronized
     def get_trial(self, trial_id):
         """Also a worker's heartbeat for the trial it trains."""
+        self._seen_with(trial_id)
+        return super().get_trial(trial_id)
+
+    def _seen_with(self, trial_id):
         for tuner_id, trial in self.ongoing_trials.items():
             if trial.trial_id == trial_id:
                 self._seen(tuner_id)
-        return super().get_trial(trial_id)
+
+    # What the chief does between calls.
+
+    @keras_tuner.synchronized
+    def release_lost_workers(self):
+        """Forget the workers silent for more than `worker_timeout` seconds, and hand the
+        work they were doing to others."""
+        now = self.clock()
+        for tuner_id in sorted(self.tuner_ids):
+            silence = now - max(self.last_seen.get(tuner_id, now), self.stalled_until)
+            if silence <= self.worker_timeout:
+                continue
+            self.tuner_ids.discard(tuner_id)
+            trial = self.ongoing_trials.pop(tuner_id, None)
+            if trial is None:
+                self.log(f"{tuner_id}: silent for {silence:.0f} s; forgotten.")
+                continue
+            work_id = trial.hyperparameters.values[self.work]
+            self.release(work_id)
+            self.lost_trials.add(trial.trial_id)
+            trial.status = trial_module.TrialStatus.FAILED
+            trial.message = f"{tuner_id} was silent for {silence:.0f} s (worker_timeout)"
+            self._save_trial(trial)
+            self.save()
+            self.log(f"{tuner_id}: silent for {silence:.0f} s while training {self.work} {work_id}; "
+                     "it goes back to the queue.")
+
+    @keras_tuner.synchronized
+    def search_over(self):
+        """The work has ended (complete or stopped), and no worker is still owed an answer."""
+        return self.ended() and not self.tuner_ids
+
+    # State: written atomically.
+
+    def save(self):
+        atomic_write(_oracle_file(self), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        # Overrides Oracle._save_trial (private): keras-tuner 1.4.8 writes every trial's state
+        # through it and offers no public hook to make that write atomic.
+        directory = _trial_directory(self, trial.trial_id)
+        os.makedirs(directory, exist_ok=True)
+        atomic_write(os.path.join(directory, "trial.json"), json.dumps(trial.get_state()))
+
+
+class GPOracle(ServedOracle):
+    """Hands out GP candidates as trials ({"candidate": id, "formula": text}) and feeds their
+    fitness back to the `Evolution`; on a chief, also watches the workers (module docstring)."""
+
+    def __init__(self, evolution, fitness_size=1, seed=0, worker_timeout=600.0, log=print,
+                 clock=time.monotonic, search_id=""):
+        super().__init__(keras_tuner.Objective("fitness_0", "min"), search_id, seed, worker_timeout, log, clock)
+        self.evolution = evolution
+        self.fitness_size = fitness_size
+
+    def release(self, work_id):
+        self.evolution.release(work_id)
+
+    def ended(self):
+        return self.evolution.finished or self.evolution.stopped is not None or self.fatal is not None
 
     def populate_space(self, trial_id):
         if self.fatal:
@@ -141,9 +231,7 @@ class GPOracle(keras_tuner.Oracle):
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
-        for tuner_id, ongoing in self.ongoing_trials.items():
-            if ongoing.trial_id == trial.trial_id:
-                self._seen(tuner_id)
+        self._seen_with(trial.trial_id)
         stored = self.trials[trial.trial_id]
         candidate = stored.hyperparameters.values["candidate"]
         if trial.status == trial_module.TrialStatus.COMPLETED:
@@ -171,38 +259,6 @@ class GPOracle(keras_tuner.Oracle):
         return (first or f"candidate {candidate} ({formula}) failed in a worker") + \
             f" (traceback in {path}); the search state is kept: fix the cause and re-run the same commands to resume."
 
-    # What the chief does between calls.
-
-    @keras_tuner.synchronized
-    def release_lost_workers(self):
-        """Forget the workers silent for more than `worker_timeout` seconds, and hand the
-        candidates they were training to others."""
-        now = self.clock()
-        for tuner_id in sorted(self.tuner_ids):
-            silence = now - max(self.last_seen.get(tuner_id, now), self.stalled_until)
-            if silence <= self.worker_timeout:
-                continue
-            self.tuner_ids.discard(tuner_id)
-            trial = self.ongoing_trials.pop(tuner_id, None)
-            if trial is None:
-                self.log(f"{tuner_id}: silent for {silence:.0f} s; forgotten.")
-                continue
-            values = trial.hyperparameters.values
-            self.evolution.release(values["candidate"])
-            self.lost_trials.add(trial.trial_id)
-            trial.status = trial_module.TrialStatus.FAILED
-            trial.message = f"{tuner_id} was silent for {silence:.0f} s (worker_timeout)"
-            self._save_trial(trial)
-            self.save()
-            self.log(f"{tuner_id}: silent for {silence:.0f} s while training candidate {values['candidate']}; "
-                     "it goes back to the queue.")
-
-    @keras_tuner.synchronized
-    def search_over(self):
-        """The search is complete or stopped, and no worker is still owed an answer."""
-        ended = self.evolution.finished or self.evolution.stopped is not None or self.fatal is not None
-        return ended and not self.tuner_ids
-
     # State: written atomically.
 
     def get_state(self):
@@ -216,15 +272,82 @@ class GPOracle(keras_tuner.Oracle):
             self.hyperparameters.Fixed(SEARCH_ID, self.search_id)
         self.evolution.set_state(state["gp"])
 
-    def save(self):
-        atomic_write(_oracle_file(self), json.dumps(self.get_state()))
 
-    def _save_trial(self, trial):
-        # Overrides Oracle._save_trial (private): keras-tuner 1.4.8 writes every trial's state
-        # through it and offers no public hook to make that write atomic.
-        directory = _trial_directory(self, trial.trial_id)
-        os.makedirs(directory, exist_ok=True)
-        atomic_write(os.path.join(directory, "trial.json"), json.dumps(trial.get_state()))
+class GridOracle(ServedOracle):
+    """Serves a grid's runs as trials ({"run": key}), in the order of `keys`. The record a worker
+    sends back with its trial goes to `on_record(key, record)` (the chief's store) once per run,
+    whoever sends it first: a worker thought lost may still finish the run it was given."""
+
+    kind, work = "grid", "run"
+
+    def __init__(self, keys, on_record=None, grid_id="", worker_timeout=600.0, log=print, clock=time.monotonic):
+        super().__init__(keras_tuner.Objective(TRAINED, "max"), grid_id, 0, worker_timeout, log, clock)
+        self.queue = list(keys)
+        self.on_record = on_record
+        self.recorded = set()
+        # Guards `queue` and `recorded` between the store (end_trial) and release_lost_workers.
+        self.store_lock = threading.Lock()
+
+    def populate_space(self, trial_id):
+        with self.store_lock:
+            if self.fatal is None and self.queue:
+                return {"status": trial_module.TrialStatus.RUNNING, "values": {self.work: self.queue.pop(0)}}
+        if self.fatal is None and self.ongoing_trials:  # a run in flight may come back to the queue
+            return {"status": trial_module.TrialStatus.IDLE}
+        return {"status": trial_module.TrialStatus.STOPPED}
+
+    def release(self, work_id):
+        with self.store_lock:
+            if work_id not in self.recorded and work_id not in self.queue:
+                self.queue.insert(0, work_id)
+
+    def ended(self):
+        return self.fatal is not None or (not self.queue and not self.ongoing_trials)
+
+    def end_trial(self, trial):
+        """Store the trial's record (before the worker hears back), then end it. Not under
+        keras_tuner.synchronized: the store may raise (a full disk), and that lock is not
+        released by an error (keras-tuner 1.4.8); the worker is then told of the error and keeps
+        its run's backup."""
+        key = self.trials[trial.trial_id].hyperparameters.values[self.work]
+        text = trial.hyperparameters.values.get(RECORD)
+        if trial.status == trial_module.TrialStatus.COMPLETED and text is not None:
+            with self.store_lock:
+                if key not in self.recorded:
+                    try:
+                        self.on_record(key, json.loads(text))
+                    except Exception as error:
+                        self.fatal = f"the record of run {key} could not be stored: {error}"
+                        raise
+                    self.recorded.add(key)
+                    if key in self.queue:
+                        self.queue.remove(key)
+        self._end_trial(trial)
+
+    @keras_tuner.synchronized
+    def _end_trial(self, trial):
+        worker = next((tuner_id for tuner_id, ongoing in self.ongoing_trials.items()
+                       if ongoing.trial_id == trial.trial_id), None)
+        self._seen_with(trial.trial_id)
+        stored = self.trials[trial.trial_id]
+        key = stored.hyperparameters.values[self.work]
+        trial.hyperparameters = stored.hyperparameters  # the record is kept in runs.jsonl, not twice
+        if trial.status != trial_module.TrialStatus.COMPLETED and trial.trial_id not in self.lost_trials:
+            # The worker's own error: the grid stops; the run goes back to the queue, so that a
+            # re-run after the fix trains it.
+            self.release(key)
+            self.fatal = (f"run {key} stopped {worker or 'a worker'} with an error (that worker's output "
+                          "shows it); the finished runs are in runs.jsonl: fix the cause and re-run the same "
+                          "commands to resume.")
+        super().end_trial(trial)
+
+    def set_state(self, state):
+        """A chief restarted after a kill: the runs still to train come from runs.jsonl (`keys`),
+        and the workers of the killed chief have stopped, so none of its trials is ongoing."""
+        super().set_state(state)
+        self.ongoing_trials, self.tuner_ids = {}, set()
+        self.hyperparameters = keras_tuner.HyperParameters()  # this grid's identity, not the saved one
+        self.hyperparameters.Fixed(SEARCH_ID, self.search_id)
 
 
 def _chief_address():
@@ -233,7 +356,7 @@ def _chief_address():
 
 def wait_for_chief(oracle, tuner_id, log):
     """A worker's start: wait, at most `oracle.worker_timeout` seconds, for the chief to answer,
-    and check that it runs this search. Until then a worker writes nothing: it never creates
+    and check that it runs this search (or grid). Until then a worker writes nothing: it never creates
     or claims the search directory."""
     import grpc
 
@@ -252,9 +375,9 @@ def wait_for_chief(oracle, tuner_id, log):
                             "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.") from None
     theirs, ours = space.values.get(SEARCH_ID), oracle.hyperparameters.values[SEARCH_ID]
     if theirs != ours:
-        raise ValueError(f"the chief at {_chief_address()} runs a different search (settings hash "
+        raise ValueError(f"the chief at {_chief_address()} runs a different {oracle.kind} (settings hash "
                          f"{theirs}, this worker's {ours}); start the worker with the chief's config and options.")
-    log(f"{tuner_id}: the chief answered; training candidates.")
+    log(f"{tuner_id}: the chief answered; training {oracle.work}s.")
 
 
 def serve(oracle, log, poll_s=0.5):
@@ -280,7 +403,7 @@ def serve(oracle, log, poll_s=0.5):
     if not port:
         raise ValueError(f"the chief cannot listen on {address}; is the port free and the address this machine's?")
     server.start()
-    log(f"chief: serving the search on {address}; workers are forgotten after "
+    log(f"chief: serving the {oracle.kind} on {address}; workers are forgotten after "
         f"{oracle.worker_timeout:g} s of silence.")
     try:
         while not oracle.search_over():
@@ -348,30 +471,88 @@ class Interrupts:
 INTERRUPTS = Interrupts()
 
 
-class GPTuner(base_tuner.BaseTuner):
-    """Evaluates one candidate per trial with `fitness(formula) -> list of floats` (or
-    CandidateFailed) and logs each finished evaluation to `evaluations.jsonl` in the search
-    directory."""
+class WorkerTuner(base_tuner.BaseTuner):
+    """A tuner that does one trial at a time (`run_trial`), alone or as a worker of a chief, and
+    on a chief serves its oracle (`serve`) without doing any. An error of type `fatal_error` from
+    `run_trial` stops this worker; the chief hears of it (a FAILED trial) before it does."""
 
-    def __init__(self, oracle, fitness, search_dir, log=print, **kwargs):
-        self.fitness = fitness
-        self.search_dir = search_dir
+    fatal_error = keras_tuner.errors.FatalError
+
+    def __init__(self, oracle, directory, log=print, **kwargs):
         self.log = log
         self.role = role()
         if self.role == "worker":
             wait_for_chief(oracle, os.environ["KERASTUNER_TUNER_ID"], log)
         quiet = contextlib.nullcontext() if console.is_verbose() else contextlib.redirect_stdout(io.StringIO())
-        with quiet:  # keras-tuner's "Reloading Tuner from ..." (the search says what it resumes)
-            super().__init__(oracle=oracle, directory=str(search_dir), project_name="tuner",
+        with quiet:  # keras-tuner's "Reloading Tuner from ..." (the caller says what it resumes)
+            super().__init__(oracle=oracle, directory=str(directory), project_name="tuner",
                              overwrite=False, **kwargs)
+
+    def alive(self, trial):
+        """While a worker does `trial`, its heartbeat (a context)."""
+        return Heartbeat(self.oracle, trial.trial_id) if self.role == "worker" else contextlib.nullcontext()
+
+    def record_error(self, error):
+        """Keep what a `fatal_error` says before this worker stops."""
+
+    def search(self, *args, **kwargs):
+        if self.role == "chief":
+            self.save()
+            return serve(self.oracle, self.log)
+        # Our own loop, as keras-tuner's, but resting while the oracle waits for other workers,
+        # and telling the chief when an error stops this worker.
+        self.on_search_begin()
+        while True:
+            trial = self._call_chief(self.oracle.create_trial, self.tuner_id)
+            if trial.status == trial_module.TrialStatus.STOPPED:
+                break
+            if trial.status == trial_module.TrialStatus.IDLE:
+                time.sleep(0.1)
+                continue
+            self.on_trial_begin(trial)
+            try:
+                # BaseTuner._try_run_and_update_trial (private): keras-tuner 1.4.8's own loop
+                # (BaseTuner.search) has no public step that runs one trial and records its status.
+                self._try_run_and_update_trial(trial, *args, **kwargs)
+            except self.fatal_error as error:
+                self.record_error(error)
+                if self.role == "worker":
+                    trial.status = trial_module.TrialStatus.FAILED
+                    self._call_chief(self.oracle.end_trial, trial)
+                raise
+            self._call_chief(self.on_trial_end, trial)
+        self.on_search_end()
+
+    def _call_chief(self, call, *args):
+        if self.role != "worker":
+            return call(*args)
+        import grpc
+
+        try:
+            return call(*args)
+        except grpc.RpcError as error:
+            raise SearchStopped(f"{self.tuner_id}: the chief at {_chief_address()} did not answer "
+                                f"({error.code().name}); this worker stops.") from None
+
+
+class GPTuner(WorkerTuner):
+    """Evaluates one candidate per trial with `fitness(formula) -> list of floats` (or
+    CandidateFailed) and logs each finished evaluation to `evaluations.jsonl` in the search
+    directory."""
+
+    fatal_error = CandidateError
+
+    def __init__(self, oracle, fitness, search_dir, log=print, **kwargs):
+        self.fitness = fitness
+        self.search_dir = search_dir
+        super().__init__(oracle, search_dir, log, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
         values = trial.hyperparameters.values
         started = time.time()
-        alive = Heartbeat(self.oracle, trial.trial_id) if self.role == "worker" else contextlib.nullcontext()
         INTERRUPTS.check()
         try:
-            with alive:
+            with self.alive(trial):
                 fitness = self.fitness(values["formula"])
             INTERRUPTS.check()
         except CandidateFailed as failure:
@@ -395,41 +576,36 @@ class GPTuner(base_tuner.BaseTuner):
     def record_error(self, error):
         atomic_write(os.path.join(self.search_dir, ERROR_FILE), f"{error}\n\n{error.traceback}")
 
-    def search(self, *args, **kwargs):
-        if self.role == "chief":
-            self.save()
-            return serve(self.oracle, self.log)
-        # Our own loop, as keras-tuner's, but resting while the oracle waits for other workers,
-        # and telling the chief when an error stops this worker.
-        self.on_search_begin()
-        while True:
-            trial = self._call_chief(self.oracle.create_trial, self.tuner_id)
-            if trial.status == trial_module.TrialStatus.STOPPED:
-                break
-            if trial.status == trial_module.TrialStatus.IDLE:
-                time.sleep(0.1)
-                continue
-            self.on_trial_begin(trial)
-            try:
-                # BaseTuner._try_run_and_update_trial (private): keras-tuner 1.4.8's own loop
-                # (BaseTuner.search) has no public step that runs one trial and records its status.
-                self._try_run_and_update_trial(trial, *args, **kwargs)
-            except CandidateError as error:
-                self.record_error(error)
-                if self.role == "worker":
-                    trial.status = trial_module.TrialStatus.FAILED
-                    self._call_chief(self.oracle.end_trial, trial)
-                raise
-            self._call_chief(self.on_trial_end, trial)
-        self.on_search_end()
 
-    def _call_chief(self, call, *args):
-        if self.role != "worker":
-            return call(*args)
-        import grpc
+class RunError(keras_tuner.errors.FatalError):
+    """A run's error in a worker (its cause: the error itself): it stops the worker and the grid."""
 
+    def __init__(self, key, error):
+        self.key = key
+        super().__init__(f"run {key} raised {type(error).__name__}: {error}")
+
+
+class GridTuner(WorkerTuner):
+    """A worker of a grid: trains one run per trial with `train(key) -> record`; the record goes
+    to the chief with the trial (RECORD), and `on_stored(key)` follows once the chief has stored it
+    (the worker then removes the run's backup)."""
+
+    fatal_error = RunError
+
+    def __init__(self, oracle, directory, train=None, on_stored=None, log=print, **kwargs):
+        self.train, self.on_stored = train, on_stored
+        super().__init__(oracle, directory, log, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        key = trial.hyperparameters.values[GridOracle.work]
         try:
-            return call(*args)
-        except grpc.RpcError as error:
-            raise SearchStopped(f"{self.tuner_id}: the chief at {_chief_address()} did not answer "
-                                f"({error.code().name}); this worker stops.") from None
+            with self.alive(trial):
+                record = self.train(key)
+        except Exception as error:
+            raise RunError(key, error) from error
+        trial.hyperparameters.Fixed(RECORD, json.dumps(record))
+        return {TRAINED: 1.0}
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the chief stores the record before it answers
+        self.on_stored(trial.hyperparameters.values[GridOracle.work])
