@@ -103,7 +103,7 @@ def _segmentation_settings(dataset, configs_dir, override=None):
 def _segmentation_inputs(run, datasets, replicas=1, test=True):
     """(train, validation, test) `SegmentationBatches`: random crops for training (the reference's
     augmentation), full images for evaluation, padded to the model's multiple. The same reader and
-    batches on every backend (Keras feeds a PyDataset to tf.data itself on TensorFlow)."""
+    batches on every backend; on TensorFlow Keras reads them through tf.data (`Placement.keras_input`)."""
     settings, dataset, root = run.settings, run.dataset_info, datasets.data_dir
     multiple = segmentation_models.model(run.model).multiple
     augmentation = segmentation_data.Augmentation(settings.crop_size, settings.scales, settings.mean, settings.flip)
@@ -143,8 +143,9 @@ def _segmentation_scores(model, test, run, callbacks=()):
     """The reference's scores of one confusion matrix over the test split's full images (one
     `predict` per batch: full images may differ in size from batch to batch)."""
     matrix = segmentation_metrics.ConfusionMatrix(run.dataset_info.classes)
-    for x, y in test:
-        matrix.update(y, model.predict(x, verbose=0, batch_size=len(x), callbacks=list(callbacks)))
+    for x, y in data_module.placement().keras_input(test):
+        matrix.update(keras.ops.convert_to_numpy(y),
+                      model.predict(x, verbose=0, batch_size=len(x), callbacks=list(callbacks)))
     scores = matrix.scores()
     return {"test_accuracy": None, **{name: scores[name] for name in SEGMENTATION_METRICS},
             "class_iou": _nan_to_none(scores["class_iou"])}

@@ -52,7 +52,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     train, validation, test = task.inputs(run, datasets, strategy.replicas, test=evaluate_test)
     callbacks = recipe.schedule_callbacks(run.settings)
     plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
-    epoch_log = resume.EpochLog(run_dir / resume.EPOCH_LOG, plateau, previous, train) if resume_run else None
+    epoch_log = resume.EpochLog(run_dir / resume.EPOCH_LOG, plateau, previous) if resume_run else None
+    callbacks.append(resume.InputEpoch(train))
     if resume_run:
         callbacks += [epoch_log, keras.callbacks.BackupAndRestore(str(run_dir / resume.BACKUP_DIR),
                                                                   delete_checkpoint=False)]
@@ -67,8 +68,9 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         model.compile(optimizer=recipe.optimizer(run.settings, model, per_epoch, run.settings.batch_size, **poly),
                       loss=loss, metrics=metrics(run.settings) if getattr(run.settings, "metrics", None)
                       else task.fit_metrics(run), jit_compile=jit_compile)
-        fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
-                           callbacks=callbacks, shuffle=False, verbose=verbose).history
+        placement = data_module.placement()
+        fitted = model.fit(placement.keras_input(train), validation_data=placement.keras_input(validation),
+                           epochs=run.settings.epochs, callbacks=callbacks, shuffle=False, verbose=verbose).history
         # fit's history holds the epochs of this call; a resumed run's earlier ones are in its epoch log
         history = _history([line["logs"] for line in previous] +
                            [dict(zip(fitted, values)) for values in zip(*fitted.values())])
