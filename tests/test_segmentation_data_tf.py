@@ -92,8 +92,8 @@ def test_the_other_backend_reads_the_same_evaluation_pixels_as_tf_data(tmp_path)
 
 def test_tf_data_training_crops_keep_image_and_label_aligned(tmp_path):
     labels = write_pattern_voc(tmp_path)
-    examples = sd.SegmentationExamples(sd.voc(tmp_path, "train", classes=5), sd.Augmentation(crop_size=16, scales=(1.0,)),
-                                       seed=2, shuffle=True)
+    examples = sd.SegmentationExamples(sd.voc(tmp_path, "train", classes=5),
+                                       sd.Augmentation(crop_size=16, scales=(1.0,)), seed=2, shuffle=True)
     batches = sd.SegmentationBatches(examples, batch_size=2)
     dataset, flips = batches.tf_dataset(), 0
     for epoch in range(4):
