@@ -1,8 +1,8 @@
 """Resume inside a run: keras.callbacks.BackupAndRestore keeps the weights, the optimizer and the
 epoch; `EpochLog` keeps what it does not: every finished epoch's logs (the history) and
-ReduceLROnPlateau's counters; `identity.json` keeps the run's identity (`records.identity`). A backup
-that a kill left unreadable, or that was trained with other settings, is set aside, and the run starts
-again."""
+ReduceLROnPlateau's counters; `InputEpoch` gives the input its epoch; `identity.json` keeps the
+run's identity (`records.identity`). A backup that a kill left unreadable, or that was trained with
+other settings, is set aside, and the run starts again."""
 
 import json
 import shutil
@@ -21,14 +21,29 @@ IDENTITY_FILE = "identity.json"  # the identity of the run its directory's backu
 _PLATEAU_STATE = ("wait", "best", "cooldown_counter")
 
 
+class InputEpoch(keras.callbacks.Callback):
+    """Gives the training input the epoch each of fit's epochs begins (its `set_epoch`, when it has
+    one): a resumed run's input continues its order and augmentation as if the run had not stopped,
+    and an input that Keras reads through tf.data (`data.Placement.keras_input`), which Keras never
+    tells of a new epoch, follows fit's epochs."""
+
+    def __init__(self, train_input):
+        super().__init__()
+        self.train_input = train_input
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if hasattr(self.train_input, "set_epoch"):
+            self.train_input.set_epoch(epoch)
+
+
 class EpochLog(keras.callbacks.Callback):
     """Appends each finished epoch's logs and ReduceLROnPlateau state to `run_dir/epochs.jsonl`
-    (fsynced) and, when a run resumes, gives the plateau its counters back and the input its
-    epoch (so that the shuffling continues as if the run had not stopped)."""
+    (fsynced) and, when a run resumes, gives the plateau its counters back (the input its epoch:
+    `InputEpoch`)."""
 
-    def __init__(self, path, plateau, previous, train_input):
+    def __init__(self, path, plateau, previous):
         super().__init__()
-        self.path, self.plateau, self.previous, self.train_input = path, plateau, previous, train_input
+        self.path, self.plateau, self.previous = path, plateau, previous
         self.lines = list(previous)  # every finished epoch of the run, as written to `path`
 
     def on_train_begin(self, logs=None):  # after the plateau's own reset
@@ -38,8 +53,6 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
-        if hasattr(self.train_input, "set_epoch"):
-            self.train_input.set_epoch(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         state = {name: float(getattr(self.plateau, name)) for name in _PLATEAU_STATE} \

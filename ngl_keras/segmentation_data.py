@@ -15,7 +15,8 @@ converted to colours). Training augmentation (`augment`) is that of kazuto1011/d
 (libs/datasets/base.py): a random scale from `scales`, padding at the bottom and right to the crop
 size (image with the mean, label with 255), a random crop, a horizontal flip with probability ½.
 It is one pure function of numpy arrays and an explicit `np.random.Generator`, shared by both input
-paths: `SegmentationBatches` (a `keras.utils.PyDataset`, any backend) and `tf_dataset` (tf.data).
+paths: `SegmentationBatches` (a `keras.utils.PyDataset`, any backend) and its tf.data form
+(`SegmentationBatches.tf_dataset`, which `data.placement` has Keras read on TensorFlow).
 Evaluation reads full images, unaugmented.
 
 Differs from the reference, on purpose: images are RGB (the reference's cv2 reads BGR; the mean is
@@ -348,23 +349,44 @@ class SegmentationBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
 
+    def tf_dataset(self):
+        """These batches as a tf.data pipeline (`tf_dataset`) that follows this object's epoch: a pass
+        over it is the epoch `set_epoch` last gave when the pass begins (fit's, through
+        `resume.InputEpoch`), so that a resumed run continues its order and augmentation here too."""
+        import tensorflow as tf
 
-def tf_dataset(examples, *, batch_size, epochs=1, first_epoch=0):
+        epoch = tf.data.Dataset.from_tensors(np.int64(0)).map(
+            lambda _: tf.ensure_shape(tf.numpy_function(lambda: np.int64(self.epoch), [], tf.int64), []))
+        return _tf_batches(self.examples, epoch, 1, self.batch_size, self.steps)
+
+
+def tf_dataset(examples, *, batch_size, epochs=1, first_epoch=0, steps=None):
     """A tf.data.Dataset of the same batches as `SegmentationBatches`, epochs first_epoch, … in a row
-    (batches never span two epochs). Images are read in Python (tf.numpy_function)."""
+    (batches never span two epochs; `steps` batches each when given)."""
     import tensorflow as tf
 
-    def read(epoch, index):
-        return examples.example(int(epoch), int(index))
+    return _tf_batches(examples, tf.data.Dataset.range(first_epoch, first_epoch + epochs), epochs, batch_size, steps)
+
+
+def _tf_batches(examples, epochs, count, batch_size, steps):
+    """The batches of each epoch of `epochs` (a dataset of `count` epoch numbers): each example read
+    and augmented by the one reader (`SegmentationExamples.example`, in Python through
+    tf.numpy_function) in parallel and in order, then batched; the whole prefetched. Its cardinality
+    is stated, so that Keras counts an epoch's steps as for `SegmentationBatches`."""
+    import tensorflow as tf
+
+    length = steps * batch_size if steps else None
+    side = [examples.augmentation.crop_size] * 2 if examples.augmentation is not None else [None, None]
 
     def one_epoch(epoch):
-        order = tf.numpy_function(lambda e: examples.order(int(e)).astype(np.int64), [epoch], tf.int64)
-        indices = tf.data.Dataset.from_tensor_slices(order)
-        pairs = indices.map(lambda i: tf.numpy_function(read, [epoch, i], [tf.float32, tf.int32]),
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        pairs = pairs.map(lambda image, label: (tf.ensure_shape(image, [None, None, 3]),
-                                                tf.ensure_shape(label, [None, None])))
+        order = tf.numpy_function(lambda e: examples.order(int(e), length).astype(np.int64), [epoch], tf.int64)
+        pairs = tf.data.Dataset.from_tensor_slices(order).map(
+            lambda i: tf.numpy_function(lambda e, k: examples.example(int(e), int(k)), [epoch, i],
+                                        [tf.float32, tf.int32]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        pairs = pairs.map(lambda image, label: (tf.ensure_shape(image, [*side, 3]), tf.ensure_shape(label, side)))
         return pairs.batch(batch_size)
 
-    epochs = tf.data.Dataset.range(first_epoch, first_epoch + epochs)
-    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    per_epoch = steps or -(-len(examples.split) // batch_size)
+    batches = epochs.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(count * per_epoch))
+    return batches.prefetch(tf.data.AUTOTUNE)

@@ -5,7 +5,7 @@ the test predictions after training, and the report's default metric and curve.
 - classification (the paper's Table 2): tfds / in-memory datasets (`ngl_keras.data`), the model
   registry (`ngl_keras.models`), `fit` logs accuracy; the record holds the test accuracy and, from
   the same predictions, the calibration (`ngl_keras.calibration`: NLL, ECE, mean confidence and the
-  reliability bins).
+  reliability bins) and the top-k accuracies the settings name (ImageNet's top1, top5).
 - segmentation (Tables 4 and 5): datasets on disk (`segmentation_data.DATASETS`), the segmentation
   models (`segmentation_models.MODELS`), every loss built with `ignore_class=255`; `fit` logs the
   reference's mean IoU (`segmentation_metrics.MeanIoU`); the record holds the reference's scores of
@@ -54,17 +54,22 @@ def _classification_model(run, train_input):
     return placement.model(model, train_input, image_size=settings.image_size, preprocess=run.model, **common)
 
 
-def classification_scores(model, test, logits=False, callbacks=()):
-    """Test accuracy and calibration from one prediction of the test batches. The accuracy is
-    `model.evaluate`'s ("accuracy" with one-hot labels: argmax of prediction and label agree);
-    a model ending in `logits` (a loss that takes them) is scored on their softmax. Several JAX
-    processes (multi-host data parallelism): predictions span other processes' devices and cannot be
-    gathered by `predict`, so the accuracy is `model.evaluate`'s and calibration is not recorded."""
+def classification_scores(model, test, logits=False, callbacks=(), metrics=None):
+    """Test accuracy, calibration and the top-k accuracies named in `metrics` ("top1", "top5") from
+    one prediction of the test batches. The accuracy is `model.evaluate`'s ("accuracy" with one-hot
+    labels: argmax of prediction and label agree), top-k that of keras's TopKCategoricalAccuracy
+    (`top_k_accuracy`); a model ending in `logits` (a loss that takes them) is scored on their
+    softmax. Several JAX processes (multi-host data parallelism): predictions span other processes'
+    devices and cannot be gathered by `predict`, so the accuracies are `model.evaluate`'s (compiled
+    with `metrics`) and calibration is not recorded."""
+    metrics = metrics or ()
     if _processes() > 1:
         evaluated = model.evaluate(test, verbose=0, callbacks=list(callbacks), return_dict=True)
         accuracy = evaluated.get("accuracy", evaluated.get("top1"))
-        return {"test_accuracy": None if accuracy is None else float(accuracy)}
+        return {"test_accuracy": None if accuracy is None else float(accuracy),
+                **{name: float(evaluated[name]) for name in metrics}}
     outputs, labels = predictions(model, test, callbacks)
+    top = {name: top_k_accuracy(outputs, labels, top_k(name)) for name in metrics}
     probabilities = np.asarray(outputs, np.float64)
     if logits:
         probabilities = np.exp(probabilities - probabilities.max(-1, keepdims=True))
@@ -74,7 +79,7 @@ def classification_scores(model, test, logits=False, callbacks=()):
     scores = {"test_accuracy": summary["accuracy"], "test_nll": summary["nll"], "test_ece": summary["ece"],
               "test_mean_confidence": summary["mean_confidence"],
               "test_reliability": {"count": count.tolist(), "accuracy": _nan_to_none(accuracy),
-                                   "confidence": _nan_to_none(confidence)}}
+                                   "confidence": _nan_to_none(confidence)}, **top}
     if probabilities.shape[-1] == 2:
         labels = np.asarray(labels)
         scores.update(binary_scores(probabilities.argmax(-1), labels.argmax(-1) if labels.ndim == 2 else labels))
@@ -96,6 +101,22 @@ def binary_scores(predicted, labels):
     tpr, tnr = ratio(tp, tp + fn), ratio(tn, tn + fp)
     return {"test_f1": ratio(2 * tp, 2 * tp + fp + fn), "test_gmean": float(np.sqrt(tpr * tnr)),
             "test_balanced_accuracy": 0.5 * (tpr + tnr), "test_positive_rate": ratio(tp + fp, float(predicted.size))}
+
+
+def top_k(name):
+    """The k of a top-k metric's name ("top5": 5)."""
+    return int(name.removeprefix("top"))
+
+
+def top_k_accuracy(outputs, labels, k):
+    """keras.metrics.TopKCategoricalAccuracy(k) of model `outputs` (N, C) against one-hot or soft
+    `labels` (their argmax class): the share of examples whose class scores below at most k − 1
+    others (a tie at the k-th place counts as in, and a NaN score of the class as −∞, as
+    `keras.ops.in_top_k`)."""
+    outputs = np.asarray(outputs)
+    at_label = np.take_along_axis(outputs, np.argmax(labels, axis=-1)[:, None], axis=-1)
+    at_label = np.where(np.isnan(at_label), -np.inf, at_label)
+    return float(np.mean((outputs > at_label).sum(axis=-1) < k))
 
 
 def _processes():
@@ -124,7 +145,7 @@ def _segmentation_settings(dataset, configs_dir, override=None):
 def _segmentation_inputs(run, datasets, replicas=1, test=True):
     """(train, validation, test) `SegmentationBatches`: random crops for training (the reference's
     augmentation), full images for evaluation, padded to the model's multiple. The same reader and
-    batches on every backend (Keras feeds a PyDataset to tf.data itself on TensorFlow)."""
+    batches on every backend; on TensorFlow Keras reads them through tf.data (`Placement.keras_input`)."""
     settings, dataset, root = run.settings, run.dataset_info, datasets.data_dir
     multiple = segmentation_models.model(run.model).multiple
     augmentation = segmentation_data.Augmentation(settings.crop_size, settings.scales, settings.mean, settings.flip)
@@ -164,8 +185,9 @@ def _segmentation_scores(model, test, run, callbacks=()):
     """The reference's scores of one confusion matrix over the test split's full images (one
     `predict` per batch: full images may differ in size from batch to batch)."""
     matrix = segmentation_metrics.ConfusionMatrix(run.dataset_info.classes)
-    for x, y in test:
-        matrix.update(y, model.predict(x, verbose=0, batch_size=len(x), callbacks=list(callbacks)))
+    for x, y in data_module.placement().keras_input(test):
+        matrix.update(keras.ops.convert_to_numpy(y),
+                      model.predict(x, verbose=0, batch_size=len(x), callbacks=list(callbacks)))
     scores = matrix.scores()
     return {"test_accuracy": None, **{name: scores[name] for name in SEGMENTATION_METRICS},
             "class_iou": _nan_to_none(scores["class_iou"])}
@@ -209,7 +231,8 @@ CLASSIFICATION = Task(
     inputs=lambda run, datasets, replicas=1, test=True: datasets.pipelines(run, replicas, test=test),
     build_model=_classification_model,
     fit_metrics=lambda run: ["accuracy"],
-    scores=lambda model, test, run, callbacks=(): classification_scores(model, test, run.loss.logits, callbacks),
+    scores=lambda model, test, run, callbacks=(): classification_scores(model, test, run.loss.logits, callbacks,
+                                                                        getattr(run.settings, "metrics", None)),
     loss_arguments={},
     metrics=("test_accuracy", "test_nll", "test_ece", "test_mean_confidence"),
     default_metric="test_accuracy",

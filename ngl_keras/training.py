@@ -52,7 +52,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     train, validation, test = task.inputs(run, datasets, strategy.replicas, test=evaluate_test)
     callbacks = recipe.schedule_callbacks(run.settings)
     plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
-    epoch_log = resume.EpochLog(run_dir / resume.EPOCH_LOG, plateau, previous, train) if resume_run else None
+    epoch_log = resume.EpochLog(run_dir / resume.EPOCH_LOG, plateau, previous) if resume_run else None
+    callbacks.append(resume.InputEpoch(train))
     if resume_run:
         callbacks += [epoch_log, keras.callbacks.BackupAndRestore(str(run_dir / resume.BACKUP_DIR),
                                                                   delete_checkpoint=False)]
@@ -67,18 +68,18 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
         model.compile(optimizer=recipe.optimizer(run.settings, model, per_epoch, run.settings.batch_size, **poly),
                       loss=loss, metrics=metrics(run.settings) if getattr(run.settings, "metrics", None)
                       else task.fit_metrics(run), jit_compile=jit_compile)
-        fitted = model.fit(train, validation_data=validation, epochs=run.settings.epochs,
-                           callbacks=callbacks, shuffle=False, verbose=verbose).history
+        placement = data_module.placement()
+        fitted = model.fit(placement.keras_input(train), validation_data=placement.keras_input(validation),
+                           epochs=run.settings.epochs, callbacks=callbacks, shuffle=False, verbose=verbose).history
         # fit's history holds the epochs of this call; a resumed run's earlier ones are in its epoch log
         history = _history([line["logs"] for line in previous] +
                            [dict(zip(fitted, values)) for values in zip(*fitted.values())])
         seconds = [line["seconds"] for line in epoch_log.lines] if resume_run else None
         finite = bool(history.get("loss")) and all(math.isfinite(v) for v in history["loss"])
-        # predicted once: the test accuracy (as model.evaluate's) and the task's other metrics from the same outputs
+        # predicted once: the test accuracy (as model.evaluate's), top1/top5 and the task's other metrics from the
+        # same outputs
         scores = task.scores(model, test, run, synchronous) if finite and evaluate_test else \
             {"test_accuracy": None}
-        evaluated = model.evaluate(test, verbose=0, callbacks=synchronous, return_dict=True) \
-            if finite and evaluate_test and getattr(run.settings, "metrics", None) else None  # top1, top5
     if logs:
         _write_history_csv(run_dir / "history.csv", history)
     record = {"key": run.key, "task": task.name, "dataset": run.dataset, "model": run.model, "loss": run.loss.label,
@@ -91,7 +92,7 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
                   backend=keras.backend.backend(), mixed_precision=policy != "float32", dtype_policy=policy,
                   strategy=strategy.name, replicas=strategy.replicas, input=data_module.placement().name)
     if getattr(run.settings, "metrics", None) is not None:  # the ImageNet runs: top-1 and top-5 named as in Table 3
-        record.update({name: None if evaluated is None else float(evaluated[name]) for name in run.settings.metrics})
+        record.update({name: scores.get(name) for name in run.settings.metrics})
     if run.settings.optimizer.reference_batch is not None:  # the linear scaling, as applied
         record["batch"] = batch_record(run.settings, strategy.replicas)
     return record
@@ -106,7 +107,7 @@ def metrics(settings):
     """Keras metrics for `metric_names` (top-k on one-hot or soft targets: their argmax class)."""
     if settings.metrics is None:
         return ["accuracy"]
-    return [keras.metrics.TopKCategoricalAccuracy(int(name[3:]), name=name) for name in settings.metrics]
+    return [keras.metrics.TopKCategoricalAccuracy(tasks.top_k(name), name=name) for name in settings.metrics]
 
 
 def steps_per_epoch(run):

@@ -126,7 +126,7 @@ def test_an_imagenet_grid_records_top1_top5_and_the_batch_and_resumes_inside_a_r
     monkeypatch.setattr(recipe, "schedule_callbacks", schedule)
     (record,) = training.run_grid(runs, tmp_path, strategy="none", data_dir=data_dir, verbose=0, log=lambda *_: None)
     assert record["resumed_from_epoch"] == 1 and record["epochs_run"] == 2 and record["status"] == "ok"
-    assert 0.0 <= record["top1"] <= record["top5"] <= 1.0 and record["test_accuracy"] == pytest.approx(record["top1"])  # predicted vs evaluated
+    assert 0.0 <= record["top1"] <= record["top5"] <= 1.0 and record["test_accuracy"] == pytest.approx(record["top1"])  # one prediction
     assert record["top5"] == 1.0  # five classes: the true one is always among the top five
     assert {"top1", "top5", "val_top1", "val_top5"} <= set(record["history"])
     assert record["batch"] == {"global": 8, "per_replica": 8, "replicas": 1, "reference": 1024,

@@ -138,3 +138,32 @@ def test_a_two_class_problem_records_f1_gmean_and_balanced_accuracy_of_its_predi
     assert record["test_gmean"] == pytest.approx(np.sqrt(tpr * tnr))
     assert record["test_balanced_accuracy"] == pytest.approx((tpr + tnr) / 2)
     assert record["test_accuracy"] == pytest.approx(np.mean(predicted == truth))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # calibration of the NaN row
+def test_top1_and_top5_come_from_the_one_prediction_as_keras_top_k_accuracy_scores_it():
+    """An ImageNet-style run's top-k accuracies: from the predictions the record's other scores use
+    (`model.evaluate` is not called), equal to keras's TopKCategoricalAccuracy on them and to a
+    numpy reference; ties at the k-th place and NaN scores as keras counts them."""
+    from ngl_keras.data import ArrayBatches
+
+    rng = np.random.default_rng(0)
+    classes, count = 8, 40
+    scores = rng.normal(size=(count, classes)).astype("float32")
+    labels = rng.integers(0, classes, count)
+    scores[0] = 1.0                                                       # a tie of every class
+    scores[1, :] = np.arange(classes)
+    scores[1, labels[1]] = scores[1, (labels[1] + 1) % classes] = 100.0   # tied for the first place
+    scores[2, labels[2]] = np.nan                                         # a NaN at the label: never in the top k
+    model = keras.Sequential([keras.Input((classes,)), keras.layers.Identity()])
+    model.evaluate = lambda *args, **kwargs: pytest.fail("top-k must come from the one prediction")
+    test = ArrayBatches((scores, labels), classes=classes, batch_size=16)
+    got = tasks.classification_scores(model, test, logits=True, metrics=["top1", "top5"])
+    one_hot = np.eye(classes, dtype="float32")[labels]
+    for name, k in (("top1", 1), ("top5", 5)):
+        metric = keras.metrics.TopKCategoricalAccuracy(k)
+        metric.update_state(one_hot, scores)
+        assert got[name] == pytest.approx(float(metric.result()), abs=1e-7), name
+        rank = np.array([(row > row[y]).sum() if np.isfinite(row[y]) else classes for row, y in zip(scores, labels)])
+        assert got[name] == pytest.approx(np.mean(rank < k)), name
+    assert got["top1"] < got["top5"] < 1.0 and got["test_accuracy"] is not None

@@ -14,7 +14,8 @@ class Placement:
 
     TensorFlow: tfds streams a split as a tf.data.Dataset, and the tf.data pipeline resizes, gives
     the model's channels, augments and preprocesses each batch on the host (`input_pipeline`); the
-    model starts at its own input. Any other backend: tfds's random-access data source (no
+    model starts at its own input; a segmentation input is read through its tf.data form
+    (`keras_input`). Any other backend: tfds's random-access data source (no
     TensorFlow), `ArrayBatches` of the examples as stored (variable-size images resized on the host
     so that they batch), and those steps are the model's first layers (`layers.input_layers`), on
     the device.
@@ -63,6 +64,14 @@ class Placement:
                                shuffle_seed=seed, **common),
                 input_pipeline(validation, **common),
                 None if test is None else input_pipeline(test, **common))
+
+    def keras_input(self, batches):
+        """What Keras reads (`fit`, `predict`) of a run's input `batches`: on tf.data, the tf.data
+        form of an input that has one (`segmentation_data.SegmentationBatches.tf_dataset`: the same
+        reader, many examples read at once); any other input (and None) as it is."""
+        if self.tf_data and hasattr(batches, "tf_dataset"):
+            return batches.tf_dataset()
+        return batches
 
     def model(self, model, train_input, *, name, augmentation, seed, image_size=None, preprocess=None):
         """`model` (named `name`) behind the input steps the input did not do: none on tf.data;
