@@ -187,9 +187,10 @@ def main():
     label, need = training_need()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     sizes = f"{args.images} JPEGs of {args.side}x{args.side * 7 // 8} px"
-    versions = f"keras {keras.__version__} on {keras.backend.backend()}, grain {metadata.version('grain') if grain else 'absent'}"
-    print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d "
-          f"%H:%M} UTC, {versions}, {sizes} (prepared in {built:.0f} s), batch {BATCH}, "
+    grain_version = metadata.version("grain") if grain else "absent"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {now:%Y-%m-%d %H:%M} UTC, keras {keras.__version__} on "
+          f"{keras.backend.backend()}, grain {grain_version}, {sizes} (prepared in {built:.0f} s), batch {BATCH}, "
           f"crop 224 + flip, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tensorflow imported: "
           f"{'yes' if 'tensorflow' in sys.modules else 'no'}")
     for name, rates in results.items():
