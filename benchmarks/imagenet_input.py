@@ -189,8 +189,8 @@ def main():
     sizes = f"{args.images} JPEGs of {args.side}x{args.side * 7 // 8} px"
     grain_version = metadata.version("grain") if grain else "absent"
     now = datetime.datetime.now(datetime.timezone.utc)
-    print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {now:%Y-%m-%d %H:%M} UTC, keras {keras.__version__} on "
-          f"{keras.backend.backend()}, grain {grain_version}, {sizes} (prepared in {built:.0f} s), batch {BATCH}, "
+    print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {now:%Y-%m-%d %H:%M} UTC, keras "
+          f"{keras.__version__} on {keras.backend.backend()}, grain {grain_version}, {sizes} (prepared in {built:.0f} s), batch {BATCH}, "
           f"crop 224 + flip, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tensorflow imported: "
           f"{'yes' if 'tensorflow' in sys.modules else 'no'}")
     for name, rates in results.items():
