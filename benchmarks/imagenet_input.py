@@ -190,8 +190,8 @@ def main():
     grain_version = metadata.version("grain") if grain else "absent"
     now = datetime.datetime.now(datetime.timezone.utc)
     print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {now:%Y-%m-%d %H:%M} UTC, keras "
-          f"{keras.__version__} on {keras.backend.backend()}, grain {grain_version}, {sizes} (prepared in {built:.0f} s), batch {BATCH}, "
-          f"crop 224 + flip, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tensorflow imported: "
+          f"{keras.__version__} on {keras.backend.backend()}, grain {grain_version}, {sizes} (prepared in {built:.0f} s), "
+          f"batch {BATCH}, crop 224 + flip, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tensorflow imported: "
           f"{'yes' if 'tensorflow' in sys.modules else 'no'}")
     for name, rates in results.items():
         print(f"{name:<48}{max(rates):>7.0f} images/s   (rounds: {', '.join(f'{r:.0f}' for r in rates)})")
