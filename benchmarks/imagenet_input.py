@@ -189,10 +189,11 @@ def main():
     sizes = f"{args.images} JPEGs of {args.side}x{args.side * 7 // 8} px"
     grain_version = metadata.version("grain") if grain else "absent"
     now = datetime.datetime.now(datetime.timezone.utc)
-    print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {now:%Y-%m-%d %H:%M} UTC, keras "
-          f"{keras.__version__} on {keras.backend.backend()}, grain {grain_version}, {sizes} (prepared in {built:.0f} s), "
-          f"batch {BATCH}, crop 224 + flip, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tensorflow imported: "
-          f"{'yes' if 'tensorflow' in sys.modules else 'no'}")
+    tensorflow = "yes" if "tensorflow" in sys.modules else "no"
+    print(f"# imagenet_input: commit {commit.strip() or 'unknown'}, {now:%Y-%m-%d %H:%M} UTC, "
+          f"keras {keras.__version__} on {keras.backend.backend()}, grain {grain_version}, "
+          f"{sizes} (prepared in {built:.0f} s), batch {BATCH}, crop 224 + flip, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tensorflow imported: {tensorflow}")
     for name, rates in results.items():
         print(f"{name:<48}{max(rates):>7.0f} images/s   (rounds: {', '.join(f'{r:.0f}' for r in rates)})")
     if need is not None:
