@@ -158,6 +158,23 @@ def test_table3_is_printed_beside_ours():
     assert "| resnet101 (paper) | 78.25 | 76.55 | 78.38 |" in text
 
 
+@pytest.mark.any_backend
+def test_an_unprepared_imagenet_is_one_line_naming_its_build_command_and_nothing_is_written(tmp_path, capsys):
+    from ngl_keras.cli import train_small
+
+    tfds_dir, out = tmp_path / "tfds", tmp_path / "out"
+    with pytest.raises(SystemExit) as exit:
+        train_small.run(["--config", str(CONFIGS / "imagenet_resnet.yaml"), "--data-dir", str(tfds_dir), "--out",
+                         str(out)])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: dataset 'imagenet2012' (tfds) is not prepared in {tfds_dir}: nothing is downloaded; prepare it from "
+        "the archives you downloaded (`tfds build imagenet2012 --manual_dir DIR`, DIR holding ILSVRC2012_img_train.tar "
+        "and ILSVRC2012_img_val.tar; for the JAX backend add --file_format=array_record) and copy it there, or pass "
+        "--data-dir.\n")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor the data directory
+
+
 @pytest.mark.parametrize("change, message", [
     ({"models": ["resnet18"]}, r"^unknown model 'resnet18' \(did you mean 'resnet152'\?\); known models: "),
     ({"models": ["tiny_swin"], "size": 24}, r"^swin: image_size 24 does not fit window 4 with patch 4"),
