@@ -1,5 +1,6 @@
 """Devices and replication: where a run trains (one device, or data parallelism over several), and
-the workaround that keeps replicated JAX training from deadlocking (`SynchronousBatches`)."""
+the workarounds that keep replicated training going: JAX's from deadlocking (`SynchronousBatches`),
+TensorFlow's across workers from failing inside Keras's `fit` (`Replication.prepare`)."""
 
 import contextlib
 import os
@@ -19,6 +20,21 @@ class Replication:
     name: str
     replicas: int
     scope: object  # () -> context manager
+    between_workers: bool = False  # TensorFlow's MultiWorkerMirroredStrategy (its model needs `prepare`)
+
+    def prepare(self, model):
+        """The model to compile, fit, evaluate and predict with in `scope()`: `model` itself, or on
+        TensorFlow across workers, the same layers in a `FitBetweenWorkers`. Call it on the model
+        built in `scope()`, outside `scope()`: a model made there would take the strategy as its own
+        and fail in Keras's first build (`FitBetweenWorkers` says why)."""
+        if not self.between_workers:
+            return model
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            raise RuntimeError("Replication.prepare must be called outside scope(): the model it makes must not own "
+                               "the strategy.")
+        return FitBetweenWorkers(model.inputs, model.outputs, name=model.name)
 
 
 def _replica_devices():
@@ -62,7 +78,7 @@ def make_strategy(name):
     backend = keras.backend.backend()
     if backend == "tensorflow":
         strategy = _tf_strategy(name)
-        return Replication(name, strategy.num_replicas_in_sync, strategy.scope)
+        return Replication(name, strategy.num_replicas_in_sync, strategy.scope, between_workers=name == "multiworker")
     if name == "multiworker":
         if backend != "jax":
             raise ValueError(f"strategy 'multiworker' needs the TensorFlow backend (MultiWorkerMirroredStrategy "
@@ -119,3 +135,25 @@ class SynchronousBatches(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         pass
+
+
+class FitBetweenWorkers(keras.Model):
+    """A functional model that Keras 3.15.1's TensorFlow trainer can fit with MultiWorkerMirroredStrategy
+    (its `fit` fails there with any model; checked against keras master of 2026-08-21 too). Two faults,
+    two public ways round them (keras-team/keras#20585, tensorflow/tensorflow#72388):
+
+    - A model made in a strategy's scope owns it, and `fit` then first builds it from the first batch,
+      reduced across workers with `strategy.reduce("MEAN", (x, y))`, which takes one tensor, not a tuple
+      (`ValueError: Attempt to convert a value (PerReplica:...) with an unsupported type`). A model made
+      outside the scope (`Replication.prepare`) takes the strategy in effect when `fit` runs (its
+      `scope()`), and is built when the train step is traced, as without a strategy.
+    - Each step's logs are reduced across workers by `strategy.reduce("MEAN", value, axis=0)`, which
+      fails on a scalar (`Invalid reduction dimension 0 for input with 0 dimensions`). The train and
+      test steps here give each value a batch axis of one, so the mean over it is the value.
+    """
+
+    def train_step(self, data):
+        return {name: keras.ops.reshape(value, (1,)) for name, value in super().train_step(data).items()}
+
+    def test_step(self, data):
+        return {name: keras.ops.reshape(value, (1,)) for name, value in super().test_step(data).items()}

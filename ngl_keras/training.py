@@ -63,6 +63,8 @@ def train_run(run, datasets, run_dir, strategy, mixed_precision=False, jit_compi
     callbacks += synchronous + list(progress)
     with strategy.scope():
         model = task.build_model(run, train)
+    model = strategy.prepare(model)  # outside the scope: TensorFlow across workers needs it there
+    with strategy.scope():
         poly = {"steps": run.settings.epochs * len(train)} if run.settings.optimizer.poly_power else {}
         per_epoch = steps_per_epoch(run) if getattr(run.settings, "schedule", None) is not None else None
         model.compile(optimizer=recipe.optimizer(run.settings, model, per_epoch, run.settings.batch_size, **poly),

@@ -158,6 +158,23 @@ def test_table3_is_printed_beside_ours():
     assert "| resnet101 (paper) | 78.25 | 76.55 | 78.38 |" in text
 
 
+@pytest.mark.any_backend
+def test_an_unprepared_imagenet_is_one_line_naming_its_build_command_and_nothing_is_written(tmp_path, capsys):
+    from ngl_keras.cli import train_small
+
+    tfds_dir, out = tmp_path / "tfds", tmp_path / "out"
+    with pytest.raises(SystemExit) as exit:
+        train_small.run(["--config", str(CONFIGS / "imagenet_resnet.yaml"), "--data-dir", str(tfds_dir), "--out",
+                         str(out)])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: dataset 'imagenet2012' (tfds) is not prepared in {tfds_dir}: nothing is downloaded; prepare it from "
+        "the archives you downloaded (`tfds build imagenet2012 --manual_dir DIR`, DIR holding ILSVRC2012_img_train.tar "
+        "and ILSVRC2012_img_val.tar; for the JAX backend add --file_format=array_record) and copy it there, or pass "
+        "--data-dir.\n")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor the data directory
+
+
 @pytest.mark.parametrize("change, message", [
     ({"models": ["resnet18"]}, r"^unknown model 'resnet18' \(did you mean 'resnet152'\?\); known models: "),
     ({"models": ["tiny_swin"], "size": 24}, r"^swin: image_size 24 does not fit window 4 with patch 4"),
@@ -217,19 +234,16 @@ config = {"datasets": ["arrays"], "models": ["small_cnn"], "losses": ["ngl"], "e
 runs = grid.plan(config, sys.argv[1], sources=grid.Sources(datasets={"arrays": arrays}))
 (record,) = training.run_grid(runs, sys.argv[2], strategy="multiworker", verbose=0, log=lambda *_: None)
 print("RESULT", record["status"], record["replicas"], record["strategy"], record["epochs_run"])
+print("TRAINED", record["history"]["loss"][-1], record["test_accuracy"])
 """
 
 
 @pytest.mark.slow
 @pytest.mark.any_backend
-def test_two_workers_on_this_machine_train_one_grid_together(tmp_path, request):
-    """Two processes on 127.0.0.1: MultiWorkerMirroredStrategy from TF_CONFIG (TensorFlow), or JAX's
-    distributed runtime from JAX_COORDINATOR_ADDRESS (JAX, CPU devices); each worker its own output."""
-    if keras.backend.backend() == "tensorflow":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "keras 3.15.1's TensorFlow trainer (_maybe_symbolic_build) calls strategy.reduce('MEAN', batch) on "
-            "the first batch, which MultiWorkerMirroredStrategy on CPU workers refuses (ValueError: Attempt to "
-            "convert a value (PerReplica:...)); a bare model.fit does the same: docs/FIDELITY.md")))
+def test_two_workers_on_this_machine_train_one_grid_together(tmp_path):
+    """Two processes on 127.0.0.1: MultiWorkerMirroredStrategy from TF_CONFIG (TensorFlow, through
+    `distribution.FitBetweenWorkers`), or JAX's distributed runtime from JAX_COORDINATOR_ADDRESS (JAX, CPU
+    devices); each worker its own output."""
     ports = _free_ports(2)
     base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
     processes = []
@@ -247,3 +261,6 @@ def test_two_workers_on_this_machine_train_one_grid_together(tmp_path, request):
     outputs = [p.communicate(timeout=300)[0] for p in processes]
     for output in outputs:
         assert "RESULT ok 2 multiworker 1" in output, output[-2000:]
+    # one model trained together: the same loss and test accuracy on both workers
+    trained = [next(line for line in output.splitlines() if line.startswith("TRAINED ")) for output in outputs]
+    assert trained[0] == trained[1] and trained[0] != "TRAINED None None"
