@@ -220,7 +220,14 @@ class Task:
         """The run's result in one phrase for the grid's log."""
         value = record.get(self.default_metric)
         shown = "n/a" if value is None else f"{value:.4f}"
-        return f"test accuracy {shown}" if self.default_metric == "test_accuracy" else f"{self.default_metric} {shown}"
+        line = f"test accuracy {shown}" if self.default_metric == "test_accuracy" else f"{self.default_metric} {shown}"
+        if "test_f1" in record:  # a two-class problem
+            line += f", F1 {record['test_f1']:.4f}"
+            if record.get("test_positive_rate") in (0.0, 1.0):
+                predicted = "no" if record["test_positive_rate"] == 0.0 else "every"
+                line += (f"; WARNING: the model predicts {predicted} test example positive (collapsed to one class: "
+                         "with AnyLoss, a smaller learning rate or a larger batch; see its docstring)")
+        return line
 
 
 CLASSIFICATION = Task(

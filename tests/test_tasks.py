@@ -167,3 +167,13 @@ def test_top1_and_top5_come_from_the_one_prediction_as_keras_top_k_accuracy_scor
         rank = np.array([(row > row[y]).sum() if np.isfinite(row[y]) else classes for row, y in zip(scores, labels)])
         assert got[name] == pytest.approx(np.mean(rank < k)), name
     assert got["top1"] < got["top5"] < 1.0 and got["test_accuracy"] is not None
+
+
+def test_the_run_line_of_a_two_class_run_gives_f1_and_warns_when_the_model_predicts_one_class():
+    ok = {"test_accuracy": 0.9, "test_f1": 0.5, "test_positive_rate": 0.04}
+    assert tasks.CLASSIFICATION.summary(ok) == "test accuracy 0.9000, F1 0.5000"
+    collapsed = tasks.CLASSIFICATION.summary({**ok, "test_f1": 0.0, "test_positive_rate": 0.0})
+    assert collapsed.startswith("test accuracy 0.9000, F1 0.0000; WARNING: the model predicts no test example "
+                                "positive (collapsed to one class")
+    assert "predicts every test example" in tasks.CLASSIFICATION.summary({**ok, "test_positive_rate": 1.0})
+    assert tasks.CLASSIFICATION.summary({"test_accuracy": 0.5}) == "test accuracy 0.5000"  # ten classes: as before
