@@ -129,6 +129,18 @@ class AnyLoss(BatchLoss):
       40 (the paper's own rule, A(1) < 1 in float64, applied to t = 1/C) is lower on every
       seed. The 3-epoch figures are in docs/BENCHMARKS.md §5.
 
+    When to use it, and when not (docs/BENCHMARKS.md §18: imbalanced one-vs-rest Fashion-MNIST
+    problems, 5 % positives, an MLP, 3 paired seeds): with the paper's L = 73 at Adam 1e-3 and
+    batch 128, AnyLoss F1 collapsed to predicting no positive on 2 of 3 problems (every seed):
+    once every p is well below the threshold, A is flat and no gradient leads back. A learning
+    rate of 1e-4, a batch of 1024, or L = 10 each avoided it; with 1e-4 its F1 matched binary cross
+    entropy's (+0.008 ± 0.058), never the paper's +0.11. So: use it when you must optimise F1,
+    G-mean or balanced accuracy directly, with a learning rate about ten times below what cross
+    entropy takes or large batches (several positives in every batch), and check the predicted
+    positive rate (the grid's log warns when a two-class model predicts one class only). The
+    G-mean and balanced-accuracy losses trade accuracy for recall (2–5× too many positives there).
+    Otherwise cross entropy is the safer default.
+
     Where this differs from the published code, on purpose: n is the batch size (the code
     uses the training-set size, which biases G-mean and balanced accuracy on mini-batches);
     an `epsilon` in every ratio keeps a batch with no positives (or no negatives) finite in
