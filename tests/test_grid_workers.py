@@ -131,6 +131,9 @@ def test_a_worker_without_the_chiefs_address_is_refused_before_anything_is_writt
     with pytest.raises(ValueError, match="^KERASTUNER_TUNER_ID=worker0 is set but KERASTUNER_ORACLE_IP is not: "
                                          "set KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT to the chief's"):
         training.run_grid(runs, tmp_path / "out", log=lambda *a: None)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")  # keras-tuner's default id: one process alone
+    assert grid_workers.role() == "alone"
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker0")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     with pytest.raises(ValueError, match="^KERASTUNER_ORACLE_IP is set without KERASTUNER_ORACLE_PORT: "):
         training.run_grid(runs, tmp_path / "out", log=lambda *a: None)

@@ -52,9 +52,10 @@ TRAINED = "trained"  # a trained run's only metric (keras-tuner scores every tri
 def role():
     """This process's part in keras-tuner's distributed mode: "alone", "chief" or "worker".
     A tuner id without the chief's address (or an address without its port) is a ValueError: such
-    a worker would otherwise do all the work alone, beside the chief's workers."""
+    a worker would otherwise do all the work alone, beside the chief's workers. keras-tuner's own
+    default id, "tuner0", names a process that runs alone and is accepted without an address."""
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
-    if tuner_id is not None and "KERASTUNER_ORACLE_IP" not in os.environ:
+    if tuner_id not in (None, "tuner0") and "KERASTUNER_ORACLE_IP" not in os.environ:
         raise ValueError(f"KERASTUNER_TUNER_ID={tuner_id} is set but KERASTUNER_ORACLE_IP is not: set "
                          "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT to the chief's address on every machine "
                          "(or unset KERASTUNER_TUNER_ID to run in one process).")
