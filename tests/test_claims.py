@@ -56,22 +56,30 @@ def reduced(value, how):
 
 # The computations: each takes its parameters and the record's path, and returns a list of numbers.
 
-def runs(record, loss, seeds=None):
-    """{seed: test accuracy in %} of the finished runs of `loss`."""
-    return {r["seed"]: 100 * r["test_accuracy"] for r in read_jsonl(record)
+def runs(record, loss, seeds=None, metric="test_accuracy"):
+    """{seed: test accuracy (or the record's `metric`) in %} of the finished runs of `loss`."""
+    return {r["seed"]: 100 * r[metric] for r in read_jsonl(record)
             if r["loss"] == loss and r["status"] == "ok" and (seeds is None or r["seed"] in seeds)}
 
 
-def mean_std(record, loss, seeds=None):
-    """Test accuracy %: mean and sample standard deviation over seeds (0 for one seed)."""
-    values = list(runs(record, loss, seeds).values())
+def mean_std(record, loss, seeds=None, metric="test_accuracy"):
+    """Test accuracy % (or `metric` %): mean and sample standard deviation over seeds (0 for one seed)."""
+    values = list(runs(record, loss, seeds, metric).values())
     return [np.mean(values), np.std(values, ddof=1) if len(values) > 1 else 0.0]
 
 
-def per_seed(record, loss, seeds=None):
-    """Test accuracy % of each seed, in seed order."""
-    by_seed = runs(record, loss, seeds)
+def per_seed(record, loss, seeds=None, metric="test_accuracy"):
+    """Test accuracy % (or `metric` %) of each seed, in seed order."""
+    by_seed = runs(record, loss, seeds, metric)
     return [by_seed[s] for s in sorted(by_seed)]
+
+
+def paired_difference(record, loss, metric="test_accuracy", baseline="ce"):
+    """`metric` % of `loss` minus the baseline's, seed by seed: mean and 95 % half-width (t)."""
+    mine, base = runs(record, loss, metric=metric), runs(record, baseline, metric=metric)
+    differences = [mine[s] - base[s] for s in sorted(set(mine) & set(base))]
+    half = report.t_quantile_975(len(differences) - 1) * np.std(differences, ddof=1) / np.sqrt(len(differences))
+    return [np.mean(differences), half]
 
 
 def change(record, loss, baseline="ce", seeds=None):
@@ -155,7 +163,7 @@ def text(record, pattern, after=None, before=None, reduce=None):
     return [v for h in reduce for v in reduced(values, [h])] if reduce else values
 
 
-COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, change, per_seed_change, paired, proxy,
+COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, paired, proxy,
                                         spearman, field, row, text)}
 
 
