@@ -541,7 +541,9 @@ def figures(records):
     reliability diagram when they hold calibration bins."""
     from ngl_keras.tasks import of_records
 
-    names = [f"{of_records(records).curve}.png"]
+    curve = of_records(records).curve
+    # a curve no record holds (ImageNet runs log val_top1, not val_accuracy) would be an empty plot
+    names = [f"{curve}.png"] if any(r["history"].get(curve) for r in records) else []
     if any(r.get("test_reliability") for r in records):
         names.append("reliability.png")
     if any(r["history"].get("val_top1") for r in records):  # ImageNet: the paper's Figure 2
@@ -571,7 +573,8 @@ def write(records, out_dir, compare_paper=False, reference_dir=None, metric=None
     atomic_write(out_dir / "table.md", text + "\n")  # a full disk leaves the old table, never an empty one
     atomic_write(out_dir / "table.csv", csv_text(result))
     if records:
-        accuracy_curves(records, out_dir / f"{task.curve}.png", task.curve)
+        if f"{task.curve}.png" in figures(records):
+            accuracy_curves(records, out_dir / f"{task.curve}.png", task.curve)
         if "reliability.png" in figures(records):
             reliability_diagram(records, out_dir / "reliability.png")
         if "val_top1.png" in figures(records):

@@ -133,6 +133,7 @@ def test_an_imagenet_grid_records_top1_top5_and_the_batch_and_resumes_inside_a_r
                                "learning_rate": pytest.approx(1e-3 * 8 / 1024)}
     text = report.write(read_records(tmp_path / "runs.jsonl"), tmp_path, metric="top1")
     assert "top1 %" in text and (tmp_path / "val_top1.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "val_accuracy.png").exists()  # its runs log val_top1: no empty accuracy plot
 
 
 @pytest.mark.any_backend
