@@ -31,6 +31,7 @@ from ngl_keras import data as data_module
 from ngl_keras import recipe, tasks
 from ngl_keras.gp.interpreter import DEFAULT_MAX_SIZE, InterpretedLoss
 from ngl_keras.losses import ExpressionLoss
+from ngl_keras.resume import InputEpoch
 
 
 def interpretable(run, max_size=DEFAULT_MAX_SIZE):
@@ -90,8 +91,11 @@ class CompiledRun:
             self.train = self.datasets.pipelines(self.run, 1, test=False)[0]
         else:
             self.train.set_epoch(0)
+        # InputEpoch as in `train_run`: Keras reads a first batch before training and then ends an "epoch" of
+        # the input, so without it the first epoch would be read in epoch 1's order
         fitted = self.model.fit(self.train, validation_data=self.validation, epochs=self.run.settings.epochs,
-                                callbacks=recipe.schedule_callbacks(self.run.settings), shuffle=False,
+                                callbacks=recipe.schedule_callbacks(self.run.settings) + [InputEpoch(self.train)],
+                                shuffle=False,
                                 verbose=0).history
         return fitted
 
