@@ -75,7 +75,7 @@ def pure_training_seconds(settings, directory):
     by an untimed fit first."""
     import keras
 
-    from ngl_keras import grid, recipe, training
+    from ngl_keras import grid, recipe, tasks
     from ngl_keras.gp import fitness
 
     trainer = fitness._Trainer(settings, str(ROOT / "configs"), directory, None, 0)
@@ -85,7 +85,7 @@ def pure_training_seconds(settings, directory):
         keras.utils.set_random_seed(run.seed)
         loss = run.loss.build()
         train, validation, _ = trainer.datasets.pipelines(run, 1, test=False)
-        model = training.build_model(run, loss, train)
+        model = tasks.get(run.task).build_model(run, train)
         model.compile(optimizer=recipe.optimizer(run.settings), loss=loss, metrics=["accuracy"], jit_compile="auto")
         fit = dict(validation_data=validation, epochs=run.settings.epochs, shuffle=False, verbose=0)
         model.fit(train, **fit)

@@ -13,8 +13,13 @@ trains the same epochs on the same batches:
 - the global seeds are set again to the run's seed and the schedule callbacks are new;
 - the input: `ArrayBatches` are kept and rewound to epoch 0 (their order is a function of
   (seed, epoch)); the validation tf.data pipeline is kept (with its cache), the training one is
-  built again from the split `data.Datasets` keeps, because its shuffle would continue from the
-  previous candidate's state instead of starting over (tf.data has no public reset).
+  a new one for every candidate, because its shuffle would continue from the previous
+  candidate's state instead of starting over (tf.data has no public reset). Its order depends on
+  TensorFlow's global seed when it is built, and setting that seed clears TensorFlow's kernel
+  caches, so that the next step of every compiled model is instantiated again (about 1.6 s per run
+  on 2 CPU cores, a third of a 4,096-image epoch): up to `SPARE_INPUTS` pipelines are built after
+  one seeding and used one per candidate (each holds its own copy of an in-memory split: at most
+  `SPARE_BYTES` of them), Python's and NumPy's seeds are set for every candidate.
 
 `interpretable(run)` says whether a run's loss can go this way: a formula (`ExpressionLoss`) on
 probabilities that fits the interpreter. Registry losses (experiment 5's CE baseline, the
@@ -23,6 +28,7 @@ references) and losses on logits train on today's path.
 
 import json
 import math
+import random
 
 import keras
 import numpy as np
@@ -32,6 +38,9 @@ from ngl_keras import recipe, tasks
 from ngl_keras.gp.interpreter import DEFAULT_MAX_SIZE, InterpretedLoss
 from ngl_keras.losses import ExpressionLoss
 from ngl_keras.resume import InputEpoch
+
+SPARE_INPUTS = 8  # training tf.data pipelines built per seeding of TensorFlow (module docstring)
+SPARE_BYTES = 128 * 2**20  # what the copies of an in-memory training split they hold may take
 
 
 def interpretable(run, max_size=DEFAULT_MAX_SIZE):
@@ -74,6 +83,7 @@ class CompiledRun:
         expression = interpretable(run)
         self.loss = InterpretedLoss(expression.tree, epsilon=expression.get_config()["epsilon"])
         self.train, self.validation, _ = datasets.pipelines(run, 1, test=False)
+        self._spares = []  # tf.data: training pipelines built under the run's seed, one per candidate
         self.model = owning(tasks.get(run.task).build_model(run, self.train), self.loss.program)
         self.model.compile(optimizer=recipe.optimizer(run.settings), loss=self.loss, metrics=["accuracy"],
                            jit_compile="auto")
@@ -86,10 +96,16 @@ class CompiledRun:
         for variable, value in zip(self._variables, self._initial):
             variable.assign(value)
         self.loss.set_formula(tree)  # after the restore: the program is one of the model's variables
-        keras.utils.set_random_seed(self.run.seed)
         if data_module.placement().tf_data:  # the validation input is not shuffled: kept, cache and all
-            self.train = self.datasets.pipelines(self.run, 1, test=False)[0]
+            if not self._spares:
+                keras.utils.set_random_seed(self.run.seed)
+                count = self._spare_count()
+                self._spares = [self.datasets.pipelines(self.run, 1, test=False)[0] for _ in range(count)]
+            self.train = self._spares.pop()
+            random.seed(self.run.seed)
+            np.random.seed(self.run.seed)
         else:
+            keras.utils.set_random_seed(self.run.seed)
             self.train.set_epoch(0)
         # InputEpoch as in `train_run`: Keras reads a first batch before training and then ends an "epoch" of
         # the input, so without it the first epoch would be read in epoch 1's order
@@ -98,6 +114,16 @@ class CompiledRun:
                                 shuffle=False,
                                 verbose=0).history
         return fitted
+
+    def _spare_count(self):
+        """How many training pipelines to build at once: `SPARE_INPUTS`, fewer when the in-memory
+        training split they would each copy is large (a split read from files is copied by none)."""
+        settings = self.run.settings
+        source = self.datasets.split(self.run.dataset_info, settings.splits.train, settings.limit_train)
+        if not isinstance(source, tuple):
+            return SPARE_INPUTS
+        size = sum(np.asarray(array).nbytes for array in source)
+        return int(max(1, min(SPARE_INPUTS, SPARE_BYTES // max(size, 1))))
 
     def validation_accuracy(self, tree):
         """The last epoch's validation accuracy of `tree`, None when the training diverged (a loss

@@ -49,7 +49,14 @@ def test_candidates_on_one_compiled_model_match_todays_path(tmp_path):
     assert compiled.accuracies(CE_FORMULA) == compiled.accuracies(CE_FORMULA)  # nothing carried over
 
 
-def test_the_histories_match_todays_path_and_the_learning_rate_is_reset(tmp_path):
+def test_the_histories_match_todays_path_and_the_learning_rate_is_reset(tmp_path, monkeypatch):
+    import keras
+
+    # two training pipelines per seeding: the candidates below use both and one of the next two
+    monkeypatch.setattr(compiled_training, "SPARE_INPUTS", 2)
+    seedings = []
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda seed, set_seed=keras.utils.set_random_seed:
+                        (seedings.append(seed), set_seed(seed)))
     run = grid.plan({"datasets": ["arrays"], "models": ["small_model"], "losses": [NGL_FORMULA], "runs": 1,
                      "seed": 3, "settings": trainer(tmp_path, True).grid["settings"]}, CONFIGS, {"epochs": 3},
                     None, trainer(tmp_path, True).sources)[0]
@@ -57,13 +64,18 @@ def test_the_histories_match_todays_path_and_the_learning_rate_is_reset(tmp_path
     compiled = compiled_training.CompiledRun(run, datasets)
     old = training.train_run(run, datasets, tmp_path / "scratch", distribution.make_strategy("none"), verbose=0,
                              evaluate_test=False, logs=False)["history"]
+    seedings.clear()
     compiled.history(CE_FORMULA)  # another candidate first: its weights and optimizer state must go
-    for _ in range(2):
+    for _ in range(3):
         new = compiled.history(NGL_FORMULA)
         for key in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
             np.testing.assert_allclose(new[key], old[key], rtol=1e-4, atol=1e-6, err_msg=key)
         # the plateau schedule lowered the rate after the last epoch (val_accuracy fell): reset next time
         assert float(compiled.model.optimizer.learning_rate.numpy()) == pytest.approx(0.025)
+    # TensorFlow's global seed (whose setting clears its kernel caches) once per two candidates on tf.data;
+    # ArrayBatches rewind and every candidate sets the seeds
+    tf_data = compiled_training.data_module.placement().tf_data
+    assert seedings == ([3, 3] if tf_data else [3] * 4)
 
 
 def test_a_diverging_candidate_fails_and_the_next_one_is_unaffected(tmp_path):
