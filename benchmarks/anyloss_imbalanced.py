@@ -100,7 +100,7 @@ def train(problem, losses, out, args, batch_size=None, learning_rate=None):
 
 def summary(records):
     """{loss: {metric: {"mean", "std", "values"}, "collapsed": n}} and paired differences against bce."""
-    from ngl_keras.report import t_quantile_975
+    from ngl_keras.report import mean_interval
 
     by_loss = {}
     for record in records:
@@ -115,10 +115,8 @@ def summary(records):
             row[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
             shared = sorted(set(runs) & set(base))
             if loss != "bce" and shared:
-                diffs = np.array([runs[k][metric] - base[k][metric] for k in shared])
-                half = (float(t_quantile_975(len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
-                        if len(diffs) > 1 else None)
-                row[metric]["paired"] = {"mean": float(diffs.mean()), "half": half, "pairs": len(diffs)}
+                pairs, mean, half = mean_interval([runs[k][metric] - base[k][metric] for k in shared])
+                row[metric]["paired"] = {"mean": mean, "half": half, "pairs": pairs}
         rows[loss] = row
     return rows
 

@@ -52,7 +52,7 @@ def run_level(level, args):
 
 def table(results):
     """{level: {loss: {"mean", "std", "values", "paired": {"mean", "half"}}}} in accuracy points."""
-    from ngl_keras.report import t_quantile_975
+    from ngl_keras.report import mean_interval
 
     out = {}
     for level, records in results.items():
@@ -67,9 +67,8 @@ def table(results):
                     "values": values}
             shared = sorted(set(runs) & set(by_loss.get("ce", {})))
             if loss != "ce" and len(shared) > 1:
-                diffs = np.array([runs[k] - by_loss["ce"][k] for k in shared])
-                cell["paired"] = {"mean": float(diffs.mean()), "half": float(
-                    t_quantile_975(len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))}
+                _, mean, half = mean_interval([runs[k] - by_loss["ce"][k] for k in shared])
+                cell["paired"] = {"mean": mean, "half": half}
             row[loss] = cell
         out[level] = row
     return out

@@ -216,6 +216,16 @@ def resolved_verdict(low, high, higher_is_better=True):
     return "unresolved"
 
 
+def mean_interval(values):
+    """(n, mean, half): the mean of `values` (paired differences) and the half-width of its 95 %
+    interval, t(0.975, n − 1) · sd / √n with sd the sample standard deviation; the mean is None
+    without values, the half-width None below two."""
+    n = len(values)
+    if n < 2:
+        return n, float(np.mean(values)) if n else None, None
+    return n, float(np.mean(values)), float(t_quantile_975(n - 1) * np.std(values, ddof=1) / np.sqrt(n))
+
+
 def paired_changes(records, baseline="ce", metric="test_accuracy"):
     """{(dataset, model, loss): [% change against the baseline]}: one change per finished run
     that has a finished baseline run of the same dataset, model and seed (paired runs: the same
@@ -244,12 +254,10 @@ def paired_statistics(changes, higher_is_better=True):
     mean (`verdict`), `resolved` what the interval says of it (`resolved_verdict`). With fewer
     than two pairs there is no interval: `low`, `high`, `detectable` and `resolved` are None.
     """
-    n = len(changes)
-    mean = float(np.mean(changes)) if n else None
-    if n < 2:
+    n, mean, half = mean_interval(changes)
+    if half is None:
         return {"pairs": n, "mean": mean, "low": None, "high": None, "detectable": None,
                 "rule": verdict(mean, higher_is_better) if n else None, "resolved": None}
-    half = float(t_quantile_975(n - 1) * np.std(changes, ddof=1) / np.sqrt(n))
     return {"pairs": n, "mean": mean, "low": mean - half, "high": mean + half, "detectable": half,
             "rule": verdict(mean, higher_is_better),
             "resolved": resolved_verdict(mean - half, mean + half, higher_is_better)}

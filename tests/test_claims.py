@@ -77,9 +77,8 @@ def per_seed(record, loss, seeds=None, metric="test_accuracy"):
 def paired_difference(record, loss, metric="test_accuracy", baseline="ce"):
     """`metric` % of `loss` minus the baseline's, seed by seed: mean and 95 % half-width (t)."""
     mine, base = runs(record, loss, metric=metric), runs(record, baseline, metric=metric)
-    differences = [mine[s] - base[s] for s in sorted(set(mine) & set(base))]
-    half = report.t_quantile_975(len(differences) - 1) * np.std(differences, ddof=1) / np.sqrt(len(differences))
-    return [np.mean(differences), half]
+    _, mean, half = report.mean_interval([mine[s] - base[s] for s in sorted(set(mine) & set(base))])
+    return [mean, half]
 
 
 def change(record, loss, baseline="ce", seeds=None):

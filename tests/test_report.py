@@ -186,6 +186,13 @@ def test_each_verdict_of_the_interval(changes, rule, resolved):
 
 
 @pytest.mark.any_backend
+def test_mean_interval_by_hand():
+    # mean 3, sd √2.5 = 1.5811, t(0.975, 4) = 2.776: half-width 2.776 · 1.5811 / √5 = 1.9629
+    assert report.mean_interval([1, 2, 3, 4, 5]) == (5, 3.0, pytest.approx(1.9629, abs=1e-4))
+    assert report.mean_interval([-0.4]) == (1, -0.4, None) and report.mean_interval([]) == (0, None, None)
+
+
+@pytest.mark.any_backend
 def test_resolved_verdict_at_the_thresholds():
     assert report.resolved_verdict(-0.5, 0.5) == "same"
     assert report.resolved_verdict(0.51, 2) == "better" and report.resolved_verdict(0.5, 2) == "unresolved"
