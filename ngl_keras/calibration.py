@@ -16,7 +16,10 @@ EPSILON = 1e-7  # a probability below this counts as this in the log-likelihood 
 METRICS = ("nll", "ece", "mean_confidence")
 
 
-def _checked(probabilities, labels):
+def checked(probabilities, labels):
+    """(probabilities as float64 (examples, classes), class indices (examples,)) from labels given as
+    indices, one-hot or soft (the class of the largest weight); a clear error on shapes or classes
+    that do not fit."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels)
     if probabilities.ndim != 2:
@@ -33,7 +36,7 @@ def _checked(probabilities, labels):
 
 
 def negative_log_likelihood(probabilities, labels):
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = checked(probabilities, labels)
     true = probabilities[np.arange(labels.size), labels]
     return float(-np.log(np.clip(true, EPSILON, 1.0)).mean())
 
@@ -41,7 +44,7 @@ def negative_log_likelihood(probabilities, labels):
 def reliability(probabilities, labels, bins=BINS):
     """Per bin of the top probability: (count, accuracy, mean confidence); empty bins have NaN.
     Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 falls in bin 0."""
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = checked(probabilities, labels)
     confidence = probabilities.max(-1)
     correct = probabilities.argmax(-1) == labels
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
@@ -60,7 +63,7 @@ def expected_calibration_error(probabilities, labels, bins=BINS):
 
 def summary(probabilities, labels, bins=BINS):
     """{"nll", "ece", "mean_confidence", "accuracy"} of one set of predictions (the record's fields)."""
-    probabilities, labels = _checked(probabilities, labels)
+    probabilities, labels = checked(probabilities, labels)
     return {"nll": negative_log_likelihood(probabilities, labels),
             "ece": expected_calibration_error(probabilities, labels, bins),
             "mean_confidence": float(probabilities.max(-1).mean()),

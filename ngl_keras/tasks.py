@@ -81,8 +81,8 @@ def classification_scores(model, test, logits=False, callbacks=(), metrics=None)
               "test_reliability": {"count": count.tolist(), "accuracy": _nan_to_none(accuracy),
                                    "confidence": _nan_to_none(confidence)}, **top}
     if probabilities.shape[-1] == 2:
-        labels = np.asarray(labels)
-        scores.update(binary_scores(probabilities.argmax(-1), labels.argmax(-1) if labels.ndim == 2 else labels))
+        probabilities, indices = calibration.checked(probabilities, labels)
+        scores.update(binary_scores(probabilities.argmax(-1), indices))
     return scores
 
 
