@@ -5,6 +5,7 @@ before a framework loads (a mistake answers in well under a second), then picks 
 the package.
 """
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,26 @@ from ngl_keras.console import VERBOSE
 def prog(script, command):
     """The name the tool was started by, as its help shows it: the console command, or the script."""
     return command if Path(sys.argv[0]).name == command else script
+
+
+def parsers(argv, name, doc, *, report, report_help, epilog, **options):
+    """A tool's two forms: `NAME report OUT ...` (described by `report`, OUT by `report_help`) and the
+    main command (described by the first two lines of the tool's docstring `doc`). Returns
+    (None, the main command's parser) for a main command, or (the report's parser, None), its
+    command-specific arguments still to be added by the caller."""
+    if argv[:1] == ["report"]:
+        parser = argparse.ArgumentParser(prog=f"{name} report", description=report)
+        parser.add_argument("out", help=report_help)
+        return parser, None
+    lines = doc.splitlines()
+    return None, argparse.ArgumentParser(prog=name, description=lines[0] + " " + lines[1], epilog=epilog, **options)
+
+
+def parsed_report(parser, argv):
+    """The arguments of `NAME report ...` (argv[0] is "report"), with command "report"."""
+    args = parser.parse_args(argv[1:])
+    args.command = "report"
+    return args
 
 
 def set_verbosity(args):

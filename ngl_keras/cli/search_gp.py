@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ngl_keras.cli import load_frameworks, prog, set_verbosity, start
+from ngl_keras.cli import load_frameworks, parsed_report, parsers, prog, set_verbosity, start
 from ngl_keras.resources import configs_dir
 
 SCRIPT, COMMAND = "search_gp.py", "ngl-search-gp"
@@ -46,19 +46,14 @@ def experiments():
 
 def parse_args(argv):
     name = prog(SCRIPT, COMMAND)
-    if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog=f"{name} report",
-                                         description="Print a search's generation log, hall of fame and best loss.")
-        parser.add_argument("out", help="the search directory")
-        args = parser.parse_args(argv[1:])
-        args.command = "report"
-        return args
-    parser = argparse.ArgumentParser(
-        prog=name,
-        description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
+    report, parser = parsers(
+        argv, name, __doc__, report="Print a search's generation log, hall of fame and best loss.",
+        report_help="the search directory",
         epilog=f"Also: `{name} report OUT` prints a search's generation log, hall of fame and best "
                "loss. Options left out take the config's values (configs/search/<experiment>.yaml over "
                "configs/search/defaults.yaml).")
+    if report:
+        return parsed_report(report, argv)
     parser.add_argument("--config", help="search config (YAML); give this or --experiment")
     parser.add_argument("--experiment",
                         help=f"shorthand for --config configs/search/<name>.yaml: {', '.join(experiments())}")

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from ngl_keras.cli import load_frameworks, prog, set_verbosity, start
+from ngl_keras.cli import load_frameworks, parsed_report, parsers, prog, set_verbosity, start
 from ngl_keras.resources import configs_dir
 
 SCRIPT, COMMAND = "train_small.py", "ngl-train-small"
@@ -35,23 +35,17 @@ class ShownDefaults(argparse.HelpFormatter):
 
 def parse_args(argv):
     name = prog(SCRIPT, COMMAND)
-    if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog=f"{name} report", description="Print Table 2 from OUT/runs.jsonl.")
-        parser.add_argument("out", help="the grid's output directory")
-        parser.add_argument("--compare-paper", action="store_true",
-                            help="show the published numbers beside ours")
-        parser.add_argument("--metric", default=None,
-                            help="the record's key to tabulate (test_accuracy, test_nll, test_ece, "
-                                 "test_mean_confidence, miou, pixel_accuracy, mean_accuracy; default: the task's")
-        args = parser.parse_args(argv[1:])
-        args.command = "report"
-        return args
-    parser = argparse.ArgumentParser(
-        prog=name,
-        description=__doc__.splitlines()[0] + " " + __doc__.splitlines()[1],
+    report, parser = parsers(
+        argv, name, __doc__, report="Print Table 2 from OUT/runs.jsonl.", report_help="the grid's output directory",
         epilog=f"Also: `{name} report OUT [--compare-paper]` prints the table of OUT/runs.jsonl. "
                "Options left out take the grid config's values.",
         formatter_class=ShownDefaults)
+    if report:
+        report.add_argument("--compare-paper", action="store_true", help="show the published numbers beside ours")
+        report.add_argument("--metric", default=None,
+                            help="the record's key to tabulate (test_accuracy, test_nll, test_ece, "
+                                 "test_mean_confidence, miou, pixel_accuracy, mean_accuracy; default: the task's")
+        return parsed_report(report, argv)
     parser.add_argument("--config", default=str(configs_dir() / "quick.yaml"), help="grid config (YAML)")
     parser.add_argument("--out", default=None, help="output directory (default: runs/<config name>)")
     parser.add_argument("--datasets", nargs="+",
