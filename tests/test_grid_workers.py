@@ -6,8 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,8 +17,8 @@ from ngl_keras import config, grid_workers, records, training
 from ngl_keras.gp import oracle
 from ngl_keras.grid import plan
 from tests.gp.test_oracle import Clock
-from tests.gp.test_search import _free_port, _stop_all
-from tests.paths import CONFIGS, ROOT
+from tests.processes import free_port, ongoing_trials, oracle_env, start, stop_all
+from tests.paths import CONFIGS
 
 # Six tiny runs: 3 losses x 2 seeds, 1 epoch of 256 Fashion-MNIST images (a few seconds each).
 GRID = {"datasets": ["fashion_mnist"], "models": ["small_cnn"], "losses": ["ce", "ngl", "focal"], "runs": 2,
@@ -147,7 +145,7 @@ def test_a_worker_of_another_grid_is_refused_by_the_chief_in_one_line(tmp_path, 
     chief = oracle.GridOracle([run.key for run in chief_runs], grid_id=grid_workers.grid_id(identities),
                               log=lambda *a: None)
     chief._set_project_dir(str(tmp_path / "chief"), "tuner")
-    port = _free_port()
+    port = free_port()
     for name, value in {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port),
                         "KERASTUNER_TUNER_ID": "worker0"}.items():
         monkeypatch.setenv(name, value)
@@ -170,33 +168,24 @@ def test_a_worker_of_another_grid_is_refused_by_the_chief_in_one_line(tmp_path, 
 # A chief and two worker processes on 127.0.0.1.
 
 def _start(config_path, out, env, tuner_id):
-    command = [sys.executable, str(ROOT / "train_small.py"), "--config", str(config_path), "--out", str(out),
-               "--strategy", "none", "--quiet", "--worker-timeout", "8"]
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env, "KERASTUNER_TUNER_ID": tuner_id},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start("train_small.py", ["--config", str(config_path), "--out", str(out), "--strategy", "none", "--quiet",
+                                    "--worker-timeout", "8"], env, tuner_id)
 
 
 def _records(path):
     return {r["key"]: r for r in records.read_records(path)}
 
 
-def _ongoing(out):
-    try:
-        return json.loads((out / "tuner" / "oracle.json").read_text())["ongoing_trials"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return {}
-
-
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_a_chief_and_two_workers_write_the_records_one_process_writes(tmp_path):
     config_path, out = _config(tmp_path), tmp_path / "out"
-    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    env = oracle_env()
     processes = [_start(config_path, out, env, name) for name in ("chief", "worker0", "worker1")]
     try:
         outputs = [p.communicate(timeout=400)[0] for p in processes]
     finally:
-        _stop_all(processes)
+        stop_all(processes)
     for p, output in zip(processes, outputs):
         assert p.returncode == 0, output[-2000:]
     served = _records(out / "runs.jsonl")
@@ -220,14 +209,14 @@ def test_a_chief_and_two_workers_write_the_records_one_process_writes(tmp_path):
 @pytest.mark.realdata
 def test_a_worker_killed_mid_run_loses_nothing_and_the_grid_finishes(tmp_path):
     config_path, out = _config(tmp_path), tmp_path / "out"
-    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    env = oracle_env()
     processes = [_start(config_path, out, env, name) for name in ("chief", "worker0", "worker1")]
     chief, worker0, worker1 = processes
     try:
         deadline, ongoing = time.time() + 300, {}
         while "worker1" not in ongoing and time.time() < deadline:
             time.sleep(0.05)
-            ongoing = _ongoing(out)
+            ongoing = ongoing_trials(out)
         lost = json.loads((out / "tuner" / f"trial_{ongoing['worker1']}" / "trial.json").read_text())
         lost_run = lost["hyperparameters"]["values"]["run"]
         os.killpg(worker1.pid, signal.SIGKILL)  # mid-run: a run takes seconds
@@ -236,7 +225,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_grid_finishes(tmp_path):
         chief_output = chief.communicate(timeout=120)[0]
         assert chief.returncode == 0, chief_output[-2000:]
     finally:
-        _stop_all(processes)
+        stop_all(processes)
     assert re.search(rf"^worker1: silent for \d+ s while training run {re.escape(lost_run)}; it goes back to the "
                      "queue.$", chief_output, re.M), chief_output[-2000:]
     lines = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from ngl_keras.gp import fitness, screening, search_directory, search_run, searc
 from ngl_keras.gp.evolution import CandidateFailed
 from ngl_keras.losses import expression as ex
 from tests.paths import CONFIGS, ROOT, kill_when_lines
+from tests.processes import ongoing_trials, oracle_env, start, stop_all
 
 SCREEN = screening.LossScreen()
 
@@ -130,39 +130,21 @@ def test_sigkill_mid_search_resumes_without_retraining_finished_candidates(tmp_p
     assert generations == [0, 1, 2, 3]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(args, env, tuner_id):
-    return subprocess.Popen([sys.executable, str(ROOT / "search_gp.py")] + args, cwd=ROOT,
-                            env={**os.environ, **env, "KERASTUNER_TUNER_ID": tuner_id},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _stop_all(processes):
-    """Kill each process's whole group (its training children included), whatever is left."""
-    for p in processes:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.wait()
+    return start("search_gp.py", args, env, tuner_id)
 
 
 @pytest.mark.slow
 def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
     out = tmp_path / "s"
     args = ["--config", str(_smoke_config(tmp_path, generations=2)), "--out", str(out)]
-    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    env = oracle_env()
     # As a cluster scheduler does: workers first, the chief at the same moment.
     processes = [_start(args, env, f"worker{i}") for i in range(2)] + [_start(args, env, "chief")]
     try:
         outputs = [p.communicate(timeout=400)[0] for p in processes]
     finally:
-        _stop_all(processes)
+        stop_all(processes)
     for p, output in zip(processes, outputs):
         assert p.returncode == 0, output[-2000:]
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
@@ -174,15 +156,11 @@ def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
     generations = [json.loads(x)["generation"] for x in (out / "generations.jsonl").read_text().splitlines()]
     assert generations == [0, 1, 2]
     assert json.loads((out / "hall_of_fame.json").read_text())[0]["rank"] == 1
-    assert sorted(p.name for p in (out / "tuner").iterdir() if not p.name.startswith("trial_")) == [
-        "chief.json", "oracle.json", "worker0.json", "worker1.json"]
-
-
-def _ongoing(out):
-    try:
-        return json.loads((out / "tuner" / "oracle.json").read_text())["ongoing_trials"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return {}
+    # keras-tuner writes a worker's state after its first trial: a worker that started after the other had
+    # taken every candidate (a loaded machine) has none; nothing else is written
+    trained = sorted({f"{e['tuner']}.json" for e in evaluations})
+    assert trained and sorted(p.name for p in (out / "tuner").iterdir() if not p.name.startswith("trial_")) == [
+        "chief.json", "oracle.json"] + trained
 
 
 @pytest.mark.slow
@@ -191,7 +169,7 @@ def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(t
     config = _smoke_config(tmp_path, generations=1, population=4,
                            fitness={"kind": "probe", "probe_steps": 40000})  # seconds per candidate (numpy: ~0.1 ms a step)
     args = ["--config", str(config), "--out", str(out), "--worker-timeout", "10"]
-    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    env = oracle_env()
     processes = [_start(args, env, "chief"), _start(args, env, "worker0"), _start(args, env, "worker1")]
     chief, worker0, worker1 = processes
     try:
@@ -199,7 +177,7 @@ def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(t
         ongoing = {}
         while "worker1" not in ongoing and time.time() < deadline:
             time.sleep(0.02)
-            ongoing = _ongoing(out)
+            ongoing = ongoing_trials(out)
         lost_trial = ongoing["worker1"]
         os.killpg(worker1.pid, signal.SIGKILL)  # mid-candidate (one takes seconds)
         worker1.wait()
@@ -209,7 +187,7 @@ def test_a_worker_killed_mid_candidate_loses_nothing_and_the_chief_still_exits(t
         chief_output = chief.communicate(timeout=120)[0]
         assert chief.returncode == 0, chief_output[-2000:]
     finally:
-        _stop_all(processes)
+        stop_all(processes)
     assert re.search(rf"worker1: silent for 1\d s while training candidate {lost_candidate}; it goes back to "
                      "the queue.", chief_output), chief_output[-2000:]
     evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
@@ -228,7 +206,7 @@ def test_kill_9_of_a_training_search_leaves_no_training_process(tmp_path, role):
     out = tmp_path / "s"
     args = ["--experiment", "exp1_proxy", "--out", str(out), "--population", "2", "--generations", "0",
             "--limit-train", "512"]
-    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    env = oracle_env()
     processes = [_start(args, env, "chief"), _start(args, env, "worker0")] if role == "worker" else \
         [_start(args, {}, "tuner0")]
     search_process = psutil.Process(processes[-1].pid)
@@ -251,7 +229,7 @@ def test_kill_9_of_a_training_search_leaves_no_training_process(tmp_path, role):
         processes[-1].wait()
         assert psutil.wait_procs(children, timeout=10)[1] == []  # ended by themselves within seconds
     finally:
-        _stop_all(processes)
+        stop_all(processes)
 
 
 @pytest.mark.parametrize("change,message", [
