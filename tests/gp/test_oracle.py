@@ -70,6 +70,26 @@ def test_a_silent_workers_candidate_goes_to_another_and_its_late_result_counts_o
     assert not gp.search_over()
 
 
+def test_a_restarted_chief_hands_the_killed_chiefs_candidates_to_the_first_workers_that_ask(tmp_path):
+    """keras-tuner's reload puts the trials in flight back in its retry queue (1.4.8): whichever
+    tuner asks first trains them again, under any id, and no tuner of the killed chief is waited for."""
+    clock, logs = Clock(), []
+    killed = make_oracle(tmp_path, clock, logs)
+    in_flight = [killed.create_trial("worker0"), killed.create_trial("worker1")]
+    killed.save()
+    chief = make_oracle(tmp_path, clock, logs)
+    chief.reload()
+    assert chief.ongoing_trials == {} and chief.tuner_ids == set()
+    given = [chief.create_trial(f"worker{i}") for i in (2, 3, 4)]
+    assert sorted(candidate(t) for t in given[:2]) == sorted(candidate(t) for t in in_flight)
+    assert candidate(given[2]) not in {candidate(t) for t in in_flight}  # then the queue goes on
+    for trial, value in zip(given, (0.3, 0.2, 0.1)):
+        finish(chief, trial, value)
+    batch = {c["id"]: c for c in chief.evolution.batch}
+    assert [batch[candidate(t)]["fitness"] for t in given] == [[0.3], [0.2], [0.1]]
+    assert chief.tuner_ids == {"worker2", "worker3", "worker4"} and not chief.ongoing_trials
+
+
 def test_the_chief_may_exit_once_the_search_is_over_and_every_worker_is_told_or_lost(tmp_path):
     clock, logs = Clock(), []
     gp = make_oracle(tmp_path, clock, logs, population=2, generations=0)
