@@ -33,6 +33,7 @@ from keras_tuner.engine import trial as trial_module
 from ngl_keras import console
 from ngl_keras.files import append_json_line, atomic_write
 from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed, SearchStopped, fitness_text
+from ngl_keras.records import code_version
 
 HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
 # An oracle call slower than this (a chief screening a whole batch) holds up every worker's
@@ -564,7 +565,7 @@ class GPTuner(WorkerTuner):
         append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
                          {"trial": trial.trial_id, "candidate": values["candidate"],
                           "formula": values["formula"], "fitness": fitness, "tuner": self.tuner_id,
-                          "seconds": round(time.time() - started, 3)})
+                          "seconds": round(time.time() - started, 3), "code": code_version()})
         self._announce(values, "fitness " + fitness_text(fitness), started)
         return {f"fitness_{i}": float(v) for i, v in enumerate(fitness)}
 

@@ -64,10 +64,13 @@ class SearchDirectory:
             raise ValueError(f"cannot write the search directory {self.path}: {error.strerror or error}.") from None
 
     def log_generation(self, summary):
+        """Append a generation's summary with the versions of the code and libraries that ran it."""
+        from ngl_keras.records import versions
+
         path = self.path / "generations.jsonl"
         if any(g.get("generation") == summary["generation"] for g in read_json_lines(path)):
             return  # re-done after a crash between log and checkpoint
-        append_json_line(path, summary)
+        append_json_line(path, {**summary, "versions": versions()})
 
     def generations(self):
         """The generation log; a line cut by a crash at its end is skipped (it is logged again

@@ -70,9 +70,13 @@ def test_smoke_search_writes_every_output(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     generations = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     assert [g["generation"] for g in generations] == [0, 1, 2]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     for g in generations:
         assert g["proposed"] == 8 + sum(g["rejected"].values())
         assert g["trained"] + g["cache_hits"] == 8 and g["peak_rss_mb"] > 0
+        assert g["versions"]["code"].split("-")[0] == commit and g["versions"]["keras"]  # the code that ran it
+    evaluations = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert evaluations and {e["code"] for e in evaluations} == {generations[0]["versions"]["code"]}
     best = [g["best_fitness"][0] for g in generations]
     assert best == sorted(best, reverse=True)  # elitist: the best never gets worse
     fame = json.loads((out / "hall_of_fame.json").read_text())
