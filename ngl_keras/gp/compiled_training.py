@@ -10,7 +10,8 @@ trains the same epochs on the same batches:
 
 - model variables (weights, seed-generator states) and optimizer variables (slots, iterations,
   learning rate, which ReduceLROnPlateau lowers) go back to their initial values;
-- the global seeds are set again to the run's seed and the schedule callbacks are new;
+- the global seeds are set again to the run's seed (TensorFlow's when the training pipelines are
+  built, below) and the schedule callbacks are new;
 - the input: `ArrayBatches` are kept and rewound to epoch 0 (their order is a function of
   (seed, epoch)); the validation tf.data pipeline is kept (with its cache), the training one is
   a new one for every candidate, because its shuffle would continue from the previous
