@@ -185,11 +185,9 @@ def test_a_generation_where_nothing_could_be_evaluated_stops_the_search(tmp_path
 
 
 def _free_port():
-    import socket
+    from tests.processes import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def test_a_worker_waits_bounded_for_the_chief_and_refuses_a_different_search(tmp_path, monkeypatch):

@@ -473,16 +473,24 @@ def test_ctrl_c_swallowed_inside_a_candidate_still_stops_the_search_at_the_next_
 
     from ngl_keras.gp import oracle
 
-    with oracle.INTERRUPTS:
-        try:  # where Python swallows it: a garbage collector's callback prints "Exception ignored" only
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        with pytest.raises(KeyboardInterrupt):
-            oracle.INTERRUPTS.check()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
-    oracle.INTERRUPTS.check()  # and forgotten after the search
+    # What a search process starts with (Interrupts leaves a SIGINT handler it did not find alone): set
+    # again here, so that a handler left by an earlier test of this process cannot change the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with oracle.INTERRUPTS:
+            assert signal.getsignal(signal.SIGINT) == oracle.INTERRUPTS._handle, previous
+            try:  # where Python swallows it: a garbage collector's callback prints "Exception ignored" only
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(100):  # delivered at the next bytecode of the main thread, within 10 s at most
+                    time.sleep(0.1)
+            except KeyboardInterrupt:
+                pass
+            with pytest.raises(KeyboardInterrupt):
+                oracle.INTERRUPTS.check()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        oracle.INTERRUPTS.check()  # and forgotten after the search
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_resumed_search_says_where_it_resumes_and_keras_tuner_stays_quiet(tmp_path, capsys):

@@ -128,7 +128,7 @@ def test_smoke_search_on_jax_without_tensorflow_equals_the_search_on_tensorflow(
 
 @pytest.mark.slow
 def test_a_chief_and_a_worker_on_jax_without_tensorflow(without_tf, tmp_path):
-    from tests.gp.test_search import _free_port
+    from tests.processes import free_port as _free_port
 
     out = tmp_path / "s"
     args = [sys.executable, str(ROOT / "search_gp.py"), "--experiment", "smoke", "--generations", "1",
