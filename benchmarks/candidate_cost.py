@@ -161,14 +161,14 @@ def main():
     # each candidate against the pure training measured right after it, then the median of those ratios
     ratio_old = statistics.median(a / b for a, b in zip(old[1:], old_pure[1:]))
     ratio_new = statistics.median(a / b for a, b in zip(new[1:], new_pure[1:]))
-    pure = statistics.median(old_pure[1:] + new_pure[1:])
+    pure_s = statistics.median(old_pure[1:] + new_pure[1:])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"backend {keras.backend.backend()}; {args.candidates} candidates x {args.runs} runs x {args.epochs} "
           f"epoch(s) x {args.limit_train} images (+ validation)")
     print(f"{'candidate':>10}{'today s':>10}{'pure s':>8}{'once s':>10}{'pure s':>8}  fitness today / once")
     for k, (a, pa, b, pb, va, vb) in enumerate(zip(old, old_pure, new, new_pure, old_values, new_values)):
         print(f"{k:>10}{a:>10.1f}{pa:>8.1f}{b:>10.1f}{pb:>8.1f}  {va} / {vb}")
-    print(f"pure training of one candidate's runs (median): {pure:.1f} s")
+    print(f"pure training of one candidate's runs (median): {pure_s:.1f} s")
     print(f"after the first candidate (median of candidate / the pure training right after it): today "
           f"{later_old:.1f} s, {ratio_old:.2f}x; compiled once {later_new:.1f} s, {ratio_new:.2f}x (goal <= 1.3)")
     print(f"candidates per hour: today {3600 / later_old:.0f}, compiled once {3600 / later_new:.0f} "
@@ -176,7 +176,7 @@ def main():
     print(f"RSS over {args.memory_candidates} tiny candidates (MB, after candidate k): {rss}; peak RSS of this "
           f"process {peak:.0f} MB")
     print(json.dumps({"backend": keras.backend.backend(), "seconds_today": [round(s, 2) for s in old],
-                      "seconds_compiled_once": [round(s, 2) for s in new], "pure_training_s": round(pure, 2),
+                      "seconds_compiled_once": [round(s, 2) for s in new], "pure_training_s": round(pure_s, 2),
                       "pure_after_today": [round(s, 2) for s in old_pure],
                       "pure_after_compiled_once": [round(s, 2) for s in new_pure],
                       "ratio_today": round(ratio_old, 3), "ratio_compiled_once": round(ratio_new, 3),

@@ -547,6 +547,7 @@ class GPTuner(WorkerTuner):
     def __init__(self, oracle, fitness, search_dir, log=print, **kwargs):
         self.fitness = fitness
         self.search_dir = search_dir
+        self.code = code_version()  # once: it runs git, and the code does not change under a worker
         super().__init__(oracle, search_dir, log, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
@@ -565,7 +566,7 @@ class GPTuner(WorkerTuner):
         append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
                          {"trial": trial.trial_id, "candidate": values["candidate"],
                           "formula": values["formula"], "fitness": fitness, "tuner": self.tuner_id,
-                          "seconds": round(time.time() - started, 3), "code": code_version()})
+                          "seconds": round(time.time() - started, 3), "code": self.code})
         self._announce(values, "fitness " + fitness_text(fitness), started)
         return {f"fitness_{i}": float(v) for i, v in enumerate(fitness)}
 

@@ -11,6 +11,8 @@ from ngl_keras.gp import engine, evolution, oracle, search_run, search_settings
 from ngl_keras.gp.evolution import CandidateFailed, SearchStopped
 from keras_tuner.engine import trial as trial_module
 
+from tests.processes import free_port
+
 PSET = engine.PrimitiveSet(("add", "sub", "mul"), ("p", "y"), required=("p", "y"), constant_probability=0.0)
 
 
@@ -184,16 +186,10 @@ def test_a_generation_where_nothing_could_be_evaluated_stops_the_search(tmp_path
     assert not (tmp_path / "s" / "best_loss.txt").exists() and not (tmp_path / "s" / "generations.jsonl").exists()
 
 
-def _free_port():
-    from tests.processes import free_port
-
-    return free_port()
-
-
 def test_a_worker_waits_bounded_for_the_chief_and_refuses_a_different_search(tmp_path, monkeypatch):
     import threading
 
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker0")
@@ -224,7 +220,7 @@ def test_a_worker_waits_bounded_for_the_chief_and_refuses_a_different_search(tmp
 
 def test_a_worker_writes_nothing_before_its_chief_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
-    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(_free_port()))
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(free_port()))
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker0")
     out = tmp_path / "s"
     with pytest.raises(SearchStopped, match="worker0: no chief answered at 127.0.0.1:"):

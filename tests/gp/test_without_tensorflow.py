@@ -12,6 +12,7 @@ import pytest
 
 import search_gp
 from tests.paths import ROOT
+from tests.processes import oracle_env
 
 # Imported first by every Python started with this directory on PYTHONPATH: the path finder
 # no longer finds tensorflow (find_spec gives None, `import tensorflow` raises
@@ -128,12 +129,10 @@ def test_smoke_search_on_jax_without_tensorflow_equals_the_search_on_tensorflow(
 
 @pytest.mark.slow
 def test_a_chief_and_a_worker_on_jax_without_tensorflow(without_tf, tmp_path):
-    from tests.processes import free_port as _free_port
-
     out = tmp_path / "s"
     args = [sys.executable, str(ROOT / "search_gp.py"), "--experiment", "smoke", "--generations", "1",
             "--out", str(out)]
-    oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    oracle = oracle_env()
     chief = subprocess.Popen(args, cwd=ROOT, env=without_tf(tmp_path / "chief.json", **oracle,
                                                             KERASTUNER_TUNER_ID="chief"),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
