@@ -10,6 +10,7 @@ import pytest
 import ngl_keras
 from ngl_keras import data, models, own_data, recipe, training
 from ngl_keras.grid import Sources
+from ngl_keras.files import read_json_lines
 from ngl_keras.records import read_records
 from ngl_keras.resume import EPOCH_LOG
 from ngl_keras.gp import fitness, search_settings
@@ -152,6 +153,25 @@ def test_search_on_arrays_returns_a_hall_of_fame_the_fitness_reproduces_and_resu
     assert (out / "evaluations.jsonl").read_text() == evaluations  # resumed: nothing trained again
     with pytest.raises(ValueError, match=r"holds a different search \(settings that differ: fitness\)"):
         ngl_keras.gp.search(small_model, (TRAIN[0] * 0.5, TRAIN[1]), VALIDATION, **call)
+
+
+def test_a_search_training_candidates_as_populations_gives_each_the_fitness_it_gets_alone(tmp_path):
+    """population_parallel 3: a trial carries up to three candidates of a generation, trained as one
+    program; every candidate's fitness is the one the same search gives it one at a time."""
+    def evaluations(parallel):
+        config = {"population": 4, "generations": 1, "fitness": {"references": [], "population_parallel": parallel}}
+        ngl_keras.gp.search(small_model, TRAIN, VALIDATION, out=tmp_path / str(parallel), config=config, epochs=2,
+                            batch_size=16, log=lambda *_: None)
+        return read_json_lines(tmp_path / str(parallel) / "evaluations.jsonl")
+
+    alone, together = evaluations(1), evaluations(3)
+    assert [e["trained_with"] for e in alone] == [1] * len(alone)
+    assert 3 in {e["trained_with"] for e in together} and {e["trained_with"] for e in together} <= {1, 2, 3}
+    by_candidate = {e["candidate"]: e for e in alone}
+    assert sorted(by_candidate) == sorted(e["candidate"] for e in together)
+    for e in together:
+        assert e["formula"] == by_candidate[e["candidate"]]["formula"]
+        assert e["fitness"] == pytest.approx(by_candidate[e["candidate"]]["fitness"], abs=1.5 / 24), e["formula"]
 
 
 def logits_model(num_classes):

@@ -25,6 +25,18 @@ trains the same epochs on the same batches:
 `interpretable(run)` says whether a run's loss can go this way: a formula (`ExpressionLoss`) on
 probabilities that fits the interpreter. Registry losses (experiment 5's CE baseline, the
 references) and losses on logits train on today's path.
+
+Population-parallel (`population` K > 1): K candidates train as one program over the same
+batches. The model is K copies of the run's model, each with the initial values of the single
+model (the same weights, seed-generator states), side by side on the same input, their outputs
+concatenated on the class axis; the loss is an `interpreter.PopulationLoss` (the sum of the K
+candidates' losses: no branch reads another's block, so each branch gets its own candidate's
+gradient) and `interpreter.PopulationMetrics` gives each candidate's loss and validation accuracy.
+A candidate whose loss is not finite adds nothing to the sum: it diverges alone. Every per-variable
+optimizer (SGD, Adam, AdamW without a global clip norm) then updates each branch as its own
+training would. What couples the candidates is refused (`coupling`): a global clip norm (one norm
+over all branches), a ReduceLROnPlateau that can fire within the run's epochs (it reads the summed
+loss), and batch sizes that would not fit K models (the caller's choice of K).
 """
 
 import json
@@ -36,7 +48,7 @@ import numpy as np
 
 from ngl_keras import data as data_module
 from ngl_keras import recipe, tasks
-from ngl_keras.gp.interpreter import DEFAULT_MAX_SIZE, InterpretedLoss
+from ngl_keras.gp.interpreter import DEFAULT_MAX_SIZE, InterpretedLoss, PopulationLoss, PopulationMetrics
 from ngl_keras.losses import ExpressionLoss
 from ngl_keras.resume import InputEpoch
 
@@ -73,30 +85,76 @@ def owning(model, program):
     return wrapper
 
 
+def coupling(run):
+    """Why candidates of `run` cannot train as one population (None when they can)."""
+    settings = run.settings
+    if getattr(settings.optimizer, "global_clipnorm", None):
+        return "its optimizer clips the gradient to one global norm over all candidates"
+    reduce = settings.reduce_lr
+    if reduce is not None and settings.epochs > reduce.patience:
+        return (f"its ReduceLROnPlateau (patience {reduce.patience}) can lower the learning rate within its "
+                f"{settings.epochs} epochs, from the candidates' summed loss")
+    return None
+
+
+def population_model(build, size, program):
+    """`size` models from `build()` side by side on one input, their outputs concatenated on the
+    last axis, each with the first one's initial values; the model owns `program`."""
+    branches = [build() for _ in range(size)]
+    for k, branch in enumerate(branches):
+        branch.name = f"candidate_{k}"
+        for variable, value in zip(branch.variables, branches[0].variables):
+            if variable.shape != value.shape:
+                raise RuntimeError(f"the run's model is not built the same way twice: {variable.path} "
+                                   f"{variable.shape} against {value.path} {value.shape}")
+            variable.assign(value)
+    inputs = keras.Input(branches[0].input_shape[1:])
+    model = keras.Model(inputs, keras.layers.Concatenate(axis=-1)([b(inputs) for b in branches]),
+                        name="population")
+    model.loss_program = program
+    return model
+
+
 class CompiledRun:
     """Run `run`'s model, input and compiled training step, trained once per candidate formula
-    (module docstring). `datasets` is a `data.Datasets`."""
+    (module docstring); with `population` K > 1, K candidates at a time. `datasets` is a
+    `data.Datasets`."""
 
-    def __init__(self, run, datasets):
-        self.run, self.datasets = run, datasets
+    def __init__(self, run, datasets, population=1):
+        self.run, self.datasets, self.population = run, datasets, population
+        if population > 1 and coupling(run):
+            raise ValueError(f"{run.dataset}/{run.model} cannot train candidates as one population: "
+                             f"{coupling(run)}; set fitness.population_parallel to 1.")
         keras.utils.set_random_seed(run.seed)  # as train_run, which also clears the session first
         keras.mixed_precision.set_global_policy(recipe.dtype_policy(False))
         expression = interpretable(run)
-        self.loss = InterpretedLoss(expression.tree, epsilon=expression.get_config()["epsilon"])
+        epsilon = expression.get_config()["epsilon"]
         self.train, self.validation, _ = datasets.pipelines(run, 1, test=False)
         self._spares = []  # tf.data: training pipelines built under the run's seed, one per candidate
-        self.model = owning(tasks.get(run.task).build_model(run, self.train), self.loss.program)
-        self.model.compile(optimizer=recipe.optimizer(run.settings), loss=self.loss, metrics=["accuracy"],
+        build = lambda: tasks.get(run.task).build_model(run, self.train)  # noqa: E731
+        if population == 1:
+            self.loss = InterpretedLoss(expression.tree, epsilon=epsilon)
+            self.model, metrics = owning(build(), self.loss.program), ["accuracy"]
+        else:
+            self.loss = PopulationLoss([expression.tree] * population, epsilon=epsilon)
+            self.model = population_model(build, population, self.loss.program)
+            metrics = [PopulationMetrics(self.loss)]
+        self.model.compile(optimizer=recipe.optimizer(run.settings), loss=self.loss, metrics=metrics,
                            jit_compile="auto")
         self.model.optimizer.build(self.model.trainable_variables)
         self._variables = self.model.variables + self.model.optimizer.variables
         self._initial = [np.array(v.numpy()) for v in self._variables]
 
     def history(self, tree):
-        """Train the formula `tree` (a prefix list) from the run's initial state; fit's history."""
+        """Train the formula `tree` (a prefix list) from the run's initial state; fit's history.
+        A population's: the list of `population` trees."""
         for variable, value in zip(self._variables, self._initial):
             variable.assign(value)
-        self.loss.set_formula(tree)  # after the restore: the program is one of the model's variables
+        # after the restore: the program is one of the model's variables
+        if self.population == 1:
+            self.loss.set_formula(tree)
+        else:
+            self.loss.set_formulas(tree)
         if data_module.placement().tf_data:  # the validation input is not shuffled: kept, cache and all
             if not self._spares:
                 keras.utils.set_random_seed(self.run.seed)
@@ -110,8 +168,11 @@ class CompiledRun:
             self.train.set_epoch(0)
         # InputEpoch as in `train_run`: Keras reads a first batch before training and then ends an "epoch" of
         # the input, so without it the first epoch would be read in epoch 1's order
+        callbacks = recipe.schedule_callbacks(self.run.settings)
+        if self.population > 1:  # `coupling`: it cannot fire within the run (and no candidate has its monitor)
+            callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ReduceLROnPlateau)]
         fitted = self.model.fit(self.train, validation_data=self.validation, epochs=self.run.settings.epochs,
-                                callbacks=recipe.schedule_callbacks(self.run.settings) + [InputEpoch(self.train)],
+                                callbacks=callbacks + [InputEpoch(self.train)],
                                 shuffle=False,
                                 verbose=0).history
         return fitted
@@ -129,8 +190,30 @@ class CompiledRun:
     def validation_accuracy(self, tree):
         """The last epoch's validation accuracy of `tree`, None when the training diverged (a loss
         that is not finite, as `train_run` records "diverged")."""
+        if self.population > 1:
+            return self.validation_accuracies([tree])[0]
         history = self.history(tree)
-        losses = history.get("loss", [])
-        accuracy = (history.get("val_accuracy") or [float("nan")])[-1]
-        finite = bool(losses) and all(math.isfinite(v) for v in losses)
-        return float(accuracy) if finite and math.isfinite(accuracy) else None
+        return _accuracy_if_finite(history.get("loss", []), history.get("val_accuracy"))
+
+    def validation_accuracies(self, trees):
+        """`validation_accuracy` of each of `trees`, `population` at a time (the last group filled
+        up with copies of its first tree, whose results are dropped)."""
+        out = []
+        for start in range(0, len(trees), self.population):
+            group = list(trees[start:start + self.population])
+            padded = group + [group[0]] * (self.population - len(group))
+            if self.population == 1:
+                out.append(self.validation_accuracy(group[0]))
+                continue
+            history = self.history(padded)
+            out.extend(_accuracy_if_finite(history.get(f"candidate_{k}_loss", []),
+                                           history.get(f"val_candidate_{k}_accuracy"))
+                       for k in range(len(group)))
+        return out
+
+
+def _accuracy_if_finite(losses, accuracies):
+    """The last validation accuracy, None when a training loss was not finite (diverged)."""
+    accuracy = (accuracies or [float("nan")])[-1]
+    finite = bool(losses) and all(math.isfinite(v) for v in losses)
+    return float(accuracy) if finite and math.isfinite(accuracy) else None

@@ -135,15 +135,25 @@ class TrainingFitness:
     def check_inputs(self):
         """Load one example of every split a training reads, and the model's pretrained
         weights: a missing dataset or weights file stops the search before its first
-        generation, not as a failure of every candidate."""
+        generation, not as a failure of every candidate; so does a population_parallel that
+        the training settings would couple (`compiled_training.coupling`)."""
         from ngl_keras import training
 
         training.check_inputs(self.runs, self._trainer.datasets, splits=("train", "validation"))
+        if self.settings.population_parallel > 1:
+            from ngl_keras.gp.compiled_training import coupling
 
-    def _accuracies(self, loss):
+            for run in self.runs:
+                if coupling(run):
+                    raise ValueError(f"fitness population_parallel {self.settings.population_parallel}: "
+                                     f"{run.dataset}/{run.model} cannot train candidates as one population: "
+                                     f"{coupling(run)}; set population_parallel to 1.")
+
+    def _accuracies(self, losses):
+        """`_Trainer.accuracies` of each of `losses`, in the training process."""
         if self.recycle_every == 0:
-            return _accuracies_in_process(*self._args, loss)
-        return self._process.run(_accuracies_in_process, *self._args, loss)
+            return _accuracies_in_process(*self._args, losses)
+        return self._process.run(_accuracies_in_process, *self._args, losses)
 
     def close(self):
         """Stop the training process (it also ends by itself when this process dies)."""
@@ -154,7 +164,7 @@ class TrainingFitness:
         if path.exists():
             return json.loads(path.read_text())
         baseline = {}
-        for dataset, accuracy in self._accuracies("ce"):
+        for dataset, accuracy in self._accuracies(["ce"])[0]:
             if accuracy is None:
                 raise RuntimeError(f"cross-entropy diverged on {dataset}: experiment 5 has no baseline "
                                    "to compare with; check the training settings.")
@@ -164,7 +174,24 @@ class TrainingFitness:
         return baseline
 
     def __call__(self, formula):
-        results = self._accuracies(formula)
+        return self._fitness(self._accuracies([formula])[0])
+
+    def many(self, formulas):
+        """The fitness of each of `formulas`, or the `CandidateFailed` that says why it has none:
+        trained `population_parallel` at a time (`compiled_training`, population-parallel)."""
+        try:
+            results = self._accuracies(list(formulas))
+        except CandidateFailed as failure:  # the training process ran out of memory: all of them
+            return [failure] * len(formulas)
+        out = []
+        for result in results:
+            try:
+                out.append(self._fitness(result))
+            except CandidateFailed as failure:
+                out.append(failure)
+        return out
+
+    def _fitness(self, results):
         diverged = sorted({d for d, acc in results if acc is None})
         if diverged:
             raise CandidateFailed("diverged", f"no finite validation accuracy on {', '.join(diverged)}")
@@ -179,8 +206,9 @@ class _Trainer:
     """Trains losses for a fitness: the experiment's grid, its data loaded once per process.
 
     With `compiled_once` (the fitness setting, default true), a formula's run trains on a model
-    built and compiled once per process and run (`compiled_training.CompiledRun`); other losses,
-    and every loss when it is false, train on `training.train_run` as a grid's run does."""
+    built and compiled once per process and run (`compiled_training.CompiledRun`; with
+    `population_parallel` K, K formulas at a time); other losses, and every loss when it is false,
+    train on `training.train_run` as a grid's run does."""
 
     def __init__(self, settings, configs_dir, search_dir, data_dir, seed, sources=None):
         from ngl_keras import data
@@ -192,42 +220,56 @@ class _Trainer:
                      "settings": settings.settings or {}}
         overrides = {"epochs": settings.epochs, "limit_train": settings.limit_train}
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
-        self.compiled_once = settings.compiled_once
-        self._compiled = {}  # compiled_training.same_model(run) -> CompiledRun
+        self.compiled_once, self.population = settings.compiled_once, settings.population_parallel
+        self._compiled = {}  # (compiled_training.same_model(run), population) -> CompiledRun
 
-    def accuracies(self, loss):
-        """(dataset, validation accuracy) of each run of `loss`; None for a diverged run."""
-        from ngl_keras import distribution, grid, training
-
-        try:
-            runs = grid.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
-                             self.datasets.data_dir, self.sources)
-        except grid.LossOverflows:  # it would diverge at the first step: diverged on every dataset
-            return [(dataset, None) for dataset in self.grid["datasets"]]
-        out = []
-        for run in runs:
-            compiled = self._compiled_run(run)
-            if compiled is not None:
-                out.append((run.dataset, compiled.validation_accuracy(run.loss.build().tree)))
-                continue
-            record = training.train_run(run, self.datasets, self.search_dir / "scratch",
-                                        distribution.make_strategy("none"), verbose=0,
-                                        evaluate_test=False, logs=False)
-            history = record["history"].get("val_accuracy") or [float("nan")]
-            ok = record["status"] == "ok" and np.isfinite(history[-1])
-            out.append((run.dataset, history[-1] if ok else None))
-        return out
-
-    def _compiled_run(self, run):
-        """The `CompiledRun` that trains `run`, built on first use; None for today's path."""
+    def accuracies(self, losses):
+        """For each of `losses`: (dataset, validation accuracy) of each of its runs, None for a
+        diverged run. Formulas that share a run's model train on its `CompiledRun`,
+        `population_parallel` at a time."""
+        from ngl_keras import grid
         from ngl_keras.gp import compiled_training
 
-        if not self.compiled_once or compiled_training.interpretable(run) is None:
-            return None
-        key = compiled_training.same_model(run)
-        if key not in self._compiled:
-            self._compiled[key] = compiled_training.CompiledRun(run, self.datasets)
-        return self._compiled[key]
+        out, groups = [], {}  # groups: CompiledRun key -> (run, [(loss index, run index, tree)])
+        for i, loss in enumerate(losses):
+            try:
+                runs = grid.plan({**self.grid, "losses": [loss]}, self.configs_dir, self.overrides,
+                                 self.datasets.data_dir, self.sources)
+            except grid.LossOverflows:  # it would diverge at the first step: diverged on every dataset
+                out.append([(dataset, None) for dataset in self.grid["datasets"]])
+                continue
+            out.append([(run.dataset, None) for run in runs])
+            for j, run in enumerate(runs):
+                if self.compiled_once and compiled_training.interpretable(run) is not None:
+                    key = compiled_training.same_model(run)
+                    groups.setdefault(key, (run, []))[1].append((i, j, run.loss.build().tree))
+                else:
+                    out[i][j] = (run.dataset, self._today(run))
+        for key, (run, members) in groups.items():
+            compiled = self._compiled_run(key, run, min(self.population, len(members)))
+            for (i, j, _), accuracy in zip(members, compiled.validation_accuracies([t for *_, t in members])):
+                out[i][j] = (run.dataset, accuracy)
+        return out
+
+    def _today(self, run):
+        """The validation accuracy of `run` trained as a grid's run (`training.train_run`)."""
+        from ngl_keras import distribution, training
+
+        record = training.train_run(run, self.datasets, self.search_dir / "scratch",
+                                    distribution.make_strategy("none"), verbose=0,
+                                    evaluate_test=False, logs=False)
+        history = record["history"].get("val_accuracy") or [float("nan")]
+        return history[-1] if record["status"] == "ok" and np.isfinite(history[-1]) else None
+
+    def _compiled_run(self, key, run, population):
+        """The `CompiledRun` of `run` for `population` candidates at a time, built on first use
+        (a lone candidate of a population search trains on the single model)."""
+        from ngl_keras.gp import compiled_training
+
+        population = self.population if population > 1 else 1
+        if (key, population) not in self._compiled:
+            self._compiled[key, population] = compiled_training.CompiledRun(run, self.datasets, population)
+        return self._compiled[key, population]
 
 
 _TRAINERS = {}
@@ -245,10 +287,10 @@ def _trainer(settings, configs_dir, search_dir, data_dir, seed, sources):
     return _TRAINERS[key]
 
 
-def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, sources, loss):
+def _accuracies_in_process(settings, configs_dir, search_dir, data_dir, seed, sources, losses):
     trainer = _trainer(settings, configs_dir, search_dir, data_dir, seed, sources)
     try:
-        return trainer.accuracies(loss)
+        return trainer.accuracies(losses)
     except Exception as error:
         if is_out_of_memory(error):
             first_line = (str(error).splitlines() or [""])[0][:300]

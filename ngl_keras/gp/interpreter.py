@@ -96,18 +96,31 @@ def encode(tree, max_size=DEFAULT_MAX_SIZE, variables=VARIABLES):
 def evaluate(opcodes, constants, operands, inputs, epsilon=EPSILON):
     """The elementwise value of the encoded formula at `inputs` (one tensor per variable, in the
     order `encode` was given; they broadcast to one shape). The program arrays may be tensors, so
-    one traced evaluator serves every program of the same max_size."""
+    one traced evaluator serves every program of the same max_size.
+
+    A population: programs stacked on a first axis K (opcodes (K, max_size), constants (K, max_size),
+    operands (K, max_size, 2)) and inputs whose first axis is K (or 1, broadcast) give the K
+    formulas' values stacked the same way, each program k at inputs[:, k]: one loop over the nodes
+    for all of them."""
+    single = len(opcodes.shape) == 1
+    if single:
+        opcodes, constants, operands = (ops.expand_dims(a, 0) for a in (opcodes, constants, operands))
+        inputs = [ops.expand_dims(x, 0) for x in inputs]
     zero = sum(ops.zeros_like(x) for x in inputs)
+    zero = zero + ops.zeros((opcodes.shape[0],) + (1,) * (len(zero.shape) - 1), zero.dtype)  # K rows
     inputs = [x + zero for x in inputs]
-    max_size = opcodes.shape[0]
+    population, max_size = opcodes.shape
     constants = ops.cast(constants, zero.dtype)
     functions = operator_functions(ops, epsilon)
+    rows = ops.arange(population, dtype="int32")
+    column = (population,) + (1,) * (len(zero.shape) - 1)  # a per-program value against the inputs
 
+    # The buffer holds node i of program k at row i · K + k.
     def node(i, buffer):
-        opcode = ops.take(opcodes, i)
-        first = ops.take(buffer, ops.take(operands, i * 2), axis=0)
-        second = ops.take(buffer, ops.take(operands, i * 2 + 1), axis=0)
-        value = ops.where(opcode == CONSTANT, ops.take(constants, i), zero)
+        opcode = ops.reshape(ops.take(opcodes, i, axis=1), column)
+        first = ops.take(buffer, ops.take(operands[:, :, 0], i, axis=1) * population + rows, axis=0)
+        second = ops.take(buffer, ops.take(operands[:, :, 1], i, axis=1) * population + rows, axis=0)
+        value = ops.where(opcode == CONSTANT, ops.reshape(ops.take(constants, i, axis=1), column), zero)
         for j, x in enumerate(inputs):
             value = ops.where(opcode == FIRST_VARIABLE + j, x, value)
         for k, name in enumerate(OPCODE_OPERATORS):
@@ -115,16 +128,16 @@ def evaluate(opcodes, constants, operands, inputs, epsilon=EPSILON):
             arguments = [ops.where(selected, x, UNSELECTED_OPERAND)
                          for x in (first, second)[:OPERATORS[name].arity]]
             value = ops.where(selected, functions[name](*arguments), value)
-        return ops.scatter_update(buffer, ops.reshape(i, (1, 1)), ops.expand_dims(value, 0))
+        return ops.scatter_update(buffer, ops.expand_dims(i * population + rows, 1), value)
 
-    operands = ops.reshape(operands, (-1,))
-    buffer = ops.repeat(ops.expand_dims(zero, 0), max_size, axis=0)
-    # The tree's nodes are 0 … used − 1; the rest are constants 0, which the zero buffer already
-    # holds (so is a tree's own trailing constant 0): a loop may skip them.
+    buffer = ops.tile(zero, (max_size,) + (1,) * (len(zero.shape) - 1))
+    # A tree's nodes are 0 … used − 1; the rest are constants 0, which the zero buffer already
+    # holds (so is a tree's own trailing constant 0): a loop may skip them (after the longest tree).
     padding = (opcodes == CONSTANT) & (constants == 0)
     used = ops.max(ops.where(padding, 0, ops.arange(1, max_size + 1, dtype="int32")))
     buffer = _over_nodes(max_size, used, node, buffer)
-    return ops.take(buffer, 0, axis=0)
+    result = buffer[:population]
+    return result[0] if single else result
 
 
 def _over_nodes(count, used, body, buffer):
@@ -192,41 +205,60 @@ def _left_out_of_the_step(variable):
     return scope is not None and bool(scope.state_mapping) and scope.get_current_value(variable) is None
 
 
+def run_program(weights, inputs, epsilon=EPSILON):
+    """`evaluate` of the program held in `weights` (opcodes, constants, operands variables) at
+    `inputs`: the XLA evaluator on TensorFlow. Refused where the variables would be constants of
+    the compiled step being traced."""
+    if _left_out_of_the_step(weights[0]):
+        raise ValueError(
+            f"the formula program {weights[0].path!r} would be a constant of this compiled step, so "
+            "set_formula could not change it: make the model own it "
+            "(model.loss_program = loss.program) before compiling.")
+    program = [weight.value for weight in weights]
+    if keras.backend.backend() == "tensorflow":
+        return _xla_evaluator(epsilon)(*program, *inputs)
+    return evaluate(*program, inputs, epsilon)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FormulaProgram(keras.layers.Layer):
     """One formula's program as non-trainable weights (`opcodes`, `constants`, `operands`), so that
     a model that owns this layer carries the program into its compiled step as state, and
-    `assign(tree)` changes the formula without a new trace."""
+    `assign(tree)` changes the formula without a new trace. With `population` K, K programs
+    stacked on a first axis (`assign_all(trees)`)."""
 
-    def __init__(self, max_size=DEFAULT_MAX_SIZE, **kwargs):
+    def __init__(self, max_size=DEFAULT_MAX_SIZE, population=None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # the program is no part of a mixed-precision policy
         super().__init__(**{**kwargs, "trainable": False})
-        self.max_size = max_size
-        self.opcodes = self.add_weight(shape=(max_size,), dtype="int32", initializer="zeros",
+        self.max_size, self.population = max_size, population
+        rows = () if population is None else (population,)
+        self.opcodes = self.add_weight(shape=rows + (max_size,), dtype="int32", initializer="zeros",
                                        trainable=False, name="opcodes")
-        self.constants = self.add_weight(shape=(max_size,), dtype="float32", initializer="zeros",
+        self.constants = self.add_weight(shape=rows + (max_size,), dtype="float32", initializer="zeros",
                                          trainable=False, name="constants")
-        self.operands = self.add_weight(shape=(max_size, 2), dtype="int32", initializer="zeros",
+        self.operands = self.add_weight(shape=rows + (max_size, 2), dtype="int32", initializer="zeros",
                                         trainable=False, name="operands")
 
     def assign(self, tree):
-        for weight, value in zip((self.opcodes, self.constants, self.operands), encode(tree, self.max_size)):
+        self._assign(encode(tree, self.max_size))
+
+    def assign_all(self, trees):
+        """The K programs of a population, one tree each."""
+        if len(trees) != self.population:
+            raise ValueError(f"a population program holds {self.population} formulas; got {len(trees)}.")
+        self._assign([np.stack(arrays) for arrays in zip(*(encode(t, self.max_size) for t in trees))])
+
+    def _assign(self, arrays):
+        for weight, value in zip((self.opcodes, self.constants, self.operands), arrays):
             weight.assign(value)
 
     def evaluate(self, inputs, epsilon=EPSILON):
-        """The formula's elementwise value at `inputs` (p, y)."""
-        if _left_out_of_the_step(self.opcodes):
-            raise ValueError(
-                f"the formula program {self.name!r} would be a constant of this compiled step, so "
-                "set_formula could not change it: make the model own it "
-                "(model.loss_program = loss.program) before compiling.")
-        program = [weight.value for weight in (self.opcodes, self.constants, self.operands)]
-        if keras.backend.backend() == "tensorflow":
-            return _xla_evaluator(epsilon)(*program, *inputs)
-        return evaluate(*program, inputs, epsilon)
+        """The formula's elementwise value at `inputs` (p, y); a population's K values stacked on a
+        first axis, program k at inputs[:, k] (`evaluate`)."""
+        return run_program((self.opcodes, self.constants, self.operands), inputs, epsilon)
 
     def get_config(self):
-        return {**super().get_config(), "max_size": self.max_size}
+        return {**super().get_config(), "max_size": self.max_size, "population": self.population}
 
 
 def check_tree(tree, variables=VARIABLES):
@@ -287,3 +319,115 @@ class InterpretedLoss(LossFunction):
 
     def __repr__(self):
         return f"InterpretedLoss({self.formula!r}, max_size={self.program.max_size})"
+
+
+def population_losses(y_true, y_pred, program, epsilon=EPSILON):
+    """Per candidate and sample (K, batch, ...): the mean over classes of program k's formula at
+    (p = the k-th of the K class blocks of `y_pred`'s last axis, y = one-hot). `program`: a
+    population `FormulaProgram`, or a `PopulationMetrics`'s copy of one."""
+    population = program.population
+    classes = y_pred.shape[-1] // population
+    p = ops.reshape(y_pred, tuple(ops.shape(y_pred)[:-1]) + (population, classes))
+    p = ops.moveaxis(p, -2, 0)
+    y = one_hot_targets(y_true, p[0])
+    return ops.mean(program.evaluate([p, ops.expand_dims(y, 0)], epsilon), axis=-1)
+
+
+def population_loss(y_true, y_pred, program, epsilon=EPSILON):
+    """Per sample: the sum over candidates of their losses, each candidate's only where its mean
+    over the batch is finite (`PopulationLoss`)."""
+    losses = population_losses(y_true, y_pred, program, epsilon)
+    batch_means = ops.mean(ops.reshape(losses, (program.population, -1)), axis=1)
+    finite = ops.reshape(ops.isfinite(batch_means), (program.population,) + (1,) * (len(losses.shape) - 1))
+    return ops.sum(ops.where(finite, losses, 0.0), axis=0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PopulationLoss(LossFunction):
+    """K formulas trained at once: the model's output holds K candidates' predictions side by side
+    on its last axis (K blocks of C classes: K models' outputs concatenated), and the loss is the
+    sum of the K candidates' `InterpretedLoss`es. Each block's gradient is then its own candidate's
+    (no candidate reads another's block). A candidate whose loss over the batch is not finite adds
+    nothing to it (its own block diverges; the others train on: `PopulationMetrics` says which).
+
+    The model must own `self.program` as for `InterpretedLoss`; `set_formulas` swaps all K."""
+
+    def __init__(self, formulas, max_size=DEFAULT_MAX_SIZE, epsilon=EPSILON,
+                 reduction="sum_over_batch_size", name=None, dtype=None):
+        self.program = FormulaProgram(max_size, population=len(formulas))
+        self.followers = []  # PopulationMetrics that hold a copy of the program
+        super().__init__(population_loss, name=name or "population_loss", reduction=reduction,
+                         dtype=dtype, program=self.program, epsilon=check_positive("epsilon", epsilon))
+        self.set_formulas(formulas)
+
+    def set_formulas(self, trees):
+        trees = [check_tree(tree) for tree in trees]
+        self.program.assign_all(trees)
+        self.trees = trees
+        for metrics in self.followers:
+            metrics.follow()
+
+    @property
+    def formulas(self):
+        return [to_text(tree) for tree in self.trees]
+
+    def get_config(self):
+        config = super().get_config()
+        del config["program"]
+        return {**config, "formulas": self.formulas, "max_size": self.program.max_size}
+
+    def __repr__(self):
+        return f"PopulationLoss({self.formulas!r}, max_size={self.program.max_size})"
+
+
+class PopulationMetrics(keras.metrics.Metric):
+    """Each candidate's mean loss and accuracy over the epoch, as `candidate_k_loss` and
+    `candidate_k_accuracy` (the model's output as for `PopulationLoss`): its training diverged
+    when its loss is not finite, as a single model's history says it.
+
+    It holds its own copy of the loss's programs, as metric variables: a JAX step updates metrics
+    with the metrics' variables as its only state (`PopulationLoss.set_formulas` updates the copy)."""
+
+    def __init__(self, loss, name="population"):
+        super().__init__(name=name)
+        self.loss = loss
+        self.population, self.epsilon = loss.program.population, loss.get_config()["epsilon"]
+        self.program = tuple(self.add_variable(shape=w.shape, dtype=w.dtype, initializer="zeros", name=w.name)
+                             for w in (loss.program.opcodes, loss.program.constants, loss.program.operands))
+        size = (self.population,)
+        self.loss_sums = self.add_variable(shape=size, initializer="zeros", name="loss_sums")
+        self.correct = self.add_variable(shape=size, initializer="zeros", name="correct")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+        loss.followers.append(self)
+        self.follow()
+
+    def follow(self):
+        """Copy the loss's programs."""
+        for mine, theirs in zip(self.program, (self.loss.program.opcodes, self.loss.program.constants,
+                                               self.loss.program.operands)):
+            mine.assign(np.array(theirs.numpy()))  # a copy: JAX donates each variable's own buffer
+
+    def evaluate(self, inputs, epsilon=EPSILON):
+        return run_program(self.program, inputs, epsilon)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        population = self.population
+        losses = population_losses(y_true, y_pred, self, self.epsilon)
+        losses = ops.reshape(ops.cast(losses, "float32"), (population, -1))
+        p = ops.reshape(y_pred, tuple(ops.shape(y_pred)[:-1]) + (population, y_pred.shape[-1] // population))
+        labels = ops.argmax(one_hot_targets(y_true, p[..., 0, :]), axis=-1)
+        hits = ops.cast(ops.argmax(p, axis=-1) == ops.expand_dims(labels, -1), "float32")
+        self.loss_sums.assign_add(ops.sum(losses, axis=1))
+        self.correct.assign_add(ops.sum(ops.reshape(hits, (-1, population)), axis=0))
+        self.count.assign_add(ops.cast(ops.shape(losses)[1], "float32"))
+
+    def result(self):
+        out = {}
+        for k in range(self.population):
+            out[f"candidate_{k}_loss"] = self.loss_sums[k] / self.count
+            out[f"candidate_{k}_accuracy"] = self.correct[k] / self.count
+        return out
+
+    def reset_state(self):
+        for variable in (self.loss_sums, self.correct, self.count):
+            variable.assign(ops.zeros(variable.shape, variable.dtype))

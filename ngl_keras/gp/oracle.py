@@ -46,6 +46,20 @@ RECORD = "record"  # a finished run's record travels to the chief in this hyperp
 TRAINED = "trained"  # a trained run's only metric (keras-tuner scores every trial by one)
 
 
+def candidates_of(values):
+    """[(candidate id, formula)] of a search trial's hyperparameter values: one candidate, or
+    several to train as one population (ids separated by spaces, formulas by newlines)."""
+    ids, formulas = values["candidate"].split(" "), values["formula"].split("\n")
+    if len(ids) != len(formulas):
+        raise ValueError(f"trial of {len(ids)} candidates with {len(formulas)} formulas: {values!r}")
+    return list(zip(ids, formulas))
+
+
+def candidate_metric(k, name):
+    """The name of the k-th candidate's metric `name` in a trial (the first's is `name` itself)."""
+    return name if k == 0 else f"{name}@{k}"
+
+
 # keras-tuner's private names: this module is the only one of the package that uses them. Each
 # says what public API was missing (checked against keras-tuner 1.4.8; pyproject.toml bounds it
 # <1.5), and tests/test_private_apis.py names the one a new version removed.
@@ -204,17 +218,19 @@ class ServedOracle(keras_tuner.Oracle):
 
 
 class GPOracle(ServedOracle):
-    """Hands out GP candidates as trials ({"candidate": id, "formula": text}) and feeds their
-    fitness back to the `Evolution`; on a chief, also watches the workers (module docstring)."""
+    """Hands out GP candidates as trials ({"candidate": id, "formula": text}; up to `population`
+    of them per trial, trained together by a worker whose fitness can: `candidates_of`) and feeds
+    their fitness back to the `Evolution`; on a chief, also watches the workers (module docstring)."""
 
     def __init__(self, evolution, fitness_size=1, seed=0, worker_timeout=600.0, log=print,
-                 clock=time.monotonic, search_id=""):
+                 clock=time.monotonic, search_id="", population=1):
         super().__init__(keras_tuner.Objective("fitness_0", "min"), search_id, seed, worker_timeout, log, clock)
         self.evolution = evolution
-        self.fitness_size = fitness_size
+        self.fitness_size, self.population = fitness_size, population
 
     def release(self, work_id):
-        self.evolution.release(work_id)
+        for candidate in work_id.split(" "):
+            self.evolution.release(candidate)
 
     def ended(self):
         return self.evolution.finished or self.evolution.stopped is not None or self.fatal is not None
@@ -228,31 +244,40 @@ class GPOracle(ServedOracle):
             return {"status": trial_module.TrialStatus.STOPPED}
         if action == "wait":
             return {"status": trial_module.TrialStatus.IDLE}
+        ids, texts = [candidate_id], [text]
+        while len(ids) < self.population:  # more of the same generation's queue, never a new batch
+            if not any(c["status"] == "queued" for c in self.evolution.batch):
+                break
+            action, candidate_id, text = self.evolution.propose()
+            ids.append(candidate_id)
+            texts.append(text)
         return {"status": trial_module.TrialStatus.RUNNING,
-                "values": {"candidate": candidate_id, "formula": text}}
+                "values": {"candidate": " ".join(ids), "formula": "\n".join(texts)}}
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
         self._seen_with(trial.trial_id)
         stored = self.trials[trial.trial_id]
-        candidate = stored.hyperparameters.values["candidate"]
+        candidates = candidates_of(stored.hyperparameters.values)
         if trial.status == trial_module.TrialStatus.COMPLETED:
             metrics = stored.metrics
-            names = [f"fitness_{i}" for i in range(self.fitness_size)]
-            failure = next((r for r in FAILURES if metrics.exists(FAILED_METRIC + r)), None)
-            if failure is None and all(metrics.exists(n) for n in names):
-                fitness = [metrics.get_last_value(n) for n in names]
-            else:
-                fitness = [WORST] * self.fitness_size
-                failure = failure or FAILURES[0]
-            # Report before keras-tuner saves, so that the saved state includes this fitness. A
-            # late result of a worker thought lost counts once; the second is ignored.
-            self.evolution.report(candidate, fitness, failure=failure)
+            for k, (candidate, _) in enumerate(candidates):
+                names = [candidate_metric(k, f"fitness_{i}") for i in range(self.fitness_size)]
+                failure = next((r for r in FAILURES if metrics.exists(candidate_metric(k, FAILED_METRIC + r))), None)
+                if failure is None and all(metrics.exists(n) for n in names):
+                    fitness = [metrics.get_last_value(n) for n in names]
+                else:
+                    fitness = [WORST] * self.fitness_size
+                    failure = failure or FAILURES[0]
+                # Report before keras-tuner saves, so that the saved state includes this fitness. A
+                # late result of a worker thought lost counts once; the second is ignored.
+                self.evolution.report(candidate, fitness, failure=failure)
         elif trial.trial_id not in self.lost_trials:
-            # The worker's own error (not one of FAILURES): the search stops; the candidate
-            # goes back to the queue, so that a re-run after the fix evaluates it.
-            self.evolution.release(candidate)
-            self.fatal = self._error_summary(candidate, stored.hyperparameters.values["formula"])
+            # The worker's own error (not one of FAILURES): the search stops; the candidates
+            # go back to the queue, so that a re-run after the fix evaluates them.
+            for candidate, _ in candidates:
+                self.evolution.release(candidate)
+            self.fatal = self._error_summary(*candidates[0])
         super().end_trial(trial)
 
     def _error_summary(self, candidate, formula):
@@ -551,30 +576,49 @@ class GPTuner(WorkerTuner):
         super().__init__(oracle, search_dir, log, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
-        values = trial.hyperparameters.values
+        candidates = candidates_of(trial.hyperparameters.values)
         started = time.time()
         INTERRUPTS.check()
         try:
             with self.alive(trial):
-                fitness = self.fitness(values["formula"])
+                if len(candidates) == 1:
+                    outcomes = [self._one(candidates[0][1])]
+                else:  # a population: trained together where the fitness can
+                    many = getattr(self.fitness, "many", None)
+                    formulas = [f for _, f in candidates]
+                    outcomes = many(formulas) if many else [self._one(f) for f in formulas]
             INTERRUPTS.check()
-        except CandidateFailed as failure:
-            self._announce(values, f"failed ({failure})", started)
-            return {"fitness_0": WORST, FAILED_METRIC + failure.reason: 1.0}
         except Exception as error:
-            raise CandidateError(values["candidate"], values["formula"], error) from error
-        append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
-                         {"trial": trial.trial_id, "candidate": values["candidate"],
-                          "formula": values["formula"], "fitness": fitness, "tuner": self.tuner_id,
-                          "seconds": round(time.time() - started, 3), "code": self.code})
-        self._announce(values, "fitness " + fitness_text(fitness), started)
-        return {f"fitness_{i}": float(v) for i, v in enumerate(fitness)}
+            first = candidates[0] if len(candidates) == 1 else (
+                " ".join(c for c, _ in candidates), "; ".join(f for _, f in candidates))
+            raise CandidateError(*first, error) from error
+        metrics = {}
+        seconds = round(time.time() - started, 3)
+        for k, ((candidate, formula), outcome) in enumerate(zip(candidates, outcomes)):
+            if isinstance(outcome, CandidateFailed):
+                self._announce(candidate, formula, f"failed ({outcome})", started)
+                metrics.update({candidate_metric(k, "fitness_0"): WORST,
+                                candidate_metric(k, FAILED_METRIC + outcome.reason): 1.0})
+                continue
+            append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
+                             {"trial": trial.trial_id, "candidate": candidate, "formula": formula,
+                              "fitness": outcome, "tuner": self.tuner_id, "seconds": seconds,
+                              "trained_with": len(candidates), "code": self.code})
+            self._announce(candidate, formula, "fitness " + fitness_text(outcome), started)
+            metrics.update({candidate_metric(k, f"fitness_{i}"): float(v) for i, v in enumerate(outcome)})
+        return metrics
 
-    def _announce(self, values, outcome, started):
+    def _one(self, formula):
+        """The fitness of one formula, or the CandidateFailed that says why it has none."""
+        try:
+            return self.fitness(formula)
+        except CandidateFailed as failure:
+            return failure
+
+    def _announce(self, candidate, formula, outcome, started):
         """One line per candidate (the chief evaluates none: it logs the generations)."""
         who = f"{self.tuner_id}: " if self.role == "worker" else ""
-        self.log(f"{who}candidate {values['candidate']} {outcome} in {time.time() - started:.1f} s: "
-                 f"{values['formula']}")
+        self.log(f"{who}candidate {candidate} {outcome} in {time.time() - started:.1f} s: {formula}")
 
     def record_error(self, error):
         atomic_write(os.path.join(self.search_dir, ERROR_FILE), f"{error}\n\n{error.traceback}")

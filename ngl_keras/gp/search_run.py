@@ -63,8 +63,10 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
             references.update(directory.references(cfg.fitness.references or [], fitness, log))
         size = 2 if cfg.fitness.compare_with_ce else 1
         search_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        population = 1 if cfg.probe else cfg.fitness.population_parallel  # candidates per trial
         oracle = oracle_module.GPOracle(evo, fitness_size=size, seed=cfg.seed,
-                                        worker_timeout=float(cfg.worker_timeout), log=log, search_id=search_id)
+                                        worker_timeout=float(cfg.worker_timeout), log=log, search_id=search_id,
+                                        population=population)
         try:
             tuner = oracle_module.GPTuner(oracle, fitness, str(search_dir), log=log)
         except (json.JSONDecodeError, KeyError, RuntimeError) as error:

@@ -51,6 +51,8 @@ class Fitness(Settings):
     probe_steps: int = field(default=None, metadata=integer_at_least(1))
     recycle_every: int = field(default=None, metadata=integer_at_least(0))
     compiled_once: bool = True  # a formula's runs reuse one compiled model (gp.compiled_training); false: train_run
+    # candidates trained as one program (gp.compiled_training, population-parallel); 1: one at a time
+    population_parallel: int = field(default=1, metadata=integer_at_least(1))
     references: list[str] = None
 
     def check(self):
@@ -60,6 +62,9 @@ class Fitness(Settings):
                     raise ValueError(f"fitness: missing key {key!r} for kind 'train'.")
             if not self.datasets:
                 raise ValueError("fitness: datasets is empty; give at least one dataset.")
+        if self.population_parallel > 1 and not self.compiled_once:
+            raise ValueError("fitness: population_parallel > 1 trains candidates on one compiled program; "
+                             "it needs compiled_once: true.")
 
 
 # Seconds a worker may be silent before its candidate is handed to another; at least a few of
@@ -98,7 +103,8 @@ class Search(Settings):
         search.json stores them and the chief's hash covers them)."""
         identity = {k: v for k, v in self.to_json().items() if k not in RUN_SETTINGS}
         if isinstance(identity.get("fitness"), dict):
-            identity["fitness"].pop("compiled_once", None)  # how candidates train, not what they compute
+            for key in ("compiled_once", "population_parallel"):  # how candidates train, not what they compute
+                identity["fitness"].pop(key, None)
         return identity
 
 

@@ -19,19 +19,31 @@ pytestmark = pytest.mark.any_backend
 
 CE_FORMULA = "-y*log(p)"
 DIVERGING = "-exp(exp(exp(5*p*y)))"  # infinite at the first step
+DIVERGES_LATER = "-exp(88.75*p*y)"  # finite on the probe batch (p <= 0.999); -inf once a p reaches 1
 
 
-def trainer(tmp_path, compiled_once, runs=2):
-    dataset, model = sources(small_model, {"train": TRAIN, "validation": VALIDATION})
-    settings = build(search_settings.Fitness, {
+# patience 0: the learning rate is lowered within 3 epochs, and must be reset for the next candidate
+PLATEAU = {"monitor": "val_accuracy", "factor": 0.5, "patience": 0, "min_lr": 0.0}
+
+
+def fitness_settings(compiled_once=True, runs=2, population=1, reduce_lr=PLATEAU, **optimizer):
+    return build(search_settings.Fitness, {
         "kind": "train", "datasets": ["arrays"], "model": "small_model", "runs": runs, "epochs": 3,
-        "compiled_once": compiled_once, "settings": {"arrays": {
-            "batch_size": 16, "optimizer": {"name": "adam", "learning_rate": 0.05},
-            # patience 0: the learning rate is lowered within 3 epochs, and must be reset for the next candidate
-            "reduce_lr": {"monitor": "val_accuracy", "factor": 0.5, "patience": 0, "min_lr": 0.0},
-            "splits": {"train": "train", "validation": "validation", "test": None}}}}, "fitness")
-    return fitness._Trainer(settings, str(CONFIGS), str(tmp_path), None, 3,
-                            Sources({"arrays": dataset}, {"small_model": model}))
+        "compiled_once": compiled_once, "population_parallel": population, "recycle_every": 0,
+        "settings": {"arrays": {
+            "batch_size": 16, "optimizer": {"name": "adam", "learning_rate": 0.05, **optimizer},
+            "reduce_lr": reduce_lr, "splits": {"train": "train", "validation": "validation", "test": None}}}},
+        "fitness")
+
+
+def arrays_sources():
+    dataset, model = sources(small_model, {"train": TRAIN, "validation": VALIDATION})
+    return Sources({"arrays": dataset}, {"small_model": model})
+
+
+def trainer(tmp_path, compiled_once, runs=2, **changes):
+    return fitness._Trainer(fitness_settings(compiled_once, runs, **changes), str(CONFIGS), str(tmp_path), None, 3,
+                            arrays_sources())
 
 
 def test_candidates_on_one_compiled_model_match_todays_path(tmp_path):
@@ -40,13 +52,13 @@ def test_candidates_on_one_compiled_model_match_todays_path(tmp_path):
     candidates = [CE_FORMULA, NGL_FORMULA] + [to_text(t) for t in random_trees(3, seed=4)] + [CE_FORMULA]
     compiled, today = trainer(tmp_path / "a", True), trainer(tmp_path / "b", False)
     for candidate in candidates:
-        new, old = compiled.accuracies(candidate), today.accuracies(candidate)
+        new, old = compiled.accuracies([candidate])[0], today.accuracies([candidate])[0]
         assert [d for d, _ in new] == [d for d, _ in old] == ["arrays", "arrays"]
         assert [a is None for _, a in new] == [a is None for _, a in old], candidate
         # 24 validation examples: float noise moves a prediction across a class boundary at most rarely
         assert [a for _, a in new] == pytest.approx([a for _, a in old], abs=1.5 / 24), candidate
     assert len(compiled._compiled) == 2 and not today._compiled  # one compiled model per run
-    assert compiled.accuracies(CE_FORMULA) == compiled.accuracies(CE_FORMULA)  # nothing carried over
+    assert compiled.accuracies([CE_FORMULA])[0] == compiled.accuracies([CE_FORMULA])[0]  # nothing carried over
 
 
 def test_the_histories_match_todays_path_and_the_learning_rate_is_reset(tmp_path, monkeypatch):
@@ -80,24 +92,74 @@ def test_the_histories_match_todays_path_and_the_learning_rate_is_reset(tmp_path
 
 def test_a_diverging_candidate_fails_and_the_next_one_is_unaffected(tmp_path):
     compiled = trainer(tmp_path, True, runs=1)
-    first = compiled.accuracies(CE_FORMULA)
-    assert compiled.accuracies(DIVERGING) == [("arrays", None)]  # TrainingFitness: CandidateFailed("diverged")
-    assert compiled.accuracies(CE_FORMULA) == first
+    first = compiled.accuracies([CE_FORMULA])[0]
+    assert compiled.accuracies([DIVERGING])[0] == [("arrays", None)]  # TrainingFitness: CandidateFailed("diverged")
+    assert compiled.accuracies([CE_FORMULA])[0] == first
 
 
 def test_registry_losses_take_todays_path(tmp_path):
     compiled = trainer(tmp_path, True, runs=1)
     run = grid.plan({**compiled.grid, "losses": ["ce"]}, CONFIGS, compiled.overrides, None, compiled.sources)[0]
     assert compiled_training.interpretable(run) is None
-    assert compiled.accuracies("ce")[0][1] is not None and not compiled._compiled
+    assert compiled.accuracies(["ce"])[0][0][1] is not None and not compiled._compiled
 
 
-def test_compiled_once_is_not_part_of_a_searchs_identity():
+@pytest.mark.parametrize("change", [{"compiled_once": False}, {"population_parallel": 4}])
+def test_how_candidates_train_is_not_part_of_a_searchs_identity(change):
     from ngl_keras.config import read_yaml
 
     own = read_yaml(CONFIGS / "search" / "exp2_proxy.yaml")
     defaults = CONFIGS / "search" / search_settings.DEFAULTS_FILE
-    today = search_settings.load_config({**own, "fitness": {**own["fitness"], "compiled_once": False}},
-                                        defaults=defaults)
-    assert today.fitness.compiled_once is False
-    assert today.identity() == search_settings.load_config(own, defaults=defaults).identity()
+    changed = search_settings.load_config({**own, "fitness": {**own["fitness"], **change}}, defaults=defaults)
+    assert [getattr(changed.fitness, k) for k in change] == list(change.values())
+    assert changed.identity() == search_settings.load_config(own, defaults=defaults).identity()
+
+
+def test_a_population_trains_each_candidate_as_its_own_training_would(tmp_path):
+    """Four candidates at a time (a diverging one among them, and a last group of two) against the
+    same candidates one at a time: the same validation accuracy, the same divergence; the
+    per-candidate training losses equal the single model's."""
+    from ngl_keras.formula import to_text
+
+    candidates = [CE_FORMULA, NGL_FORMULA, DIVERGES_LATER] + [to_text(t) for t in random_trees(3, seed=4)]
+    # a ReduceLROnPlateau that cannot fire within the 3 epochs (patience 3)
+    plateau = {**PLATEAU, "patience": 3}
+    one, four = trainer(tmp_path / "a", True, reduce_lr=plateau), trainer(tmp_path / "b", True, reduce_lr=plateau,
+                                                                          population=4)
+    alone, together = one.accuracies(candidates), four.accuracies(candidates)
+    for candidate, a, b in zip(candidates, alone, together):
+        assert [x is None for _, x in a] == [x is None for _, x in b], candidate
+        assert [x for _, x in a] == pytest.approx([x for _, x in b], abs=1.5 / 24), candidate
+    assert [x for _, x in together[2]] == [None, None]  # diverged alone: the others trained on
+    assert sorted(p for _, p in four._compiled) == [4, 4]  # one population model per run
+    # the losses of one run: the population's per-candidate metrics against each candidate's own history
+    run, population = next((key, c) for (key, _), c in four._compiled.items())
+    single = one._compiled[run, 1]
+    histories = population.history([CE_FORMULA, NGL_FORMULA, DIVERGES_LATER, CE_FORMULA])
+    for k, formula in enumerate([CE_FORMULA, NGL_FORMULA]):
+        assert histories[f"candidate_{k}_loss"] == pytest.approx(single.history(formula)["loss"], rel=1e-3)
+    assert not all(np.isfinite(histories["candidate_2_loss"]))
+    assert histories["candidate_3_loss"] == pytest.approx(histories["candidate_0_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, r"its ReduceLROnPlateau \(patience 0\) can lower the learning rate within its 3 epochs"),
+    ({"reduce_lr": None, "name": "adamw", "global_clipnorm": 1.0},
+     "its optimizer clips the gradient to one global norm over all candidates"),
+])
+def test_settings_that_would_couple_the_candidates_are_refused_before_the_search(tmp_path, changes, reason):
+    settings = fitness_settings(population=2, **changes)
+    evaluate = fitness.TrainingFitness(settings, CONFIGS, tmp_path, sources=arrays_sources())
+    with pytest.raises(ValueError, match=r"^fitness population_parallel 2: arrays/small_model cannot train "
+                                         r"candidates as one population: " + reason):
+        evaluate.check_inputs()
+    fitness.TrainingFitness(fitness_settings(population=1, **changes), CONFIGS, tmp_path,
+                            sources=arrays_sources()).check_inputs()
+
+
+def test_population_parallel_needs_the_compiled_path_and_a_whole_number():
+    with pytest.raises(ValueError, match="population_parallel > 1 trains candidates on one compiled program; "
+                                         "it needs compiled_once: true"):
+        fitness_settings(compiled_once=False, population=2)
+    with pytest.raises(ValueError, match="population_parallel must be an integer >= 1; got 0"):
+        fitness_settings(population=0)

@@ -100,16 +100,16 @@ class ResourceExhaustedError(Exception):
 ])
 def test_only_resource_exhaustion_becomes_a_failed_candidate(monkeypatch, error, reason):
     class Trainer:
-        def accuracies(self, loss):
+        def accuracies(self, losses):
             raise error
 
     monkeypatch.setattr(fitness, "_trainer", lambda *args: Trainer())
     if reason is None:
         with pytest.raises(type(error)):
-            fitness._accuracies_in_process({}, "", "", None, 0, None, "ce")
+            fitness._accuracies_in_process({}, "", "", None, 0, None, ["ce"])
     else:
         with pytest.raises(CandidateFailed) as failure:
-            fitness._accuracies_in_process({}, "", "", None, 0, None, "ce")
+            fitness._accuracies_in_process({}, "", "", None, 0, None, ["ce"])
         assert failure.value.reason == reason
 
 
@@ -119,9 +119,8 @@ def experiment5(tmp_path, monkeypatch, results):
     trained = []
 
     def accuracies(*args):
-        loss = args[-1]
-        trained.append(loss)
-        return results[loss]
+        trained.extend(args[-1])
+        return [results[loss] for loss in args[-1]]
 
     monkeypatch.setattr(fitness, "_accuracies_in_process", accuracies)
     return fitness.TrainingFitness(Fitness(**settings), CONFIGS, tmp_path), trained

@@ -13,7 +13,8 @@ from keras import ops
 from ngl_keras.formula import OPERATORS, parse, to_text
 from ngl_keras.gp import engine
 from ngl_keras.gp.interpreter import (
-    CONSTANT, FIRST_VARIABLE, OPCODE_OPERATORS, InterpretedLoss, encode, evaluate, interpreted_loss,
+    CONSTANT, FIRST_VARIABLE, OPCODE_OPERATORS, InterpretedLoss, PopulationLoss, encode, evaluate,
+    interpreted_loss, population_loss,
 )
 from ngl_keras.losses.expression import ExpressionLoss, expression_loss
 
@@ -142,6 +143,33 @@ def test_the_loss_training_computes_is_exact_over_random_trees():
         expression = compiled_value_and_gradient(
             lambda program, q, targets: expression_loss(targets, q, text), jit_compile=True)
         assert_same(step((), p, y), expression((), p, y), to_text(tree, digits=4), rtol=1e-4)
+
+
+def test_a_population_is_each_of_its_programs_and_a_non_finite_one_adds_nothing():
+    """Eight formulas as one population loss over predictions side by side: each block's value and
+    gradient are its own formula's `interpreted_loss`; one whose loss is infinite on this batch
+    is left out of the sum, and the others' gradients do not change."""
+    trees = random_trees(7, seed=5) + [parse("exp(exp(exp(2*y + p)))")]  # inf where y = 1
+    blocks = [predictions(8, 10, seed=k)[0] for k in range(len(trees))]
+    _, labels = predictions(8, 10, seed=0)
+    y = np.eye(10, dtype="float32")[labels]
+    population = PopulationLoss(trees)
+    step = compiled_value_and_gradient(lambda program, q, targets: population_loss(targets, q, population.program),
+                                       jit_compile=False)
+    total, gradient = (ops.convert_to_numpy(x) for x in step((), np.concatenate(blocks, -1), y))
+    expected, finite = np.zeros(8, "float32"), []
+    for k, (tree, block) in enumerate(zip(trees, blocks)):
+        single = InterpretedLoss(tree)
+        value, grad = compiled_value_and_gradient(
+            lambda program, q, targets: interpreted_loss(targets, q, single.program), jit_compile=False)((), block, y)
+        value = ops.convert_to_numpy(value)
+        finite.append(bool(np.isfinite(np.mean(value))))
+        if finite[-1]:
+            expected += value
+            np.testing.assert_allclose(gradient[:, 10 * k:10 * k + 10], ops.convert_to_numpy(grad), rtol=1e-5,
+                                       atol=1e-6, err_msg=to_text(tree))
+    assert sum(finite) >= 4 and not finite[-1], finite
+    np.testing.assert_allclose(total, expected, rtol=1e-5, atol=1e-5)
 
 
 def small_model(loss, owned=True):

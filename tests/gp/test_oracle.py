@@ -24,10 +24,11 @@ class Clock:
         return self.now
 
 
-def make_oracle(tmp_path, clock, logs, population=4, generations=1, search_id=""):
+def make_oracle(tmp_path, clock, logs, population=4, generations=1, search_id="", per_trial=1):
     evo = evolution.Evolution(PSET, engine.Limits(min_height=1, max_size=30, init_max_height=3),
                               engine.Rates(), population, generations, seed=0)
-    gp = oracle.GPOracle(evo, worker_timeout=10.0, log=logs.append, clock=clock, search_id=search_id)
+    gp = oracle.GPOracle(evo, worker_timeout=10.0, log=logs.append, clock=clock, search_id=search_id,
+                         population=per_trial)
     gp._set_project_dir(str(tmp_path), "tuner")
     return gp
 
@@ -70,6 +71,41 @@ def test_a_silent_workers_candidate_goes_to_another_and_its_late_result_counts_o
     third = gp.create_trial("worker1")
     assert candidate(third) not in (candidate(first), candidate(second))
     assert not gp.search_over()
+
+
+def test_a_trial_carries_up_to_a_population_of_candidates_and_each_gets_its_own_fitness(tmp_path):
+    clock, logs = Clock(), []
+    gp = make_oracle(tmp_path, clock, logs, population=4, per_trial=3)
+    first, second = gp.create_trial("worker0"), gp.create_trial("worker1")
+    batch = {c["id"]: c for c in gp.evolution.batch}
+    together = oracle.candidates_of(first.hyperparameters.values)
+    assert [c for c, _ in together] == [c["id"] for c in gp.evolution.batch if c["status"] == "running"][:3]
+    assert [f for _, f in together] == [batch[c]["text"] for c, _ in together]
+    assert len(oracle.candidates_of(second.hyperparameters.values)) == 1  # what is left of the generation
+    # worker1 is lost: its candidate goes back; worker0's three come back with a fitness or a failure each
+    clock.now = 11.0
+    gp.get_trial(first.trial_id)
+    gp.release_lost_workers()
+    lone = candidate(second)
+    assert batch[lone]["status"] == "queued" and all(batch[c]["status"] == "running" for c, _ in together)
+    gp.update_trial(first.trial_id, {"fitness_0": 0.5, "fitness_0@1": 0.25, "fitness_0@2": evolution.WORST,
+                                     "failed_diverged@2": 1.0})
+    first.status = trial_module.TrialStatus.COMPLETED
+    gp.end_trial(first)
+    assert [batch[c]["fitness"] for c, _ in together] == [[0.5], [0.25], [evolution.WORST]]
+    assert gp.evolution.failures == {batch[together[2][0]]["fingerprint"]: "diverged"}
+    assert candidate(gp.create_trial("worker0")) == lone
+
+
+def test_a_lost_population_trial_gives_all_its_candidates_back(tmp_path):
+    clock, logs = Clock(), []
+    gp = make_oracle(tmp_path, clock, logs, population=4, per_trial=3)
+    trial = gp.create_trial("worker0")
+    clock.now = 11.0
+    gp.release_lost_workers()
+    ids = [c for c, _ in oracle.candidates_of(trial.hyperparameters.values)]
+    assert len(ids) == 3 and all(c["status"] == "queued" for c in gp.evolution.batch)
+    assert logs == [f"worker0: silent for 11 s while training candidate {' '.join(ids)}; it goes back to the queue."]
 
 
 def test_a_restarted_chief_hands_the_killed_chiefs_candidates_to_the_first_workers_that_ask(tmp_path):
