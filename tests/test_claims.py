@@ -137,6 +137,11 @@ def field(record, key, reduce=None, loss=None):
     return reduced(at(data, key), reduce)
 
 
+def column(record, key, reduce=("sum",)):
+    """`key` of every line of a JSON-lines record, reduced (sum by default)."""
+    return reduced([float(at(line, key)) for line in read_jsonl(record)], reduce)
+
+
 def row(record, index, keys):
     """Fields of row `index` of a JSON-lines record (dict values are summed, lists give their first)."""
     data = read_jsonl(record)[index]
@@ -163,7 +168,7 @@ def text(record, pattern, after=None, before=None, reduce=None):
 
 
 COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, paired, proxy,
-                                        spearman, field, row, text)}
+                                        spearman, field, column, row, text)}
 
 
 class _Printed(string.Formatter):
