@@ -165,8 +165,8 @@ def test_a_search_training_candidates_as_populations_gives_each_the_fitness_it_g
         return read_json_lines(tmp_path / str(parallel) / "evaluations.jsonl")
 
     alone, together = evaluations(1), evaluations(3)
-    assert [e["trained_with"] for e in alone] == [1] * len(alone)
-    assert 3 in {e["trained_with"] for e in together} and {e["trained_with"] for e in together} <= {1, 2, 3}
+    assert [e["trial_candidates"] for e in alone] == [1] * len(alone)
+    assert 3 in {e["trial_candidates"] for e in together} and {e["trial_candidates"] for e in together} <= {1, 2, 3}
     by_candidate = {e["candidate"]: e for e in alone}
     assert sorted(by_candidate) == sorted(e["candidate"] for e in together)
     for e in together:

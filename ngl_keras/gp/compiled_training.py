@@ -32,11 +32,16 @@ model (the same weights, seed-generator states), side by side on the same input,
 concatenated on the class axis; the loss is an `interpreter.PopulationLoss` (the sum of the K
 candidates' losses: no branch reads another's block, so each branch gets its own candidate's
 gradient) and `interpreter.PopulationMetrics` gives each candidate's loss and validation accuracy.
-A candidate whose loss is not finite adds nothing to the sum: it diverges alone. Every per-variable
-optimizer (SGD, Adam, AdamW without a global clip norm) then updates each branch as its own
-training would. What couples the candidates is refused (`coupling`): a global clip norm (one norm
-over all branches), a ReduceLROnPlateau that can fire within the run's epochs (it reads the summed
-loss), and batch sizes that would not fit K models (the caller's choice of K).
+A candidate whose loss is not finite adds nothing to the sum: it diverges alone (TerminateOnNaN,
+which would read the summed loss and stop all of them, is left out; a candidate's own metrics say
+whether it diverged). Every per-variable optimizer (SGD, Adam, AdamW without a global clip norm)
+then updates each branch as its own training would. What would couple the candidates is refused
+(`coupling`): a global clip norm (one norm over all branches), a ReduceLROnPlateau that can fire
+within the run's epochs (it follows one model's metric); a model function that shares layers
+between its calls is refused too. Memory grows with K (K models); a population that runs out of
+it is trained again one candidate at a time (`fitness.TrainingFitness.many`). A group smaller
+than K (a generation's last) is filled up with copies of its first formula: one compiled program
+per run whatever the group's size.
 """
 
 import json
@@ -58,7 +63,7 @@ SPARE_BYTES = 128 * 2**20  # what the copies of an in-memory training split they
 
 def interpretable(run, max_size=DEFAULT_MAX_SIZE):
     """The `ExpressionLoss` of `run` when an `InterpretedLoss` can train it, else None."""
-    if run.loss.logits:
+    if run.loss.logits or run.loss.config.get("ignore_class") is not None:  # void labels: ExpressionLoss
         return None
     loss = run.loss.build()
     if not isinstance(loss, ExpressionLoss) or len(loss.tree) > max_size:
@@ -93,7 +98,7 @@ def coupling(run):
     reduce = settings.reduce_lr
     if reduce is not None and settings.epochs > reduce.patience:
         return (f"its ReduceLROnPlateau (patience {reduce.patience}) can lower the learning rate within its "
-                f"{settings.epochs} epochs, from the candidates' summed loss")
+                f"{settings.epochs} epochs, from one model's {reduce.monitor}")
     return None
 
 
@@ -101,6 +106,13 @@ def population_model(build, size, program):
     """`size` models from `build()` side by side on one input, their outputs concatenated on the
     last axis, each with the first one's initial values; the model owns `program`."""
     branches = [build() for _ in range(size)]
+    owners = {}
+    for k, branch in enumerate(branches):
+        for variable in branch.variables:
+            if owners.setdefault(id(variable), k) != k:
+                raise ValueError(f"the model function gave two calls the same variable {variable.path!r} (a layer "
+                                 "made once and reused?): population_parallel trains one model per candidate, so "
+                                 "each call must build new layers; or set population_parallel to 1.")
     for k, branch in enumerate(branches):
         branch.name = f"candidate_{k}"
         for variable, value in zip(branch.variables, branches[0].variables):
@@ -169,8 +181,11 @@ class CompiledRun:
         # InputEpoch as in `train_run`: Keras reads a first batch before training and then ends an "epoch" of
         # the input, so without it the first epoch would be read in epoch 1's order
         callbacks = recipe.schedule_callbacks(self.run.settings)
-        if self.population > 1:  # `coupling`: it cannot fire within the run (and no candidate has its monitor)
-            callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+        if self.population > 1:
+            # ReduceLROnPlateau cannot fire within the run (`coupling`); TerminateOnNaN would read the summed loss
+            # and stop every candidate for one: each candidate's divergence is in its own metrics instead
+            callbacks = [c for c in callbacks if not isinstance(c, (keras.callbacks.ReduceLROnPlateau,
+                                                                     keras.callbacks.TerminateOnNaN))]
         fitted = self.model.fit(self.train, validation_data=self.validation, epochs=self.run.settings.epochs,
                                 callbacks=callbacks + [InputEpoch(self.train)],
                                 shuffle=False,
@@ -206,6 +221,9 @@ class CompiledRun:
                 out.append(self.validation_accuracy(group[0]))
                 continue
             history = self.history(padded)
+            if len(history.get("loss", [])) != self.run.settings.epochs:
+                raise RuntimeError(f"a population's training stopped after {len(history.get('loss', []))} of "
+                                   f"{self.run.settings.epochs} epochs: its candidates' results would be cut short")
             out.extend(_accuracy_if_finite(history.get(f"candidate_{k}_loss", []),
                                            history.get(f"val_candidate_{k}_accuracy"))
                        for k in range(len(group)))

@@ -111,7 +111,7 @@ class TrainingFitness:
     Experiment 5 (`compare_with_ce`): one training per dataset against CE's validation
     accuracy, CE trained once per dataset and cached in `search_dir/ce_baseline.json`.
 
-    Trainings run in a child process that is replaced after `recycle_every` candidates
+    Trainings run in a child process that is replaced after about `recycle_every` candidates
     (settings key, default 10): TensorFlow keeps some memory of every model trained in a
     process (about 17 MB per small_cnn training here, even after `clear_session`), and a new
     process returns it, so a long search stays flat in memory. 0 trains in this process.
@@ -127,7 +127,8 @@ class TrainingFitness:
         self.settings, self.search_dir = settings, Path(search_dir)
         self.recycle_every = RECYCLE_EVERY if settings.recycle_every is None else settings.recycle_every
         self._args = (settings, str(configs_dir), str(search_dir), data_dir, seed, sources)
-        self._process = TrainingProcess(self.recycle_every)
+        # a call trains one candidate, or a population's `population_parallel`: about recycle_every candidates
+        self._process = TrainingProcess(max(1, self.recycle_every // settings.population_parallel))
         self._trainer = _Trainer(*self._args)
         self.runs = grid.plan({**self._trainer.grid, "losses": ["ce"]}, configs_dir,
                               self._trainer.overrides, data_dir, sources)  # names and settings now
@@ -178,11 +179,14 @@ class TrainingFitness:
 
     def many(self, formulas):
         """The fitness of each of `formulas`, or the `CandidateFailed` that says why it has none:
-        trained `population_parallel` at a time (`compiled_training`, population-parallel)."""
+        trained `population_parallel` at a time (`compiled_training`, population-parallel). A
+        population that runs out of memory is trained again one candidate at a time."""
         try:
             results = self._accuracies(list(formulas))
-        except CandidateFailed as failure:  # the training process ran out of memory: all of them
-            return [failure] * len(formulas)
+        except CandidateFailed:  # out of memory: K models at once may not fit where one does
+            if len(formulas) == 1:
+                raise
+            return [self._one(formula) for formula in formulas]
         out = []
         for result in results:
             try:
@@ -190,6 +194,12 @@ class TrainingFitness:
             except CandidateFailed as failure:
                 out.append(failure)
         return out
+
+    def _one(self, formula):
+        try:
+            return self(formula)
+        except CandidateFailed as failure:
+            return failure
 
     def _fitness(self, results):
         diverged = sorted({d for d, acc in results if acc is None})

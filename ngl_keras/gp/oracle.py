@@ -277,7 +277,7 @@ class GPOracle(ServedOracle):
             # go back to the queue, so that a re-run after the fix evaluates them.
             for candidate, _ in candidates:
                 self.evolution.release(candidate)
-            self.fatal = self._error_summary(*candidates[0])
+            self.fatal = self._error_summary(" ".join(c for c, _ in candidates), "; ".join(f for _, f in candidates))
         super().end_trial(trial)
 
     def _error_summary(self, candidate, formula):
@@ -563,9 +563,11 @@ class WorkerTuner(base_tuner.BaseTuner):
 
 
 class GPTuner(WorkerTuner):
-    """Evaluates one candidate per trial with `fitness(formula) -> list of floats` (or
-    CandidateFailed) and logs each finished evaluation to `evaluations.jsonl` in the search
-    directory."""
+    """Evaluates a trial's candidates with `fitness(formula) -> list of floats` (or
+    CandidateFailed), several at once with `fitness.many(formulas)` where the fitness has it, and
+    logs each finished evaluation to `evaluations.jsonl` in the search directory: one line per
+    candidate, its `seconds` the trial's seconds shared out over its candidates (`trial_seconds`
+    the whole, `trial_candidates` how many it had)."""
 
     fatal_error = CandidateError
 
@@ -587,13 +589,15 @@ class GPTuner(WorkerTuner):
                     many = getattr(self.fitness, "many", None)
                     formulas = [f for _, f in candidates]
                     outcomes = many(formulas) if many else [self._one(f) for f in formulas]
+                if len(outcomes) != len(candidates):
+                    raise RuntimeError(f"the fitness gave {len(outcomes)} results for {len(candidates)} candidates")
             INTERRUPTS.check()
         except Exception as error:
             first = candidates[0] if len(candidates) == 1 else (
                 " ".join(c for c, _ in candidates), "; ".join(f for _, f in candidates))
             raise CandidateError(*first, error) from error
         metrics = {}
-        seconds = round(time.time() - started, 3)
+        seconds = time.time() - started
         for k, ((candidate, formula), outcome) in enumerate(zip(candidates, outcomes)):
             if isinstance(outcome, CandidateFailed):
                 self._announce(candidate, formula, f"failed ({outcome})", started)
@@ -602,8 +606,9 @@ class GPTuner(WorkerTuner):
                 continue
             append_json_line(os.path.join(self.search_dir, "evaluations.jsonl"),
                              {"trial": trial.trial_id, "candidate": candidate, "formula": formula,
-                              "fitness": outcome, "tuner": self.tuner_id, "seconds": seconds,
-                              "trained_with": len(candidates), "code": self.code})
+                              "fitness": outcome, "tuner": self.tuner_id,
+                              "seconds": round(seconds / len(candidates), 3), "trial_seconds": round(seconds, 3),
+                              "trial_candidates": len(candidates), "code": self.code})
             self._announce(candidate, formula, "fitness " + fitness_text(outcome), started)
             metrics.update({candidate_metric(k, f"fitness_{i}"): float(v) for i, v in enumerate(outcome)})
         return metrics

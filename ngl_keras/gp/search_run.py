@@ -63,7 +63,7 @@ def run(cfg, search_dir, configs_dir, data_dir=None, log=print, sources=None):
             references.update(directory.references(cfg.fitness.references or [], fitness, log))
         size = 2 if cfg.fitness.compare_with_ce else 1
         search_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        population = 1 if cfg.probe else cfg.fitness.population_parallel  # candidates per trial
+        population = 1 if cfg.probe else min(cfg.fitness.population_parallel, cfg.population)  # per trial
         oracle = oracle_module.GPOracle(evo, fitness_size=size, seed=cfg.seed,
                                         worker_timeout=float(cfg.worker_timeout), log=log, search_id=search_id,
                                         population=population)

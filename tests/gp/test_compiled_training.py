@@ -3,6 +3,7 @@ as today's path (training.train_run) for CE and NGL written as formulas and rand
 candidate after candidate on one compiled model; a diverging candidate fails as today; registry
 losses take today's path."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -36,14 +37,30 @@ def fitness_settings(compiled_once=True, runs=2, population=1, reduce_lr=PLATEAU
         "fitness")
 
 
-def arrays_sources():
-    dataset, model = sources(small_model, {"train": TRAIN, "validation": VALIDATION})
+def arrays_sources(model_fn=small_model):
+    dataset, model = sources(model_fn, {"train": TRAIN, "validation": VALIDATION})
     return Sources({"arrays": dataset}, {"small_model": model})
 
 
-def trainer(tmp_path, compiled_once, runs=2, **changes):
+def trainer(tmp_path, compiled_once, runs=2, model_fn=small_model, **changes):
     return fitness._Trainer(fitness_settings(compiled_once, runs, **changes), str(CONFIGS), str(tmp_path), None, 3,
-                            arrays_sources())
+                            arrays_sources(model_fn))
+
+
+def dropout_model(num_classes):
+    """Random state (dropout's seed generator) and batch statistics: what each branch must have of its own."""
+    return keras.Sequential([keras.Input(TRAIN[0].shape[1:]), keras.layers.Flatten(), keras.layers.Dense(16),
+                             keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+
+
+SHARED = []  # a layer made once and reused by every call of shared_model
+
+
+def shared_model(num_classes):
+    if not SHARED:
+        SHARED.append(keras.layers.Dense(num_classes, activation="softmax"))
+    return keras.Sequential([keras.Input(TRAIN[0].shape[1:]), keras.layers.Flatten(), SHARED[0]])
 
 
 def test_candidates_on_one_compiled_model_match_todays_path(tmp_path):
@@ -117,15 +134,16 @@ def test_how_candidates_train_is_not_part_of_a_searchs_identity(change):
 
 def test_a_population_trains_each_candidate_as_its_own_training_would(tmp_path):
     """Four candidates at a time (a diverging one among them, and a last group of two) against the
-    same candidates one at a time: the same validation accuracy, the same divergence; the
-    per-candidate training losses equal the single model's."""
+    same candidates one at a time, on a model with dropout and batch normalization: the same
+    validation accuracy, the same divergence; the per-candidate training losses equal the single
+    model's."""
     from ngl_keras.formula import to_text
 
     candidates = [CE_FORMULA, NGL_FORMULA, DIVERGES_LATER] + [to_text(t) for t in random_trees(3, seed=4)]
     # a ReduceLROnPlateau that cannot fire within the 3 epochs (patience 3)
     plateau = {**PLATEAU, "patience": 3}
-    one, four = trainer(tmp_path / "a", True, reduce_lr=plateau), trainer(tmp_path / "b", True, reduce_lr=plateau,
-                                                                          population=4)
+    one = trainer(tmp_path / "a", True, reduce_lr=plateau, model_fn=dropout_model)
+    four = trainer(tmp_path / "b", True, reduce_lr=plateau, population=4, model_fn=dropout_model)
     alone, together = one.accuracies(candidates), four.accuracies(candidates)
     for candidate, a, b in zip(candidates, alone, together):
         assert [x is None for _, x in a] == [x is None for _, x in b], candidate
@@ -163,3 +181,21 @@ def test_population_parallel_needs_the_compiled_path_and_a_whole_number():
         fitness_settings(compiled_once=False, population=2)
     with pytest.raises(ValueError, match="population_parallel must be an integer >= 1; got 0"):
         fitness_settings(population=0)
+
+
+def test_a_candidate_whose_losses_overflow_the_sum_stops_no_other(tmp_path):
+    """A candidate finite on every batch whose running epoch loss overflows: Keras's running mean of the
+    summed loss, which TerminateOnNaN would take for a divergence of all; CE beside it trains its 3 epochs
+    as alone."""
+    huge = "-(3e37)*y - y*log(p)"  # -1e37 an example, finite a batch; the epoch's running sum overflows
+    alone = trainer(tmp_path / "a", True, reduce_lr=None).accuracies([CE_FORMULA, huge])
+    together = trainer(tmp_path / "b", True, reduce_lr=None, population=2).accuracies([CE_FORMULA, huge])
+    assert [x for _, x in together[0]] == pytest.approx([x for _, x in alone[0]], abs=1.5 / 24)
+    assert [x is None for _, x in together[1]] == [x is None for _, x in alone[1]]
+
+
+def test_a_model_function_that_reuses_a_layer_is_refused_for_a_population(tmp_path):
+    with pytest.raises(ValueError, match=r"the model function gave two calls the same variable .*a layer made once "
+                                         r"and reused\?\): population_parallel trains one model per candidate"):
+        trainer(tmp_path, True, reduce_lr=None, population=2, model_fn=shared_model).accuracies([CE_FORMULA, NGL_FORMULA])
+    assert trainer(tmp_path, True, reduce_lr=None, model_fn=shared_model).accuracies([CE_FORMULA])[0][0][1] is not None

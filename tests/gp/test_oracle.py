@@ -108,6 +108,17 @@ def test_a_lost_population_trial_gives_all_its_candidates_back(tmp_path):
     assert logs == [f"worker0: silent for 11 s while training candidate {' '.join(ids)}; it goes back to the queue."]
 
 
+def test_a_population_trial_that_fails_stops_the_search_naming_all_its_candidates(tmp_path):
+    gp = make_oracle(tmp_path, Clock(), [], population=4, per_trial=3)
+    trial = gp.create_trial("worker0")
+    together = oracle.candidates_of(trial.hyperparameters.values)
+    trial.status = trial_module.TrialStatus.FAILED
+    gp.end_trial(trial)
+    assert all(c["status"] == "queued" for c in gp.evolution.batch if c["id"] in dict(together))
+    assert gp.fatal.startswith(f"candidate {' '.join(c for c, _ in together)} ({'; '.join(f for _, f in together)}) "
+                               "failed in a worker (traceback in ")
+
+
 def test_a_restarted_chief_hands_the_killed_chiefs_candidates_to_the_first_workers_that_ask(tmp_path):
     """keras-tuner's reload puts the trials in flight back in its retry queue (1.4.8): whichever
     tuner asks first trains them again, under any id, and no tuner of the killed chief is waited for."""
