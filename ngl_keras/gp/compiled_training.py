@@ -90,6 +90,14 @@ def owning(model, program):
     return wrapper
 
 
+def check_population(run, size):
+    """Refuse `size` > 1 candidates of `run` as one population where its settings couple them."""
+    reason = coupling(run) if size > 1 else None
+    if reason:
+        raise ValueError(f"fitness population_parallel {size}: {run.dataset}/{run.model} cannot train candidates "
+                         f"as one population: {reason}; set population_parallel to 1.")
+
+
 def coupling(run):
     """Why candidates of `run` cannot train as one population (None when they can)."""
     settings = run.settings
@@ -134,9 +142,7 @@ class CompiledRun:
 
     def __init__(self, run, datasets, population=1):
         self.run, self.datasets, self.population = run, datasets, population
-        if population > 1 and coupling(run):
-            raise ValueError(f"{run.dataset}/{run.model} cannot train candidates as one population: "
-                             f"{coupling(run)}; set fitness.population_parallel to 1.")
+        check_population(run, population)
         keras.utils.set_random_seed(run.seed)  # as train_run, which also clears the session first
         keras.mixed_precision.set_global_policy(recipe.dtype_policy(False))
         expression = interpretable(run)
@@ -213,14 +219,12 @@ class CompiledRun:
     def validation_accuracies(self, trees):
         """`validation_accuracy` of each of `trees`, `population` at a time (the last group filled
         up with copies of its first tree, whose results are dropped)."""
+        if self.population == 1:
+            return [self.validation_accuracy(tree) for tree in trees]
         out = []
         for start in range(0, len(trees), self.population):
             group = list(trees[start:start + self.population])
-            padded = group + [group[0]] * (self.population - len(group))
-            if self.population == 1:
-                out.append(self.validation_accuracy(group[0]))
-                continue
-            history = self.history(padded)
+            history = self.history(group + [group[0]] * (self.population - len(group)))
             if len(history.get("loss", [])) != self.run.settings.epochs:
                 raise RuntimeError(f"a population's training stopped after {len(history.get('loss', []))} of "
                                    f"{self.run.settings.epochs} epochs: its candidates' results would be cut short")

@@ -141,14 +141,10 @@ class TrainingFitness:
         from ngl_keras import training
 
         training.check_inputs(self.runs, self._trainer.datasets, splits=("train", "validation"))
-        if self.settings.population_parallel > 1:
-            from ngl_keras.gp.compiled_training import coupling
+        from ngl_keras.gp.compiled_training import check_population
 
-            for run in self.runs:
-                if coupling(run):
-                    raise ValueError(f"fitness population_parallel {self.settings.population_parallel}: "
-                                     f"{run.dataset}/{run.model} cannot train candidates as one population: "
-                                     f"{coupling(run)}; set population_parallel to 1.")
+        for run in self.runs:
+            check_population(run, self.settings.population_parallel)
 
     def _accuracies(self, losses):
         """`_Trainer.accuracies` of each of `losses`, in the training process."""
@@ -256,7 +252,8 @@ class _Trainer:
                 else:
                     out[i][j] = (run.dataset, self._today(run))
         for key, (run, members) in groups.items():
-            compiled = self._compiled_run(key, run, min(self.population, len(members)))
+            # a lone candidate of a population search trains on the single model
+            compiled = self._compiled_run(key, run, self.population if len(members) > 1 else 1)
             for (i, j, _), accuracy in zip(members, compiled.validation_accuracies([t for *_, t in members])):
                 out[i][j] = (run.dataset, accuracy)
         return out
@@ -272,11 +269,9 @@ class _Trainer:
         return history[-1] if record["status"] == "ok" and np.isfinite(history[-1]) else None
 
     def _compiled_run(self, key, run, population):
-        """The `CompiledRun` of `run` for `population` candidates at a time, built on first use
-        (a lone candidate of a population search trains on the single model)."""
+        """The `CompiledRun` of `run` for `population` candidates at a time, built on first use."""
         from ngl_keras.gp import compiled_training
 
-        population = self.population if population > 1 else 1
         if (key, population) not in self._compiled:
             self._compiled[key, population] = compiled_training.CompiledRun(run, self.datasets, population)
         return self._compiled[key, population]

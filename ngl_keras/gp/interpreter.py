@@ -239,6 +239,11 @@ class FormulaProgram(keras.layers.Layer):
         self.operands = self.add_weight(shape=rows + (max_size, 2), dtype="int32", initializer="zeros",
                                         trainable=False, name="operands")
 
+    @property
+    def arrays(self):
+        """The program's weights: (opcodes, constants, operands)."""
+        return self.opcodes, self.constants, self.operands
+
     def assign(self, tree):
         self._assign(encode(tree, self.max_size))
 
@@ -249,13 +254,13 @@ class FormulaProgram(keras.layers.Layer):
         self._assign([np.stack(arrays) for arrays in zip(*(encode(t, self.max_size) for t in trees))])
 
     def _assign(self, arrays):
-        for weight, value in zip((self.opcodes, self.constants, self.operands), arrays):
+        for weight, value in zip(self.arrays, arrays):
             weight.assign(value)
 
     def evaluate(self, inputs, epsilon=EPSILON):
         """The formula's elementwise value at `inputs` (p, y); a population's K values stacked on a
         first axis, program k at inputs[:, k] (`evaluate`)."""
-        return run_program((self.opcodes, self.constants, self.operands), inputs, epsilon)
+        return run_program(self.arrays, inputs, epsilon)
 
     def get_config(self):
         return {**super().get_config(), "max_size": self.max_size, "population": self.population}
@@ -321,14 +326,16 @@ class InterpretedLoss(LossFunction):
         return f"InterpretedLoss({self.formula!r}, max_size={self.program.max_size})"
 
 
+def candidate_blocks(y_pred, population):
+    """`y_pred` (batch, ..., K·C) as its K candidates' class blocks (batch, ..., K, C)."""
+    return ops.reshape(y_pred, tuple(ops.shape(y_pred)[:-1]) + (population, y_pred.shape[-1] // population))
+
+
 def population_losses(y_true, y_pred, program, epsilon=EPSILON):
     """Per candidate and sample (K, batch, ...): the mean over classes of program k's formula at
     (p = the k-th of the K class blocks of `y_pred`'s last axis, y = one-hot). `program`: a
     population `FormulaProgram`, or a `PopulationMetrics`'s copy of one."""
-    population = program.population
-    classes = y_pred.shape[-1] // population
-    p = ops.reshape(y_pred, tuple(ops.shape(y_pred)[:-1]) + (population, classes))
-    p = ops.moveaxis(p, -2, 0)
+    p = ops.moveaxis(candidate_blocks(y_pred, program.population), -2, 0)
     y = one_hot_targets(y_true, p[0])
     return ops.mean(program.evaluate([p, ops.expand_dims(y, 0)], epsilon), axis=-1)
 
@@ -393,7 +400,7 @@ class PopulationMetrics(keras.metrics.Metric):
         self.loss = loss
         self.population, self.epsilon = loss.program.population, loss.get_config()["epsilon"]
         self.program = tuple(self.add_variable(shape=w.shape, dtype=w.dtype, initializer="zeros", name=w.name)
-                             for w in (loss.program.opcodes, loss.program.constants, loss.program.operands))
+                             for w in loss.program.arrays)
         size = (self.population,)
         self.loss_sums = self.add_variable(shape=size, initializer="zeros", name="loss_sums")
         self.correct = self.add_variable(shape=size, initializer="zeros", name="correct")
@@ -403,8 +410,7 @@ class PopulationMetrics(keras.metrics.Metric):
 
     def follow(self):
         """Copy the loss's programs."""
-        for mine, theirs in zip(self.program, (self.loss.program.opcodes, self.loss.program.constants,
-                                               self.loss.program.operands)):
+        for mine, theirs in zip(self.program, self.loss.program.arrays):
             mine.assign(np.array(theirs.numpy()))  # a copy: JAX donates each variable's own buffer
 
     def evaluate(self, inputs, epsilon=EPSILON):
@@ -414,7 +420,7 @@ class PopulationMetrics(keras.metrics.Metric):
         population = self.population
         losses = population_losses(y_true, y_pred, self, self.epsilon)
         losses = ops.reshape(ops.cast(losses, "float32"), (population, -1))
-        p = ops.reshape(y_pred, tuple(ops.shape(y_pred)[:-1]) + (population, y_pred.shape[-1] // population))
+        p = candidate_blocks(y_pred, population)
         labels = ops.argmax(one_hot_targets(y_true, p[..., 0, :]), axis=-1)
         hits = ops.cast(ops.argmax(p, axis=-1) == ops.expand_dims(labels, -1), "float32")
         self.loss_sums.assign_add(ops.sum(losses, axis=1))
