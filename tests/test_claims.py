@@ -137,9 +137,23 @@ def field(record, key, reduce=None, loss=None):
     return reduced(at(data, key), reduce)
 
 
+def _line_value(line, key):
+    """`key` of one JSON line (a list of keys: their sum; a dict value: the sum of its values)."""
+    if isinstance(key, list):
+        return sum(_line_value(line, k) for k in key)
+    value = at(line, key)
+    return float(sum(value.values()) if isinstance(value, dict) else value)
+
+
 def column(record, key, reduce=("sum",)):
     """`key` of every line of a JSON-lines record, reduced (sum by default)."""
-    return reduced([float(at(line, key)) for line in read_jsonl(record)], reduce)
+    return reduced([_line_value(line, key) for line in read_jsonl(record)], reduce)
+
+
+def share(record, part, whole):
+    """The sum of `part` over a JSON-lines record's lines against the sum of `whole`, in %."""
+    lines = read_jsonl(record)
+    return [100.0 * sum(_line_value(x, part) for x in lines) / sum(_line_value(x, whole) for x in lines)]
 
 
 def row(record, index, keys):
@@ -168,7 +182,7 @@ def text(record, pattern, after=None, before=None, reduce=None):
 
 
 COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, paired, proxy,
-                                        spearman, field, column, row, text)}
+                                        spearman, field, column, share, row, text)}
 
 
 class _Printed(string.Formatter):
