@@ -39,8 +39,7 @@ import numpy as np  # noqa: E402
 from ngl_keras import config, report, training  # noqa: E402
 from ngl_keras.distribution import make_strategy  # noqa: E402
 from ngl_keras.grid import plan  # noqa: E402
-from ngl_keras.records import read_records  # noqa: E402
-from ngl_keras.files import append_json_line  # noqa: E402
+from ngl_keras.files import append_json_line, read_json_lines  # noqa: E402
 from ngl_keras.gp import evolution, search_directory, search_run, search_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +233,7 @@ def proxy_runs(cfg, loss, out_path, data_dir=None, log=print):
     (ngl_keras.gp.fitness._Trainer's grid), appended to `out_path` and read back on resume."""
     from ngl_keras.gp.fitness import _Trainer
 
-    done = [r for r in read_records(out_path) if r["loss"] == loss]
+    done = [r for r in read_json_lines(out_path) if r["loss"] == loss]  # not run records
     trainer = _Trainer(cfg.fitness, CONFIGS, out_path.parent, data_dir, cfg.seed)
     runs = plan({**trainer.grid, "losses": [loss]}, CONFIGS, trainer.overrides)
     for run in runs[len(done):]:

@@ -124,3 +124,31 @@ def test_quick_path_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert result["proxy_fitness"]["found1"] == [generations[-1]["best_fitness"][0]]
     assert sq.main(["--quick", "--out", str(out)]) == 0  # a re-run resumes: nothing trained again
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_rank_check_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sq, "CHECK_LOSSES", ["ce", "ngl", "focal"])
+    monkeypatch.setitem(sq.QUICK, "fitness", {"epochs": 1, "limit_train": 128, "runs": 2, "recycle_every": 0})
+    monkeypatch.setitem(sq.QUICK, "limit_train", 128)
+    out = tmp_path / "check"
+    assert sq.main(["--quick", "--check-proxy", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    proxy = [json.loads(x) for x in (out / "proxy-check" / "proxy.jsonl").read_text().splitlines()]
+    assert [(e["loss"], e["run"]) for e in proxy] == [(loss, r) for loss in ("ce", "ngl", "focal") for r in (0, 1)]
+    for loss in ("ce", "ngl", "focal"):
+        runs = [e for e in proxy if e["loss"] == loss]
+        if all(e["status"] == "ok" for e in runs):
+            assert result["proxy"][loss]["val_accuracy"] == pytest.approx(sum(e["val_accuracy"] for e in runs) / 2)
+    full = [json.loads(x) for x in (out / "proxy-check" / "full" / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["loss"] for r in full) == ["ce", "focal", "ngl"]
+    proxy_values = [result["proxy"][x]["val_accuracy"] or 0.0 for x in ("ce", "ngl", "focal")]
+    full_values = [result["full_data"][x]["mean"] or 0.0 for x in ("ce", "ngl", "focal")]
+    if len(set(proxy_values)) > 1 and len(set(full_values)) > 1:  # a constant side has no correlation
+        assert result["chance"]["losses"] == 3 and result["chance"]["orderings"] == 6
+        assert result["spearman"] == pytest.approx(sq.spearman(proxy_values, full_values))
+    assert result["remaining"] == []
+    assert sq.main(["--quick", "--check-proxy", "--out", str(out)]) == 0  # resumes: nothing trained again
+    assert len((out / "proxy-check" / "proxy.jsonl").read_text().splitlines()) == 6
+    assert len((out / "proxy-check" / "full" / "runs.jsonl").read_text().splitlines()) == 3
