@@ -8,6 +8,7 @@ whose numbers, put into `format`, give that text. A claim fails when the record 
 text (the figure was edited, or moved without its claim). Reads records only: no Keras, no training.
 """
 
+import itertools
 import json
 import re
 import string
@@ -120,6 +121,27 @@ def spearman(record, pairs):
     return [float(np.corrcoef(report_ranks(proxy_val), report_ranks(full))[0, 1])]
 
 
+def spearman_chance(record, pairs):
+    """The chance level of spearman(record, pairs), by enumeration: the share of all orderings of the
+    full-data accuracies whose ρ with the proxy's reaches the observed one."""
+    [observed] = spearman(record, pairs)
+    record = Path(record)
+    proxy_ranks = report_ranks([proxy(record / "proxy.jsonl", p)[1] for p, _ in pairs])
+    full_ranks = report_ranks([np.mean(list(runs(record / "full" / "runs.jsonl", f).values())) for _, f in pairs])
+    rhos = np.array([np.corrcoef(proxy_ranks, full_ranks[list(order)])[0, 1]
+                     for order in itertools.permutations(range(len(pairs)))])
+    return [float(np.mean(rhos >= observed - 1e-9))]
+
+
+def difference(record, a, b):
+    """a − b, each one number of another computation: `a` and `b` are computations as a claim lists
+    them (`of`, parameters, optionally `record`), plus `pick`, which of its numbers (the first by default)."""
+    def number(c):
+        params = {k: v for k, v in c.items() if k not in ("of", "record", "pick")}
+        return float(COMPUTATIONS[c["of"]](ROOT / c["record"] if "record" in c else record, **params)[c.get("pick", 0)])
+    return [number(a) - number(b)]
+
+
 def report_ranks(values):
     """Ranks 1..n, ties sharing their mean rank."""
     values = np.asarray(values, dtype=float)
@@ -182,7 +204,7 @@ def text(record, pattern, after=None, before=None, reduce=None):
 
 
 COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, paired, proxy,
-                                        spearman, field, column, share, row, text)}
+                                        spearman, spearman_chance, difference, field, column, share, row, text)}
 
 
 class _Printed(string.Formatter):
