@@ -95,9 +95,10 @@ def per_seed_change(record, loss, baseline="ce"):
     return [report.percent_change(mine[s], base[s]) for s in sorted(set(mine) & set(base))]
 
 
-def paired(record, loss, baseline="ce"):
-    """The report's paired statistics of the % changes: mean, 95 % interval low and high, sd, half-width."""
-    changes = report.paired_changes(read_jsonl(record), baseline)
+def paired(record, loss, baseline="ce", metric="test_accuracy"):
+    """The report's paired statistics of the % changes of `metric`: mean, 95 % interval low and high, sd,
+    half-width."""
+    changes = report.paired_changes(read_jsonl(record), baseline, metric)
     [key] = [k for k in changes if k[2] == loss]
     stats = report.paired_statistics(changes[key])
     return [stats["mean"], stats["low"], stats["high"], float(np.std(changes[key], ddof=1)), stats["detectable"]]
