@@ -134,13 +134,22 @@ def spearman_chance(record, pairs):
     return [float(np.mean(rhos >= observed - 1e-9))]
 
 
+def _number(record, computation):
+    """One number of another computation, given as a claim lists them (`of`, parameters, optionally
+    `record`), plus `pick`: which of its numbers (the first by default)."""
+    params = {k: v for k, v in computation.items() if k not in ("of", "record", "pick")}
+    path = ROOT / computation["record"] if "record" in computation else record
+    return float(COMPUTATIONS[computation["of"]](path, **params)[computation.get("pick", 0)])
+
+
 def difference(record, a, b):
-    """a − b, each one number of another computation: `a` and `b` are computations as a claim lists
-    them (`of`, parameters, optionally `record`), plus `pick`, which of its numbers (the first by default)."""
-    def number(c):
-        params = {k: v for k, v in c.items() if k not in ("of", "record", "pick")}
-        return float(COMPUTATIONS[c["of"]](ROOT / c["record"] if "record" in c else record, **params)[c.get("pick", 0)])
-    return [number(a) - number(b)]
+    """a − b, each one number of another computation (see `_number`)."""
+    return [_number(record, a) - _number(record, b)]
+
+
+def ratio(record, a, b):
+    """a / b, each one number of another computation (see `_number`)."""
+    return [_number(record, a) / _number(record, b)]
 
 
 def report_ranks(values):
@@ -205,7 +214,7 @@ def text(record, pattern, after=None, before=None, reduce=None):
 
 
 COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, paired, proxy,
-                                        spearman, spearman_chance, difference, field, column, share, row, text)}
+                                        spearman, spearman_chance, difference, ratio, field, column, share, row, text)}
 
 
 class _Printed(string.Formatter):
