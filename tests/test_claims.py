@@ -113,37 +113,38 @@ def proxy(record, loss):
             *[100 * v for v in val]]
 
 
-def spearman(record, pairs):
-    """Spearman's ρ between proxy validation accuracy (RECORD/proxy.jsonl) and full-data test
-    accuracy (RECORD/full/runs.jsonl) over `pairs` of [proxy loss, full-data loss]."""
+def _ranks(record, pairs):
+    """The ranks of proxy validation accuracy (RECORD/proxy.jsonl) and of full-data test accuracy
+    (RECORD/full/runs.jsonl) over `pairs` of [proxy loss, full-data loss]."""
     record = Path(record)
     proxy_val = [proxy(record / "proxy.jsonl", p)[1] for p, _ in pairs]
     full = [np.mean(list(runs(record / "full" / "runs.jsonl", f).values())) for _, f in pairs]
-    return [float(np.corrcoef(report_ranks(proxy_val), report_ranks(full))[0, 1])]
+    return report_ranks(proxy_val), report_ranks(full)
+
+
+def spearman(record, pairs):
+    """Spearman's ρ between proxy validation accuracy and full-data test accuracy (see `_ranks`)."""
+    proxy_ranks, full_ranks = _ranks(record, pairs)
+    return [float(np.corrcoef(proxy_ranks, full_ranks)[0, 1])]
 
 
 def spearman_chance(record, pairs):
     """The chance level of spearman(record, pairs), by enumeration: the share of all orderings of the
     full-data accuracies whose ρ with the proxy's reaches the observed one."""
-    [observed] = spearman(record, pairs)
-    record = Path(record)
-    proxy_ranks = report_ranks([proxy(record / "proxy.jsonl", p)[1] for p, _ in pairs])
-    full_ranks = report_ranks([np.mean(list(runs(record / "full" / "runs.jsonl", f).values())) for _, f in pairs])
+    proxy_ranks, full_ranks = _ranks(record, pairs)
     rhos = np.array([np.corrcoef(proxy_ranks, full_ranks[list(order)])[0, 1]
                      for order in itertools.permutations(range(len(pairs)))])
+    observed = np.corrcoef(proxy_ranks, full_ranks)[0, 1]
     return [float(np.mean(rhos >= observed - 1e-9))]
 
 
 def _number(record, computation):
-    """One number of another computation, given as a claim lists them (`of`, parameters, optionally
-    `record`), plus `pick`: which of its numbers (the first by default)."""
-    params = {k: v for k, v in computation.items() if k not in ("of", "record", "pick")}
-    path = ROOT / computation["record"] if "record" in computation else record
-    return float(COMPUTATIONS[computation["of"]](path, **params)[computation.get("pick", 0)])
+    """One number of another computation (see `evaluate`): the `pick`-th, the first by default."""
+    return evaluate(computation, record)[computation.get("pick", 0)]
 
 
 def difference(record, a, b):
-    """a − b, each one number of another computation (see `_number`)."""
+    """a − b, each one number of another computation given as a claim lists them (see `_number`)."""
     return [_number(record, a) - _number(record, b)]
 
 
@@ -233,13 +234,17 @@ def load_claims():
     return claims
 
 
+def evaluate(computation, record):
+    """The numbers of one computation as a claim lists it (`of`, its parameters, optionally `scale`
+    and its own `record`, else `record`); `pick` is read by `_number`."""
+    params = {k: v for k, v in computation.items() if k not in ("of", "record", "scale", "pick")}
+    path = ROOT / computation["record"] if "record" in computation else record
+    return [computation.get("scale", 1.0) * float(v) for v in COMPUTATIONS[computation["of"]](path, **params)]
+
+
 def recompute(claim):
     """The claim's text as its record gives it."""
-    numbers = []
-    for computation in claim["values"]:
-        params = {k: v for k, v in computation.items() if k not in ("of", "record", "scale")}
-        record = ROOT / computation.get("record", claim["record"])
-        numbers += [computation.get("scale", 1.0) * float(v) for v in COMPUTATIONS[computation["of"]](record, **params)]
+    numbers = [n for computation in claim["values"] for n in evaluate(computation, ROOT / claim["record"])]
     return _Printed().format(claim["format"], *numbers)
 
 
