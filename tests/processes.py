@@ -24,9 +24,30 @@ def oracle_env():
 
 def start(script, args, env, tuner_id):
     """`python script args` as the keras-tuner process `tuner_id`, in its own process group."""
-    return subprocess.Popen([sys.executable, str(ROOT / script)] + list(args), cwd=ROOT,
-                            env={**os.environ, **env, "KERASTUNER_TUNER_ID": tuner_id},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen([sys.executable, str(ROOT / script)] + list(args), cwd=ROOT,
+                               env={**os.environ, **env, "KERASTUNER_TUNER_ID": tuner_id},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process.tuner_id = tuner_id
+    return process
+
+
+def wait_all(processes, timeout):
+    """What each process printed, once it has exited (each waited for at most `timeout` seconds, in
+    turn). When one does not exit in time, every process is killed and the test fails with what each
+    of them printed: a hung cluster shows which member hung and why, not only the one waited on."""
+    printed = []
+    try:
+        for p in processes:
+            printed.append(p.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+        late = processes[len(printed)]
+        stop_all(processes)
+        printed += [p.communicate()[0] for p in processes[len(printed):]]
+        report = "\n".join(f"--- {p.tuner_id} (exit {p.returncode}):\n{out[-3000:]}"
+                           for p, out in zip(processes, printed))
+        raise AssertionError(f"{late.tuner_id} did not exit within {timeout} s; what each process printed:\n"
+                             f"{report}") from None
+    return printed
 
 
 def stop_all(processes):

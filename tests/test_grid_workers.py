@@ -17,7 +17,7 @@ from ngl_keras import config, grid_workers, records, training
 from ngl_keras.gp import oracle
 from ngl_keras.grid import plan
 from tests.gp.test_oracle import Clock
-from tests.processes import free_port, ongoing_trials, oracle_env, start, stop_all
+from tests.processes import free_port, ongoing_trials, oracle_env, start, stop_all, wait_all
 from tests.paths import CONFIGS
 
 # Six tiny runs: 3 losses x 2 seeds, 1 epoch of 256 Fashion-MNIST images (a few seconds each).
@@ -183,7 +183,7 @@ def test_a_chief_and_two_workers_write_the_records_one_process_writes(tmp_path):
     env = oracle_env()
     processes = [_start(config_path, out, env, name) for name in ("chief", "worker0", "worker1")]
     try:
-        outputs = [p.communicate(timeout=400)[0] for p in processes]
+        outputs = wait_all(processes, timeout=400)
     finally:
         stop_all(processes)
     for p, output in zip(processes, outputs):

@@ -18,7 +18,7 @@ from ngl_keras.gp import fitness, screening, search_directory, search_run, searc
 from ngl_keras.gp.evolution import CandidateFailed
 from ngl_keras.losses import expression as ex
 from tests.paths import CONFIGS, ROOT, kill_when_lines
-from tests.processes import ongoing_trials, oracle_env, start, stop_all
+from tests.processes import ongoing_trials, oracle_env, start, stop_all, wait_all
 
 SCREEN = screening.LossScreen()
 
@@ -146,7 +146,7 @@ def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
     # As a cluster scheduler does: workers first, the chief at the same moment.
     processes = [_start(args, env, f"worker{i}") for i in range(2)] + [_start(args, env, "chief")]
     try:
-        outputs = [p.communicate(timeout=400)[0] for p in processes]
+        outputs = wait_all(processes, timeout=400)
     finally:
         stop_all(processes)
     for p, output in zip(processes, outputs):
