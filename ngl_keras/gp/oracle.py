@@ -36,6 +36,7 @@ from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed, SearchStopp
 from ngl_keras.records import code_version
 
 HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
+RECONNECT_MS = (250, 1000)  # a waiting worker retries the chief's address this often (first, at most)
 # An oracle call slower than this (a chief screening a whole batch) holds up every worker's
 # heartbeat: silence is counted from its end.
 SLOW_CALL_S = 1.0
@@ -392,14 +393,26 @@ def wait_for_chief(oracle, tuner_id, log):
     # constant TIMEOUT, read at each call; no public setting).
     from keras_tuner.src.distribute import oracle_client
 
+    from keras_tuner.src import protos
+
     oracle_client.TIMEOUT = oracle.worker_timeout
     log(f"{tuner_id}: waiting up to {oracle.worker_timeout:g} s for the chief at {_chief_address()} ...")
-    try:
-        space = oracle_client.OracleClient(oracle).get_space()
-    except grpc.RpcError as error:
-        raise SearchStopped(f"{tuner_id}: no chief answered at {_chief_address()} within "
-                            f"{oracle.worker_timeout:g} s ({error.code().name}); start the chief, or check "
-                            "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT.") from None
+    # Our own channel for the wait: gRPC's default reconnection backoff grows to 120 s, so a worker
+    # started before its chief could sleep through a chief's whole (short) search; this one retries
+    # every RECONNECT_MS at most. The tuner's client, made once the chief has answered, connects at once.
+    options = [("grpc.initial_reconnect_backoff_ms", RECONNECT_MS[0]),
+               ("grpc.min_reconnect_backoff_ms", RECONNECT_MS[0]),
+               ("grpc.max_reconnect_backoff_ms", RECONNECT_MS[1])]
+    with grpc.insecure_channel(_chief_address(), options=options) as channel:
+        try:
+            response = protos.get_service_grpc().OracleStub(channel).GetSpace(
+                protos.get_service().GetSpaceRequest(), wait_for_ready=True, timeout=oracle.worker_timeout)
+        except grpc.RpcError as error:
+            raise SearchStopped(f"{tuner_id}: no chief answered at {_chief_address()} within "
+                                f"{oracle.worker_timeout:g} s ({error.code().name}); start the chief (a chief "
+                                "exits when its work is done: see its output), or check KERASTUNER_ORACLE_IP "
+                                "and KERASTUNER_ORACLE_PORT.") from None
+    space = keras_tuner.HyperParameters.from_proto(response.hyperparameters)
     theirs, ours = space.values.get(SEARCH_ID), oracle.hyperparameters.values[SEARCH_ID]
     if theirs != ours:
         raise ValueError(f"the chief at {_chief_address()} runs a different {oracle.kind} (settings hash "

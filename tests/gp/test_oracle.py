@@ -3,6 +3,7 @@ a worker that comes back is harmless, the chief knows when it may exit; and a ca
 error stops the search with its state kept."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -263,6 +264,36 @@ def test_a_worker_waits_bounded_for_the_chief_and_refuses_a_different_search(tmp
     with pytest.raises(SearchStopped, match=f"^worker0: no chief answered at 127.0.0.1:{port} within 1 s "
                                             r"\(DEADLINE_EXCEEDED\); start the chief"):
         oracle.wait_for_chief(alone, "worker0", lambda *a: None)
+
+
+@pytest.mark.slow
+def test_a_worker_waiting_before_its_chief_starts_finds_a_chief_that_serves_only_briefly(tmp_path, monkeypatch):
+    """The worker waits from 0 s; the chief serves from 12 s to 14 s. gRPC's default reconnection
+    backoff (1 s growing by 1.6 to 120 s, the attempts near 9 s and 16 s) sleeps through those two
+    seconds, and the worker waited its whole worker_timeout (a CI run of the chief-and-workers test
+    hung so); the wait's channel retries at least every second."""
+    import threading
+
+    port = free_port()
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
+    chief = make_oracle(tmp_path, Clock(), [], search_id="0123abcd")
+
+    def serve_briefly():
+        time.sleep(12)
+        threading.Timer(2, lambda: setattr(chief.evolution, "finished", True)).start()
+        oracle.serve(chief, lambda *a: None, 0.05)
+
+    server = threading.Thread(target=serve_briefly)
+    server.start()
+    worker = make_oracle(tmp_path / "w", Clock(), [], search_id="0123abcd")
+    worker.worker_timeout = 20.0
+    logs = []
+    try:
+        oracle.wait_for_chief(worker, "worker0", logs.append)
+    finally:
+        server.join(timeout=30)
+    assert logs[-1] == "worker0: the chief answered; training candidates."
 
 
 def test_a_worker_writes_nothing_before_its_chief_answers(tmp_path, monkeypatch):

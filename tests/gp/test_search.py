@@ -141,7 +141,11 @@ def _start(args, env, tuner_id):
 @pytest.mark.slow
 def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
     out = tmp_path / "s"
-    args = ["--config", str(_smoke_config(tmp_path, generations=2)), "--out", str(out)]
+    # A search of some seconds (~0.3 s a candidate), not one shorter than the spread of the three
+    # processes' start-up: a worker that first asks after the chief has finished and exited finds no
+    # chief and waits its whole worker_timeout.
+    config = _smoke_config(tmp_path, generations=2, fitness={"kind": "probe", "probe_steps": 3000})
+    args = ["--config", str(config), "--out", str(out)]
     env = oracle_env()
     # As a cluster scheduler does: workers first, the chief at the same moment.
     processes = [_start(args, env, f"worker{i}") for i in range(2)] + [_start(args, env, "chief")]
