@@ -95,6 +95,19 @@ def per_seed_change(record, loss, baseline="ce"):
     return [report.percent_change(mine[s], base[s]) for s in sorted(set(mine) & set(base))]
 
 
+def each_run(record, losses, metric, reduce):
+    """`metric` of every finished run of any of `losses`, reduced (min, max, ...)."""
+    values = [r[metric] for r in read_jsonl(record) if r["loss"] in losses and r["status"] == "ok"]
+    return reduced(values, reduce)
+
+
+def one_class(record, loss):
+    """Of the finished runs of `loss`: how many predict one class only on the test set (a positive rate
+    of 0 or 1), and how many there are."""
+    rates = [r["test_positive_rate"] for r in read_jsonl(record) if r["loss"] == loss and r["status"] == "ok"]
+    return [sum(rate in (0.0, 1.0) for rate in rates), len(rates)]
+
+
 def paired(record, loss, baseline="ce", metric="test_accuracy"):
     """The report's paired statistics of the % changes of `metric`: mean, 95 % interval low and high, sd,
     half-width."""
@@ -214,7 +227,7 @@ def text(record, pattern, after=None, before=None, reduce=None):
     return [v for h in reduce for v in reduced(values, [h])] if reduce else values
 
 
-COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, paired, proxy,
+COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, each_run, one_class, paired, proxy,
                                         spearman, spearman_chance, difference, ratio, field, column, share, row, text)}
 
 
