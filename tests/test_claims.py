@@ -47,7 +47,7 @@ def at(value, path):
     return value
 
 
-REDUCE = {"min": np.min, "max": np.max, "median": np.median, "mean": np.mean,
+REDUCE = {"min": np.min, "max": np.max, "median": np.median, "mean": np.mean, "count": len,
           "sum": lambda v: np.sum(list(v.values()) if isinstance(v, dict) else v)}
 
 
@@ -174,7 +174,7 @@ def report_ranks(values):
 
 def field(record, key, reduce=None, loss=None):
     """A field of a JSON record (or of a text record's last JSON line, or of the row of `loss` in a
-    JSON-lines record), optionally reduced (min, max, median, mean, sum)."""
+    JSON-lines record), optionally reduced (min, max, median, mean, sum, count)."""
     record = Path(record)
     if loss is not None:
         [data] = [r for r in read_jsonl(record) if r["loss"] == loss]
@@ -191,9 +191,13 @@ def _line_value(line, key):
     return float(sum(value.values()) if isinstance(value, dict) else value)
 
 
-def column(record, key, reduce=("sum",)):
-    """`key` of every line of a JSON-lines record, reduced (sum by default)."""
-    return reduced([_line_value(line, key) for line in read_jsonl(record)], reduce)
+def column(record, key, reduce=("sum",), lines=None):
+    """`key` of every line of a JSON-lines record (or of the `lines` "start:stop" slice of them, counted
+    from 0), reduced (sum by default)."""
+    chosen = read_jsonl(record)
+    if lines is not None:
+        chosen = chosen[slice(*[int(x) if x else None for x in lines.split(":")])]
+    return reduced([_line_value(line, key) for line in chosen], reduce)
 
 
 def share(record, part, whole):
