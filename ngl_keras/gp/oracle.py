@@ -388,12 +388,11 @@ def wait_for_chief(oracle, tuner_id, log):
     or claims the search directory."""
     import grpc
 
-    # keras_tuner.src.distribute.oracle_client.OracleClient and .TIMEOUT: the worker's client is
-    # not exported by keras-tuner (1.4.8), and its calls wait an hour for the chief (the module
-    # constant TIMEOUT, read at each call; no public setting).
-    from keras_tuner.src.distribute import oracle_client
-
+    # keras_tuner.src.distribute.oracle_client.TIMEOUT: the calls of the worker's client (which the
+    # tuner makes, not exported by keras-tuner 1.4.8) wait an hour for the chief (the module constant,
+    # read at each call; no public setting). keras_tuner.src.protos: the chief's service, for the wait.
     from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_client
 
     oracle_client.TIMEOUT = oracle.worker_timeout
     log(f"{tuner_id}: waiting up to {oracle.worker_timeout:g} s for the chief at {_chief_address()} ...")
