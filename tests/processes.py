@@ -3,10 +3,12 @@ multi-process tests start, watch and stop them."""
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 from tests.paths import ROOT
 
@@ -31,6 +33,22 @@ def start(script, args, env, tuner_id):
     return process
 
 
+def wait_for_line(process, text, timeout):
+    """Read what `process` prints until it holds `text` (at most `timeout` seconds, else the test fails
+    with what it printed). The text read is kept in `process.early`, and `wait_all` puts it back in front
+    of the rest. Start the process with PYTHONUNBUFFERED=1, or its lines may come only at its exit."""
+    fd, deadline = process.stdout.fileno(), time.time() + timeout
+    seen = getattr(process, "early", "")
+    while text not in seen:
+        left = deadline - time.time()
+        chunk = os.read(fd, 65536) if left > 0 and select.select([fd], [], [], left)[0] else b""
+        if not chunk:
+            raise AssertionError(f"{process.tuner_id} did not print {text!r} within {timeout} s (exit "
+                                 f"{process.poll()}); it printed:\n{seen[-3000:]}")
+        seen += chunk.decode(errors="replace")
+    process.early = seen
+
+
 def wait_all(processes, timeout):
     """What each process printed, once it has exited (each waited for at most `timeout` seconds, in
     turn). When one does not exit in time, every process is killed and the test fails with what each
@@ -38,11 +56,11 @@ def wait_all(processes, timeout):
     printed = []
     try:
         for p in processes:
-            printed.append(p.communicate(timeout=timeout)[0])
+            printed.append(getattr(p, "early", "") + p.communicate(timeout=timeout)[0])
     except subprocess.TimeoutExpired:
         late = processes[len(printed)]
         stop_all(processes)
-        printed += [p.communicate()[0] for p in processes[len(printed):]]
+        printed += [getattr(p, "early", "") + p.communicate()[0] for p in processes[len(printed):]]
         report = "\n".join(f"--- {p.tuner_id} (exit {p.returncode}):\n{out[-3000:]}"
                            for p, out in zip(processes, printed))
         raise AssertionError(f"{late.tuner_id} did not exit within {timeout} s; what each process printed:\n"

@@ -36,7 +36,9 @@ from ngl_keras.gp.evolution import FAILURES, WORST, CandidateFailed, SearchStopp
 from ngl_keras.records import code_version
 
 HEARTBEAT_S = 2.0  # a training worker tells the chief it is alive this often
-RECONNECT_MS = (250, 1000)  # a waiting worker retries the chief's address this often (first, at most)
+# A waiting worker retries the chief's address after 250 ms at first, then at most every second (gRPC
+# adds ±20 % jitter).
+RECONNECT_MS = (250, 1000)
 # An oracle call slower than this (a chief screening a whole batch) holds up every worker's
 # heartbeat: silence is counted from its end.
 SLOW_CALL_S = 1.0
@@ -398,9 +400,9 @@ def wait_for_chief(oracle, tuner_id, log):
     log(f"{tuner_id}: waiting up to {oracle.worker_timeout:g} s for the chief at {_chief_address()} ...")
     # Our own channel for the wait: gRPC's default reconnection backoff grows to 120 s, so a worker
     # started before its chief could sleep through a chief's whole (short) search; this one retries
-    # every RECONNECT_MS at most. The tuner's client, made once the chief has answered, connects at once.
+    # as RECONNECT_MS says (not grpc.min_reconnect_backoff_ms: that is the connect timeout of an attempt,
+    # 20 s by default). The tuner's client, made once the chief has answered, connects at once.
     options = [("grpc.initial_reconnect_backoff_ms", RECONNECT_MS[0]),
-               ("grpc.min_reconnect_backoff_ms", RECONNECT_MS[0]),
                ("grpc.max_reconnect_backoff_ms", RECONNECT_MS[1])]
     with grpc.insecure_channel(_chief_address(), options=options) as channel:
         try:

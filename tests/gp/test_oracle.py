@@ -268,10 +268,10 @@ def test_a_worker_waits_bounded_for_the_chief_and_refuses_a_different_search(tmp
 
 @pytest.mark.slow
 def test_a_worker_waiting_before_its_chief_starts_finds_a_chief_that_serves_only_briefly(tmp_path, monkeypatch):
-    """The worker waits from 0 s; the chief serves from 12 s to 14 s. gRPC's default reconnection
-    backoff (1 s growing by 1.6 to 120 s, the attempts near 9 s and 16 s) sleeps through those two
-    seconds, and the worker waited its whole worker_timeout (a CI run of the chief-and-workers test
-    hung so); the wait's channel retries at least every second."""
+    """The worker waits from 0 s; the chief serves from about 18.5 s, for 3 s. gRPC's default reconnection
+    backoff (1 s growing by 1.6 to 120 s, ±20 %: attempts near 9 s, 16 s and 26 s) sleeps through those
+    seconds, and the worker waited its whole worker_timeout (a CI run of the chief-and-workers test hung
+    so); the wait's channel retries at least about every second."""
     import threading
 
     port = free_port()
@@ -279,20 +279,23 @@ def test_a_worker_waiting_before_its_chief_starts_finds_a_chief_that_serves_only
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
     chief = make_oracle(tmp_path, Clock(), [], search_id="0123abcd")
 
+    def end_in_3_s(line):  # serve() logs once its server has started
+        threading.Timer(3, lambda: setattr(chief.evolution, "finished", True)).start()
+
     def serve_briefly():
-        time.sleep(12)
-        threading.Timer(2, lambda: setattr(chief.evolution, "finished", True)).start()
-        oracle.serve(chief, lambda *a: None, 0.05)
+        time.sleep(18.5)
+        oracle.serve(chief, end_in_3_s, 0.05)
 
     server = threading.Thread(target=serve_briefly)
     server.start()
     worker = make_oracle(tmp_path / "w", Clock(), [], search_id="0123abcd")
-    worker.worker_timeout = 20.0
+    worker.worker_timeout = 30.0
     logs = []
     try:
         oracle.wait_for_chief(worker, "worker0", logs.append)
     finally:
-        server.join(timeout=30)
+        server.join(timeout=40)
+    assert not server.is_alive()
     assert logs[-1] == "worker0: the chief answered; training candidates."
 
 

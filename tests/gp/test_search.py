@@ -18,7 +18,7 @@ from ngl_keras.gp import fitness, screening, search_directory, search_run, searc
 from ngl_keras.gp.evolution import CandidateFailed
 from ngl_keras.losses import expression as ex
 from tests.paths import CONFIGS, ROOT, kill_when_lines
-from tests.processes import ongoing_trials, oracle_env, start, stop_all, wait_all
+from tests.processes import ongoing_trials, oracle_env, start, stop_all, wait_all, wait_for_line
 
 SCREEN = screening.LossScreen()
 
@@ -139,17 +139,21 @@ def _start(args, env, tuner_id):
 
 
 @pytest.mark.slow
-def test_a_chief_and_two_workers_started_at_once_complete_the_search(tmp_path):
+def test_a_chief_started_after_its_two_waiting_workers_completes_the_search(tmp_path):
     out = tmp_path / "s"
-    # A search of some seconds (~0.3 s a candidate), not one shorter than the spread of the three
-    # processes' start-up: a worker that first asks after the chief has finished and exited finds no
-    # chief and waits its whole worker_timeout.
+    # As a cluster scheduler may: the workers first, waiting for a chief that does not exist yet, then the
+    # chief. It starts once both wait: a worker that first asked after the chief had finished and exited
+    # would find no chief and wait its whole worker_timeout. The search lasts some seconds (~0.3 s a
+    # candidate), so that both workers, retrying about every second, are answered.
     config = _smoke_config(tmp_path, generations=2, fitness={"kind": "probe", "probe_steps": 3000})
     args = ["--config", str(config), "--out", str(out)]
-    env = oracle_env()
-    # As a cluster scheduler does: workers first, the chief at the same moment.
-    processes = [_start(args, env, f"worker{i}") for i in range(2)] + [_start(args, env, "chief")]
+    env = {**oracle_env(), "PYTHONUNBUFFERED": "1"}
+    processes = [_start(args, env, f"worker{i}") for i in range(2)]
     try:
+        for worker in processes:
+            wait_for_line(worker, "waiting up to", timeout=300)
+        assert not out.exists()  # a waiting worker writes nothing
+        processes.append(_start(args, env, "chief"))
         outputs = wait_all(processes, timeout=400)
     finally:
         stop_all(processes)
