@@ -96,16 +96,15 @@ def per_seed_change(record, loss, baseline="ce"):
 
 
 def each_run(record, losses, metric, reduce):
-    """`metric` of every finished run of any of `losses`, reduced (min, max, ...)."""
-    values = [r[metric] for r in read_jsonl(record) if r["loss"] in losses and r["status"] == "ok"]
-    return reduced(values, reduce)
+    """`metric` % of every finished run of any of `losses`, reduced (min, max, ...)."""
+    return reduced([v for loss in losses for v in runs(record, loss, metric=metric).values()], reduce)
 
 
 def one_class(record, loss):
     """Of the finished runs of `loss`: how many predict one class only on the test set (a positive rate
-    of 0 or 1), and how many there are."""
-    rates = [r["test_positive_rate"] for r in read_jsonl(record) if r["loss"] == loss and r["status"] == "ok"]
-    return [sum(rate in (0.0, 1.0) for rate in rates), len(rates)]
+    of 0 or 100 %), and how many there are."""
+    rates = runs(record, loss, metric="test_positive_rate").values()
+    return [sum(rate in (0.0, 100.0) for rate in rates), len(rates)]
 
 
 def paired(record, loss, baseline="ce", metric="test_accuracy"):
@@ -231,8 +230,9 @@ def text(record, pattern, after=None, before=None, reduce=None):
     return [v for h in reduce for v in reduced(values, [h])] if reduce else values
 
 
-COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, each_run, one_class, paired, proxy,
-                                        spearman, spearman_chance, difference, ratio, field, column, share, row, text)}
+COMPUTATIONS = {f.__name__: f for f in (mean_std, per_seed, paired_difference, change, per_seed_change, each_run,
+                                        one_class, paired, proxy, spearman, spearman_chance, difference, ratio,
+                                        field, column, share, row, text)}
 
 
 class _Printed(string.Formatter):
